@@ -1,0 +1,8 @@
+"""Genotypes: data types, the published library, safe parsing/JSON, derivation and analysis."""
+from .types import (GENOTYPE_TYPES, KNOWN_OPS, Genotype, Genotype2, Genotype3, cell_nodes, cells,
+                    flatten_nodes, stages, validate)
+from .library import (DARTS, DARTS_V1, DARTS_V2, HC_DAS, HS_DAS_CIFAR, HS_DAS_IMAGENET, LIBRARY, PDARTS,
+                      PC_DARTS_cifar, PC_DARTS_image, get, names, noisy_darts_a)
+from .serialize import from_json, parse, to_json
+from .analysis import (average_path_length, dead_cells, expected_depth, live_states, path_stats,
+                       prune_dead_cells, stage_depth)

@@ -1,0 +1,178 @@
+"""Safe parsing of genotype strings (published namedtuple reprs or JSON) and JSON output.
+
+Never uses ``eval``: the text is parsed with :mod:`ast` and only literal nodes are accepted
+(str/int constants, lists, tuples, ``range(...)`` and calls of Genotype/Genotype2/Genotype3).
+"""
+import ast
+import json
+
+from .types import GENOTYPE_TYPES, Genotype2, cell_nodes, flatten_nodes, validate
+
+
+class _Range(list):
+    """A concat written as range(...); only a marker so error messages can say so."""
+
+
+def _where(node):
+    return f"line {node.lineno}, column {node.col_offset + 1}"
+
+
+def _literal(node):
+    """Convert an AST node made only of allowed literals into Python values."""
+    if isinstance(node, ast.Constant) and (isinstance(node.value, str) or
+                                           (isinstance(node.value, int) and not isinstance(node.value, bool))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
+            and type(node.operand.value) is int:
+        return -node.operand.value
+    if isinstance(node, ast.List):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        if name == "range":
+            if node.keywords or not 1 <= len(node.args) <= 3:
+                raise ValueError(f"{_where(node)}: range() takes 1 to 3 positional int arguments")
+            args = [_literal(a) for a in node.args]
+            if not all(type(a) is int for a in args):
+                raise ValueError(f"{_where(node)}: range() arguments must be ints, got {args}")
+            if len(args) == 3 and args[2] == 0:
+                raise ValueError(f"{_where(node)}: range() step must not be zero")
+            return _Range(range(*args))
+        if name in GENOTYPE_TYPES:
+            return _build_call(name, node)
+        raise ValueError(f"{_where(node)}: call of {name!r} not allowed; expected "
+                         f"{', '.join(GENOTYPE_TYPES)} or range")
+    raise ValueError(f"{_where(node)}: unexpected {type(node).__name__} expression "
+                     f"{ast.get_source_segment(_SOURCE[0], node) or ''!r}; only str/int literals, "
+                     "lists, tuples, range() and genotype calls are allowed")
+
+
+_SOURCE = [""]
+
+
+def _build_call(name, node):
+    fields = GENOTYPE_TYPES[name]._fields
+    if len(node.args) > len(fields):
+        raise ValueError(f"{_where(node)}: {name} takes {len(fields)} fields, got {len(node.args)} positional")
+    values = {}
+    for field, arg in zip(fields, node.args):
+        values[field] = (_literal(arg), arg)
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ValueError(f"{_where(kw.value)}: ** arguments are not allowed")
+        if kw.arg not in fields:
+            raise ValueError(f"{_where(kw.value)}: {name} has no field {kw.arg!r}; fields are {', '.join(fields)}")
+        if kw.arg in values:
+            raise ValueError(f"{_where(kw.value)}: field {kw.arg!r} given twice")
+        values[kw.arg] = (_literal(kw.value), kw.value)
+    missing = [f for f in fields if f not in values]
+    if missing:
+        raise ValueError(f"{_where(node)}: {name} is missing field(s) {', '.join(missing)}")
+    try:
+        return build(name, {f: v for f, (v, _) in values.items()})
+    except ValueError as e:
+        raise ValueError(f"{_where(node)}: {e}") from None
+
+
+def _pairs(value, field):
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{field}: expected a list of (op, input) pairs, got {value!r}")
+    out = []
+    for p in value:
+        if not (isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+                and type(p[1]) is int):
+            raise ValueError(f"{field}: expected an (op: str, input: int) pair, got {p!r}")
+        out.append((p[0], p[1]))
+    return out
+
+
+def _is_nested(value):
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(n, (list, tuple)) and len(n) > 0 and all(isinstance(p, (list, tuple)) for p in n)
+        for n in value)
+
+
+def _concat(value, field):
+    if not isinstance(value, (list, tuple)) or not all(type(s) is int for s in value):
+        raise ValueError(f"{field}: expected a list of ints or range(a, b), got {value!r}")
+    return list(value)
+
+
+def build(type_name, fields):
+    """Build and validate a genotype from plain values. Gene fields may be flat or nested
+    (H-DAS nested cells are flattened for Genotype/Genotype3; flat stage DAGs are grouped in pairs
+    for Genotype2); concats may be ranges, tuples or lists."""
+    cls = GENOTYPE_TYPES[type_name]
+    values = []
+    for field in cls._fields:
+        v = fields[field]
+        if field.endswith("_concat"):
+            values.append(_concat(v, field))
+        elif cls is Genotype2:
+            nodes = v if _is_nested(v) else cell_nodes(_pairs(v, field))
+            values.append([_pairs(n, f"{field}[{j}]") for j, n in enumerate(nodes)])
+        else:
+            flat = flatten_nodes(v) if _is_nested(v) else v
+            values.append(_pairs(flat, field))
+    return validate(cls(*values))
+
+
+def parse(text):
+    """Parse a genotype from a published repr string (``Genotype(...)``, ``Genotype2(...)``,
+    ``Genotype3(...)``, optionally as ``NAME = ...``) or from JSON written by :func:`to_json`.
+    Raises ValueError saying where the text is malformed."""
+    if not isinstance(text, str):
+        raise TypeError(f"parse(text): text must be a str, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("parse(text): empty genotype string")
+    if stripped.startswith("{"):
+        return from_json(stripped)
+    try:
+        tree = ast.parse(stripped, mode="exec")
+    except SyntaxError as e:
+        raise ValueError(f"genotype string is not valid syntax at line {e.lineno}, column {e.offset}: {e.msg}") from None
+    if len(tree.body) != 1:
+        raise ValueError(f"expected exactly one genotype expression, found {len(tree.body)} statements")
+    stmt = tree.body[0]
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        expr = stmt.value
+    elif isinstance(stmt, ast.Expr):
+        expr = stmt.value
+    else:
+        raise ValueError(f"{_where(stmt)}: expected a genotype expression or 'NAME = Genotype...(...)'")
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in GENOTYPE_TYPES):
+        raise ValueError(f"{_where(expr)}: expected a call of {', '.join(GENOTYPE_TYPES)}")
+    _SOURCE[0] = stripped
+    return _literal(expr)
+
+
+def to_json(g, indent=None):
+    """JSON text ``{"type": "Genotype2", "DAG1": [[["skip_connect", 0], ...], ...], ...}``."""
+    if type(g).__name__ not in GENOTYPE_TYPES or not isinstance(g, tuple):
+        raise TypeError(f"to_json(g): expected a Genotype, Genotype2 or Genotype3, got {type(g).__name__}")
+    validate(g)
+    doc = {"type": type(g).__name__}
+    doc.update({f: getattr(g, f) for f in g._fields})
+    return json.dumps(doc, indent=indent)
+
+
+def from_json(text):
+    """Inverse of :func:`to_json`; errors name the line/column (bad JSON) or field (bad content)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"genotype JSON is malformed at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"genotype JSON must be an object, got {type(doc).__name__}")
+    type_name = doc.get("type")
+    if type_name not in GENOTYPE_TYPES:
+        raise ValueError(f"genotype JSON field 'type' must be one of {', '.join(GENOTYPE_TYPES)}, got {type_name!r}")
+    fields = GENOTYPE_TYPES[type_name]._fields
+    extra = sorted(set(doc) - set(fields) - {"type"})
+    missing = [f for f in fields if f not in doc]
+    if extra or missing:
+        raise ValueError(f"genotype JSON for {type_name}: missing {missing}, unexpected {extra}")
+    return build(type_name, {f: doc[f] for f in fields})
