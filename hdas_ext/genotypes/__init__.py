@@ -6,3 +6,5 @@ from .library import (DARTS, DARTS_V1, DARTS_V2, HC_DAS, HS_DAS_CIFAR, HS_DAS_IM
 from .serialize import from_json, parse, to_json
 from .analysis import (average_path_length, dead_cells, expected_depth, live_states, path_stats,
                        prune_dead_cells, stage_depth)
+from .derive import (RULES, cell_edge_counts, derive_cell, derive_genotype, derive_genotype2,
+                     derive_genotype3, derive_stage, derive_stage_length, stage_edge_counts)
