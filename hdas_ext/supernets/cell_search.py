@@ -1,0 +1,160 @@
+"""Cell-level search networks: the DARTS search network (one normal and one reduction cell shared
+by all cells) and Hc-DAS (stage-specific cells: three normal and two reduction alpha sets).
+Layout, widths and module names follow quark0/darts' model_search (spec §5, §8.1)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotypes import Genotype, Genotype3
+from ..genotypes.derive import derive_cell
+from ..nn import FactorizedReduce, ReLUConvBN
+from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
+from .base import Supernet, check_int, new_alpha
+from .modules import module_class
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: `steps` nodes, node i sums one mixed op per earlier state (i+2 edges),
+    output = channel concat of the last `multiplier` states."""
+
+    def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused):
+        super().__init__()
+        self.reduction = reduction
+        self.steps, self.multiplier = steps, multiplier
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        mixed = module_class("MixedOp", fused)
+        self._ops = nn.ModuleList(
+            mixed(C, 2 if reduction and j < 2 else 1, primitives, affine=False, pool_bn=True)
+            for i in range(steps) for j in range(2 + i))
+
+    def forward(self, s0, s1, weights):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+def reduction_indices(layers):
+    return (layers // 3, 2 * layers // 3)
+
+
+class CellSearchNet(nn.Module):
+    """stem (3x3 conv -> BN to stem_multiplier*C) -> `layers` search cells (reductions at L//3
+    and 2L//3, channels doubled there) -> GAP -> linear. Cell i mixes with weight set
+    cell_sets[i] of the list passed to forward."""
+
+    def __init__(self, C, num_classes, layers, primitives, cell_sets, steps=4, multiplier=4,
+                 stem_multiplier=3, in_channels=3, fused=True):
+        super().__init__()
+        self.cell_sets = list(cell_sets)
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in reduction_indices(layers)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction,
+                                         reduction_prev, primitives, fused))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x, weight_sets):
+        s0 = s1 = self.stem(x)
+        for cell, k in zip(self.cells, self.cell_sets):
+            s0, s1 = s1, cell(s0, s1, weight_sets[k])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+class _CellSupernet(Supernet):
+    SET_NAMES = ()
+    PRIMITIVES = ()
+    RULE = "darts"
+
+    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused):
+        super().__init__()
+        check_int("C", C, 1)
+        check_int("num_classes", num_classes, 1)
+        check_int("steps", steps, 1)
+        check_int("multiplier", multiplier, 1, steps)
+        self.steps, self.layers, self.fused = steps, layers, fused
+        self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
+                                 [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
+                                 in_channels=in_channels, fused=fused)
+        edges = sum(2 + i for i in range(steps))
+        for name in self.SET_NAMES:
+            setattr(self, "alpha_" + name, new_alpha(edges, len(self.PRIMITIVES)))
+
+    def alpha_sets(self):
+        return [getattr(self, "alpha_" + name) for name in self.SET_NAMES]
+
+    def arch_weights(self):
+        return ([F.softmax(a, dim=-1) for a in self.alpha_sets()],)
+
+    def _derive(self, alpha):
+        gene, concat = derive_cell(alpha, self.PRIMITIVES, rule=self.RULE, k=2)
+        return gene, concat
+
+
+class DartsCellSearch(_CellSupernet):
+    """DARTS' search network (spec §8.1): C=16, 8 cells, one shared normal and reduction alpha
+    set (14 x 8, 'none' first), genotype by DARTS' softmax ranking."""
+    SET_NAMES = ("normal", "reduce")
+    PRIMITIVES = DARTS_PRIMITIVES
+    RULE = "darts"
+
+    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True):
+        check_int("layers", layers, 3)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused)
+
+    @staticmethod
+    def cell_set(i, layers):
+        return 1 if i in reduction_indices(layers) else 0
+
+    def genotype(self):
+        normal, nc = self._derive(self.alpha_normal)
+        reduce, rc = self._derive(self.alpha_reduce)
+        return Genotype(normal=normal, normal_concat=nc, reduce=reduce, reduce_concat=rc)
+
+
+class HcDasSearch(_CellSupernet):
+    """Hc-DAS (spec §5): the same network with stage-specific cells. Cells before L//3 use
+    normal1, cell L//3 reduce1, cells up to 2L//3 normal2, cell 2L//3 reduce2, the rest normal3.
+    H-DAS primitive order ('none' last) and raw-logit edge ranking."""
+    SET_NAMES = ("normal1", "reduce1", "normal2", "reduce2", "normal3")
+    PRIMITIVES = HDAS_PRIMITIVES
+    RULE = "hdas"
+
+    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True):
+        # Fewer than 5 cells would leave some alpha set without a cell.
+        check_int("layers", layers, 5)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused)
+
+    @staticmethod
+    def cell_set(i, layers):
+        r1, r2 = reduction_indices(layers)
+        if i < r1:
+            return 0
+        if i == r1:
+            return 1
+        if i < r2:
+            return 2
+        return 3 if i == r2 else 4
+
+    def genotype(self):
+        fields = {}
+        for name, alpha in zip(self.SET_NAMES, self.alpha_sets()):
+            fields[name], fields[name + "_concat"] = self._derive(alpha)
+        return Genotype3(**fields)

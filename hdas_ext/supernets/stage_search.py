@@ -1,0 +1,176 @@
+"""Stage-level search networks (spec §2): Hs-DAS (connections and parameter-free ops between
+fixed cells, sliding window m) and the cell-distribution search (each stage over-parameterised
+to N_max cells, beta over the output pairs that give stage lengths N_min..N_max)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotypes import Genotype2
+from ..genotypes.derive import derive_stage, derive_stage_length
+from ..nn import ReLUConvBN
+from ..primitives import STAGE_PRIMITIVES
+from .base import Supernet, check_int, new_alpha
+from .discrete_cell import DiscreteCell, stage_cell_genes
+from .modules import module_class
+
+NUM_STAGES = 3
+
+
+def window_inputs(j, window):
+    """Number of window edges of cell j: the min(j+2, window) most recent states."""
+    return min(j + 2, window)
+
+
+def window_sources(j, window):
+    """State indices read by cell j (edge e reads state first + e)."""
+    first = j + 2 - window_inputs(j, window)
+    return list(range(first, j + 2))
+
+
+def output_pairs(n_min, n_max):
+    """Distribution search: pair k = (states k+N_min, k+N_min+1), the last two cells of a stage
+    of k+N_min cells, for k = 0..N_max-N_min."""
+    return [(k + n_min, k + n_min + 1) for k in range(n_max - n_min + 1)]
+
+
+class SearchStage(nn.Module):
+    """States 0/1 = two 1x1 ReLU-conv-BN (affine=False) projections of the stage input; cell j is
+    fed the mixed sum over its window (one StageNode) and computes state j+2 = cell(x, x).
+    Output: concat of the last two states, or the beta-weighted concat of `pairs`."""
+
+    def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None):
+        super().__init__()
+        self.window = window
+        self.preprocess0 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
+        node = module_class("StageNode", fused)
+        self.nodes = nn.ModuleList(node(W, window_inputs(j, window), STAGE_PRIMITIVES, pool_bn=True)
+                                   for j in range(num_cells))
+        self.cells = nn.ModuleList(DiscreteCell(gene, concat, W, W, C_cell, reduction=False)
+                                   for _ in range(num_cells))
+        self.pairs = None if pairs is None else [tuple(p) for p in pairs]
+        self.output = module_class("WeightedPairConcat", fused)() if pairs is not None else None
+
+    def forward(self, s0, s1, weights, beta=None):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for j, (node, cell) in enumerate(zip(self.nodes, self.cells)):
+            x = node(states[-window_inputs(j, self.window):], weights[j])
+            states.append(cell(x, x))
+        if self.pairs is None:
+            return torch.cat(states[-2:], dim=1)
+        return self.output(states, beta, self.pairs)
+
+
+class StageSearchNet(nn.Module):
+    """stem (3x3 conv -> BN, multiplier = cell concat size, 4 for DARTS-family cells) -> stage 1
+    -> reduction cell -> stage 2 -> reduction cell -> stage 3 -> GAP -> linear (spec §2.1)."""
+
+    def __init__(self, genotype, C, num_classes, num_cells, window, in_channels=3, fused=True, pairs=None):
+        super().__init__()
+        normals, reduces = stage_cell_genes(genotype)
+        mult = len(normals[0][1])
+        for gene, concat in normals + reduces:
+            if len(concat) != mult:
+                raise ValueError("genotype: every cell must concat the same number of states (stage "
+                                 f"widths require it), got {[len(c) for _, c in normals + reduces]}")
+        W, C_cell = mult * C, C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, W, 3, padding=1, bias=False), nn.BatchNorm2d(W))
+        self.stages = nn.ModuleList()
+        self.reductions = nn.ModuleList()
+        for s in range(NUM_STAGES):
+            gene, concat = normals[s]
+            self.stages.append(SearchStage(W, C_cell, num_cells, window, gene, concat, fused, pairs))
+            if s < NUM_STAGES - 1:
+                gene, concat = reduces[s]
+                self.reductions.append(DiscreteCell(gene, concat, 2 * W, 2 * W, 2 * C_cell, reduction=True))
+                W, C_cell = 2 * W, 2 * C_cell
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(2 * W, num_classes)
+
+    def forward(self, x, stage_weights, betas=None):
+        s = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            s = stage(s, s, stage_weights[i], None if betas is None else betas[i])
+            if i < len(self.reductions):
+                s = self.reductions[i](s, s)
+        return self.classifier(self.global_pooling(s).flatten(1))
+
+
+class _StageSupernet(Supernet):
+    def __init__(self, genotype, C, num_classes, num_cells, window, in_channels, fused, pairs):
+        super().__init__()
+        check_int("C", C, 1)
+        check_int("num_classes", num_classes, 1)
+        check_int("window", window, 2, num_cells + 1)
+        self.num_cells, self.window, self.fused = num_cells, window, fused
+        self.net = StageSearchNet(genotype, C, num_classes, num_cells, window, in_channels, fused, pairs)
+        for s in range(NUM_STAGES):
+            setattr(self, f"alpha_stage{s + 1}", nn.ParameterList(
+                new_alpha(window_inputs(j, window), len(STAGE_PRIMITIVES)) for j in range(num_cells)))
+
+    def stage_alphas(self):
+        """Raw alpha logits, one list of per-cell [edges, 4] tensors per stage."""
+        return [list(getattr(self, f"alpha_stage{s + 1}")) for s in range(NUM_STAGES)]
+
+    def stage_betas(self):
+        return None
+
+    def _stage_weights(self):
+        return [[F.softmax(a, dim=-1) for a in stage] for stage in self.stage_alphas()]
+
+    def _dags(self):
+        return [derive_stage(stage, STAGE_PRIMITIVES, window=self.window, k=2, rule="hdas")[0]
+                for stage in self.stage_alphas()]
+
+
+class HsDasSearch(_StageSupernet):
+    """Hs-DAS stage search: fixed cells from `genotype` (a cell Genotype, a stage-specific
+    Genotype3, a library name or a genotype string), `cells_per_stage` cells per stage (6 in the
+    CIFAR setting, 4 in the ImageNet one), window m in [2, N+1] (default 3)."""
+
+    def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, cells_per_stage=6, window=3,
+                 in_channels=3, fused=True):
+        check_int("cells_per_stage", cells_per_stage, 1)
+        super().__init__(genotype, C, num_classes, cells_per_stage, window, in_channels, fused, None)
+
+    def arch_weights(self):
+        return (self._stage_weights(),)
+
+    def genotype(self):
+        n = self.num_cells
+        d1, d2, d3 = self._dags()
+        return Genotype2(DAG1=d1, DAG1_concat=[n, n + 1], DAG2=d2, DAG2_concat=[n, n + 1],
+                         DAG3=d3, DAG3_concat=[n, n + 1])
+
+
+class DistributionSearch(_StageSupernet):
+    """Cell-distribution search: every stage has N_max cells, all computed; stage output =
+    sum_k softmax(beta)_k * concat(last two cells of a stage of N_min+k cells). Works for any
+    1 <= N_min <= N_max (the released code only for 8 and 4)."""
+
+    def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, n_max=8, n_min=4, window=3,
+                 in_channels=3, fused=True):
+        check_int("n_max", n_max, 1)
+        check_int("n_min", n_min, 1, n_max)
+        self.n_min, self.n_max = n_min, n_max
+        super().__init__(genotype, C, num_classes, n_max, window, in_channels, fused,
+                         output_pairs(n_min, n_max))
+        for s in range(NUM_STAGES):
+            setattr(self, f"beta_stage{s + 1}", new_alpha(n_max - n_min + 1))
+
+    def stage_betas(self):
+        return [getattr(self, f"beta_stage{s + 1}") for s in range(NUM_STAGES)]
+
+    def arch_weights(self):
+        return self._stage_weights(), [F.softmax(b, dim=-1) for b in self.stage_betas()]
+
+    def stage_lengths(self):
+        return [derive_stage_length(b, self.n_min)[0] for b in self.stage_betas()]
+
+    def genotype(self):
+        """All N_max cells of each stage, concat = the searched pair; cells after it are dead
+        (see hdas_ext.genotypes.prune_dead_cells)."""
+        dags = self._dags()
+        concats = [derive_stage_length(b, self.n_min)[1] for b in self.stage_betas()]
+        return Genotype2(DAG1=dags[0], DAG1_concat=concats[0], DAG2=dags[1], DAG2_concat=concats[1],
+                         DAG3=dags[2], DAG3_concat=concats[2])
