@@ -1,0 +1,122 @@
+"""Genotype types, library, safe parser and JSON round trips."""
+import json
+
+import pytest
+
+import hdas_ext.genotypes as G
+
+# The published strings, with their original spacing quirks (P-DARTS has "('sep_conv_3x3',0)").
+PDARTS_TEXT = ("Genotype(normal=[('skip_connect', 0), ('dil_conv_3x3', 1), ('skip_connect', 0),"
+               "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3',0), "
+               "('dil_conv_5x5', 4)], normal_concat=range(2, 6), reduce=[('avg_pool_3x3', 0), "
+               "('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 2), ('max_pool_3x3', 0), "
+               "('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=range(2, 6))")
+
+HS_CIFAR_TEXT = """Genotype2(DAG1=[[('skip_connect', 0), ('skip_connect', 1)], [('skip_connect', 0), ('skip_connect', 1)],
+ [('skip_connect', 1), ('max_pool_3x3', 2)], [('max_pool_3x3', 2), ('skip_connect', 4)],
+ [('max_pool_3x3', 3), ('skip_connect', 5)], [('max_pool_3x3', 4), ('skip_connect', 6)]], DAG1_concat=range(6, 8),
+ DAG2=[[('max_pool_3x3', 0), ('max_pool_3x3', 1)], [('skip_connect', 0), ('skip_connect', 1)],
+ [('skip_connect', 1), ('skip_connect', 2)], [('max_pool_3x3', 2), ('skip_connect', 3)],
+ [('max_pool_3x3', 3), ('skip_connect', 5)], [('avg_pool_3x3', 4), ('skip_connect', 6)]], DAG2_concat=range(6, 8),
+ DAG3=[[('skip_connect', 0), ('skip_connect', 1)], [('skip_connect', 1), ('skip_connect', 2)],
+ [('skip_connect', 2), ('skip_connect', 3)], [('max_pool_3x3', 2), ('skip_connect', 3)],
+ [('max_pool_3x3', 3), ('skip_connect', 5)], [('max_pool_3x3', 4), ('max_pool_3x3', 5)]], DAG3_concat=range(6, 8))"""
+
+# Hc-DAS cells in the H-DAS nested format, reduce2 only differs from a flat entry by nesting.
+HC_NESTED_TEXT = (
+    "Genotype3(normal1=[[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], "
+    "[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [('sep_conv_3x3', 2), ('sep_conv_3x3', 3)]], normal1_concat=range(2, 6), "
+    "reduce1=[[('max_pool_3x3', 0), ('skip_connect', 1)], [('max_pool_3x3', 0), ('max_pool_3x3', 2)], "
+    "[('sep_conv_3x3', 0), ('skip_connect', 1)], [('sep_conv_3x3', 0), ('dil_conv_3x3', 4)]], reduce1_concat=range(2, 6), "
+    "normal2=[[('skip_connect', 0), ('dil_conv_3x3', 1)], [('skip_connect', 0), ('sep_conv_3x3', 1)], "
+    "[('skip_connect', 0), ('sep_conv_3x3', 1)], [('skip_connect', 0), ('sep_conv_3x3', 1)]], normal2_concat=range(2, 6), "
+    "reduce2=[[('max_pool_3x3', 0), ('dil_conv_3x3', 1)], [('max_pool_3x3', 0), ('dil_conv_5x5', 2)], "
+    "[('max_pool_3x3', 0), ('dil_conv_5x5', 3)], [('max_pool_3x3', 0), ('skip_connect', 4)]], reduce2_concat=range(2, 6), "
+    "normal3=[[('dil_conv_5x5', 0), ('sep_conv_3x3', 1)], [('sep_conv_3x3', 1), ('dil_conv_3x3', 2)], "
+    "[('dil_conv_3x3', 0), ('sep_conv_5x5', 2)], [('sep_conv_5x5', 3), ('sep_conv_3x3', 4)]], normal3_concat=range(2, 6))")
+
+
+@pytest.mark.parametrize("name", G.names())
+def test_round_trips(name):
+    g = G.get(name)
+    assert G.parse(repr(g)) == g
+    assert G.from_json(G.to_json(g)) == g
+    assert G.parse(G.to_json(g, indent=2)) == g
+    assert type(G.parse(repr(g))) is type(g)
+    # the parsed object is made of plain tuples/lists/ints, like the published values
+    assert repr(G.parse(repr(g))) == repr(g)
+
+
+def test_published_strings():
+    assert G.parse(PDARTS_TEXT) == G.PDARTS
+    assert G.parse(HS_CIFAR_TEXT) == G.HS_DAS_CIFAR
+    assert G.parse(HC_NESTED_TEXT) == G.HC_DAS
+    assert G.parse("PDARTS = " + PDARTS_TEXT) == G.PDARTS
+    assert G.PDARTS.normal_concat == [2, 3, 4, 5]
+
+
+def test_flat_stage_dag_is_grouped():
+    flat = repr(G.HS_DAS_IMAGENET).replace("[[", "[").replace("]]", "]").replace("), ], [(", "), (")
+    flat = flat.replace("], [", ", ")  # DAGx as one flat list of pairs
+    assert G.parse(flat) == G.HS_DAS_IMAGENET
+
+
+def test_get_aliases_and_copies():
+    assert G.get("P-DARTS") == G.PDARTS
+    assert G.get("darts") == G.DARTS_V2 == G.DARTS
+    assert G.get("hs-das-cifar") == G.HS_DAS_CIFAR
+    g = G.get("DARTS_V1")
+    g.normal.append(("skip_connect", 0))
+    assert len(G.DARTS_V1.normal) == 8
+    with pytest.raises(KeyError, match="unknown genotype name"):
+        G.get("NASNet")
+
+
+def test_library_facts():
+    assert isinstance(G.HC_DAS, G.Genotype3) and isinstance(G.HS_DAS_CIFAR, G.Genotype2)
+    assert [len(d) for d, _ in G.stages(G.HS_DAS_CIFAR)] == [6, 6, 6]
+    assert [c for _, c in G.stages(G.HS_DAS_IMAGENET)] == [[4, 5]] * 3
+    assert G.cell_nodes(G.DARTS_V2.normal)[3] == [("skip_connect", 0), ("dil_conv_3x3", 2)]
+    assert [n for n, _, _ in G.cells(G.HC_DAS)] == ["normal1", "reduce1", "normal2", "reduce2", "normal3"]
+
+
+@pytest.mark.parametrize("text, where", [
+    ("Genotype(normal=[('sep_conv_3x3', 1)", "line 1"),                        # unterminated
+    ("Genotype2(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]],\n DAG1_concat=__import__('os'), "
+     "DAG2=[], DAG2_concat=[], DAG3=[], DAG3_concat=[])", "line 2, column 14"),  # a call that is not allowed
+    ("Genotype(normal=[('sep_conv_3x3', 1.5)], normal_concat=[2], reduce=[], reduce_concat=[2])", "column 35"),
+    ("Genotype(normal=[], normal_concat=[2], reduce=[], reduce_concat=[2], extra=1)", "no field 'extra'"),
+    ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2])", "missing field"),
+    ("Genotype(normal=[('sep_conv_3x3', 0), ('conv_9x9', 1)], normal_concat=[2], reduce=[('skip_connect', 0), "
+     "('skip_connect', 1)], reduce_concat=[2])", "unknown op 'conv_9x9'"),
+    ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 2)], normal_concat=[2], reduce=[('skip_connect', 0), "
+     "('skip_connect', 1)], reduce_concat=[2])", r"input state 2 must be an int in \[0, 2\)"),
+    ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=range(2, 6), reduce=[('skip_connect', 0), "
+     "('skip_connect', 1)], reduce_concat=[2])", r"concat state 3"),
+    ("[1, 2]", "expected a call"),
+    ("Genotype(*x)", "column"),
+    ("", "empty"),
+    ('{"type": "Genotype", "normal": [}', "line 1, column 33"),
+    ('{"type": "Genotype9"}', "field 'type'"),
+    ('{"type": "Genotype2", "DAG1": []}', "missing"),
+])
+def test_malformed_inputs_say_where(text, where):
+    with pytest.raises(ValueError, match=where):
+        G.parse(text)
+
+
+def test_no_eval_side_effects(tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"Genotype(normal=open({str(marker)!r}, 'w'), normal_concat=[2], reduce=[], reduce_concat=[2])"
+    with pytest.raises(ValueError, match="not allowed"):
+        G.parse(text)
+    assert not marker.exists()
+
+
+def test_json_shape():
+    doc = json.loads(G.to_json(G.HS_DAS_IMAGENET))
+    assert doc["type"] == "Genotype2"
+    assert doc["DAG1"][0] == [["max_pool_3x3", 0], ["max_pool_3x3", 1]]
+    assert doc["DAG3_concat"] == [4, 5]
+    with pytest.raises(TypeError):
+        G.to_json((1, 2))
