@@ -6,6 +6,8 @@ import sys
 
 # One line per subcommand module; kept explicit so a missing module is an error, not a silence.
 COMMANDS = [
+    "space_size",
+    "plot",
 ]
 
 

@@ -1,0 +1,61 @@
+"""`hdas plot NAME_OR_FILE`: draw a genotype (library name, file with a repr/JSON genotype, or the
+genotype text itself) with graphviz."""
+import os
+import sys
+
+from .. import genotypes, viz
+
+
+def register(subparsers):
+    p = subparsers.add_parser("plot", help="draw a genotype's cells or stage DAGs with graphviz",
+                              description="Draw a genotype. NAME_OR_FILE is a library name "
+                                          f"({', '.join(genotypes.names())}), a file holding a genotype "
+                                          "(published repr or JSON), or the genotype text itself.")
+    p.add_argument("genotype", metavar="NAME_OR_FILE")
+    p.add_argument("--format", choices=viz.FORMATS, default=None,
+                   help="output format (default: from --out's extension, else png)")
+    p.add_argument("--out", default=None, help="output path (default: <name>.<format> in the current directory)")
+    p.add_argument("--part", default=None,
+                   help="draw one field only, e.g. normal, reduce2 or DAG1 (default: all)")
+    p.set_defaults(func=run)
+
+
+def load(spec):
+    """A genotype and a short name from a library name, a file path or genotype text."""
+    if os.path.isfile(spec):
+        with open(spec) as f:
+            return genotypes.parse(f.read()), os.path.splitext(os.path.basename(spec))[0]
+    stripped = spec.strip()
+    if stripped.startswith(("Genotype", "{")):
+        return genotypes.parse(stripped), "genotype"
+    return genotypes.get(spec), spec
+
+
+def run(args):
+    try:
+        g, name = load(args.genotype)
+    except (KeyError, ValueError, OSError) as e:
+        raise SystemExit(f"hdas plot: cannot load {args.genotype!r}: {e.args[0] if e.args else e}")
+    fmt = args.format
+    if args.out and not fmt:
+        fmt = os.path.splitext(args.out)[1].lstrip(".").lower() or "png"
+    fmt = fmt or "png"
+    if fmt not in viz.FORMATS:
+        raise SystemExit(f"hdas plot: --out extension must be one of {viz.FORMATS}, got {fmt!r}")
+    out = args.out or f"{name}{'_' + args.part if args.part else ''}.{fmt}"
+    if args.part:
+        if args.part not in g._fields or args.part.endswith("_concat"):
+            fields = [f for f in g._fields if not f.endswith("_concat")]
+            raise SystemExit(f"hdas plot: --part must be one of {fields}, got {args.part!r}")
+        gene, concat = getattr(g, args.part), getattr(g, args.part + "_concat")
+        draw = viz.stage_graph if isinstance(g, genotypes.Genotype2) else viz.cell_graph
+        graph = draw(gene, concat, caption=f"{name} {args.part}")
+    else:
+        graph = viz.genotype_graph(g, caption=name)
+    try:
+        path = viz.render(graph, out, fmt)
+    except RuntimeError as e:
+        print(f"hdas plot: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
