@@ -120,3 +120,13 @@ def test_json_shape():
     assert doc["DAG3_concat"] == [4, 5]
     with pytest.raises(TypeError):
         G.to_json((1, 2))
+
+
+def test_content_errors_point_at_the_field():
+    text = ("Genotype2(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]], DAG1_concat=[2],\n"
+            "  DAG2=[[('skip_connect', 0), ('skip_connect', 2)]], DAG2_concat=[2],\n"
+            "  DAG3=[[('skip_connect', 0), ('skip_connect', 1)]], DAG3_concat=[5])")
+    with pytest.raises(ValueError, match=r"^line 2, column 8: DAG2\[0\]: input state 2"):
+        G.parse(text)
+    with pytest.raises(ValueError, match=r"^line 3, column 66: DAG3_concat: concat state 5"):
+        G.parse(text.replace("('skip_connect', 2)", "('skip_connect', 1)"))

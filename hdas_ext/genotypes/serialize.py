@@ -73,7 +73,12 @@ def _build_call(name, node):
     try:
         return build(name, {f: v for f, (v, _) in values.items()})
     except ValueError as e:
-        raise ValueError(f"{_where(node)}: {e}") from None
+        # point at the field the message names (messages start with the field, e.g. "DAG2[3]: ...")
+        msg = str(e)
+        named = [f for f in values if msg.startswith(f) and not msg[len(f):len(f) + 1].isalnum()
+                 and msg[len(f):len(f) + 1] != "_"]
+        at = values[max(named, key=len)][1] if named else node
+        raise ValueError(f"{_where(at)}: {e}") from None
 
 
 def _pairs(value, field):
