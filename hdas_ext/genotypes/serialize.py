@@ -45,11 +45,8 @@ def _literal(node):
         raise ValueError(f"{_where(node)}: call of {name!r} not allowed; expected "
                          f"{', '.join(GENOTYPE_TYPES)} or range")
     raise ValueError(f"{_where(node)}: unexpected {type(node).__name__} expression "
-                     f"{ast.get_source_segment(_SOURCE[0], node) or ''!r}; only str/int literals, "
+                     f"{ast.unparse(node)!r}; only str/int literals, "
                      "lists, tuples, range() and genotype calls are allowed")
-
-
-_SOURCE = [""]
 
 
 def _build_call(name, node):
@@ -150,7 +147,6 @@ def parse(text):
         raise ValueError(f"{_where(stmt)}: expected a genotype expression or 'NAME = Genotype...(...)'")
     if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in GENOTYPE_TYPES):
         raise ValueError(f"{_where(expr)}: expected a call of {', '.join(GENOTYPE_TYPES)}")
-    _SOURCE[0] = stripped
     return _literal(expr)
 
 
