@@ -8,6 +8,7 @@ import sys
 COMMANDS = [
     "space_size",
     "plot",
+    "search",
 ]
 
 

@@ -1,0 +1,5 @@
+"""The H-DAS search: bi-level optimiser, auxiliary losses, data split and the epoch loop."""
+from .bilevel import BilevelOptimizer
+from .config import SPACES, SearchConfig, build_supernet
+from .losses import auxiliary_loss, complexity_loss, depth_loss, edge_weights, stage_depth
+from .runner import Search, genotype_analysis, run_search
