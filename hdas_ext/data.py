@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 __all__ = [
-    "DATASETS", "dataset_info", "get_dataset", "InMemoryImages", "augment_batch",
+    "DATASETS", "DATASET_SHAPES", "dataset_info", "get_dataset", "InMemoryImages", "augment_batch",
     "ShardedSampler", "DeviceLoader",
 ]
 
 DATASETS = ("digits", "cifar10", "imagenet")
+# name -> (num_classes, in_channels, image_size); networks read this without loading any data.
+DATASET_SHAPES = {"digits": (10, 3, 16), "cifar10": (10, 3, 32), "imagenet": (1000, 3, 224)}
 
 # DARTS' CIFAR-10 statistics (utils.py of quark0/darts) and the usual ImageNet ones.
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
@@ -44,12 +46,14 @@ def _check_name(name):
 def dataset_info(name):
     """dict(num_classes, in_channels, image_size, mean, std) of a dataset name."""
     _check_name(name)
+    num_classes, in_channels, image_size = DATASET_SHAPES[name]
     if name == "digits":
         _, _, mean, std = _digits_arrays()
-        return dict(num_classes=10, in_channels=3, image_size=DIGITS_SIZE, mean=mean, std=std)
-    if name == "cifar10":
-        return dict(num_classes=10, in_channels=3, image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-    return dict(num_classes=1000, in_channels=3, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    elif name == "cifar10":
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    return dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size, mean=mean, std=std)
 
 
 def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=False,

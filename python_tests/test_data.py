@@ -9,6 +9,16 @@ from hdas_ext.data import (DeviceLoader, InMemoryImages, ShardedSampler, augment
                            get_dataset)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The test machine's cores are shared; two OpenMP threads contending with other processes
+    # run these tiny kernels up to 100x slower than one thread.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_digits_split_shapes_and_normalisation():
     info = dataset_info("digits")
     train = get_dataset("digits", train=True, augment=False)

@@ -1,0 +1,77 @@
+"""build_eval_network: one entry point for every evaluation network."""
+from .. import genotypes as G
+from ..data import DATASET_SHAPES
+from .chain import ChainNetwork, chain_cell_genes
+from .stage import StageNetwork
+
+__all__ = ["build_eval_network", "resolve_genotype", "cell_sets"]
+
+
+def resolve_genotype(value, what, types):
+    """A genotype object from a library name, a repr/JSON string, or an object of `types`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in G.names() or not (text.startswith("{") or "(" in text):
+            try:
+                g = G.get(text)
+            except KeyError as e:
+                raise ValueError(f"{what}: {e.args[0]}") from None
+        else:
+            g = G.parse(text)
+    else:
+        g = value
+    if not isinstance(g, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise TypeError(f"{what} must be a {names} (a library name, a genotype string or object), "
+                        f"got {type(g).__name__}")
+    return G.validate(g)
+
+
+def cell_sets(g):
+    """The five (gene, concat) pairs normal1, reduce1, normal2, reduce2, normal3 of a Genotype
+    (its normal/reduce pair repeated) or a Genotype3."""
+    if isinstance(g, G.Genotype):
+        n, r = (g.normal, list(g.normal_concat)), (g.reduce, list(g.reduce_concat))
+        return [n, r, n, r, n]
+    return [(gene, concat) for _, gene, concat in G.cells(g)]
+
+
+def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, layers=20,
+                       auxiliary=True, drop_path_prob=0.2, pool_bn=None, num_classes=None,
+                       prune_dead=True):
+    """An evaluation network.
+
+    cell: a DARTS Genotype or an Hc-DAS Genotype3 (object, library name such as 'DARTS_V2' or
+    'HC_DAS', or a genotype string/JSON).
+    stages: None for a chain network (DARTS; Hc-DAS when `cell` is a Genotype3), or an Hs-DAS
+    Genotype2 (object, name such as 'HS_DAS_CIFAR', string) for a stage network, whose cell counts
+    come from the stage genotype (`layers` is then unused); dead cells are pruned first.
+    dataset: 'cifar10' or 'digits' (CIFAR stem and head) or 'imagenet' (stride-2 stems).
+    pool_bn: pools followed by an affine BN. Default: off for a DARTS chain network with a
+    Genotype (as DARTS evaluates it), on for Hc-DAS and Hs-DAS networks (H-DAS code).
+    drop_path_prob: the initial value of model.drop_path_prob (trainers ramp it per epoch).
+    forward(x) returns (logits, aux_logits); aux_logits is None in eval mode or without a head.
+    """
+    if dataset not in DATASET_SHAPES:
+        raise ValueError(f"dataset must be one of {tuple(DATASET_SHAPES)}, got {dataset!r}")
+    for name, v in (("init_channels", init_channels), ("layers", layers)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not 0.0 <= drop_path_prob < 1.0:
+        raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}")
+    g = resolve_genotype(cell, "cell", (G.Genotype, G.Genotype3))
+    if num_classes is None:
+        num_classes = DATASET_SHAPES[dataset][0]
+    imagenet = dataset == "imagenet"
+    sets = cell_sets(g)
+    if stages is None:
+        if pool_bn is None:
+            pool_bn = isinstance(g, G.Genotype3)
+        genes = chain_cell_genes(sets, layers)
+        return ChainNetwork(genes, init_channels, num_classes, auxiliary, imagenet, bool(pool_bn),
+                            drop_path_prob)
+    g2 = resolve_genotype(stages, "stages", (G.Genotype2,))
+    if pool_bn is None:
+        pool_bn = True
+    return StageNetwork(G.stages(g2), sets, init_channels, num_classes, auxiliary, imagenet,
+                        bool(pool_bn), drop_path_prob, prune=prune_dead)
