@@ -42,6 +42,7 @@ def register(subparsers):
     g.add_argument("--dataset", default=d.dataset, choices=("digits", "cifar10", "imagenet"))
     g.add_argument("--data-root", default=None, help="cifar10: folder holding cifar-10-batches-py; imagenet: folder with train/")
     g.add_argument("--download", action="store_true", help="cifar10: download into --data-root first")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no training augmentation")
     g.add_argument("--epochs", type=_pos_int, default=d.epochs)
     g.add_argument("--batch-size", type=_pos_int, default=d.batch_size, help="global batch per step (all ranks)")
     g.add_argument("--seed", type=int, default=d.seed)

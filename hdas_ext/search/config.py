@@ -22,6 +22,7 @@ class SearchConfig:
     dataset: str = "digits"
     data_root: Optional[str] = None
     download: bool = False
+    augment: bool = True            # training augmentation of both halves (the released code's)
     epochs: int = 50
     batch_size: int = 64
     seed: int = 2

@@ -76,7 +76,7 @@ class Search:
         self.w_scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.a_scaler = torch.amp.GradScaler("cuda") if fp16 else None
         amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=True, download=cfg.download)
+        dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=cfg.augment, download=cfg.download)
         eval_dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=False)
         self.data = SearchData(dataset, eval_dataset, cfg.batch_size, cfg.seed, self.device, cfg.train_portion,
                                self.rank, self.world, cfg.accumulate, cfg.workers)

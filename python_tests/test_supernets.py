@@ -1,0 +1,131 @@
+"""Supernet structure: parameters kept apart, Hc-DAS cell assignment, Hs-DAS windows and widths,
+distribution search for any N_max/N_min, derivation from the live alphas."""
+import pytest
+import torch
+
+from hdas_ext.genotypes import HC_DAS, Genotype, Genotype2, Genotype3, validate
+from hdas_ext.primitives import STAGE_PRIMITIVES
+from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch, output_pairs,
+                                window_sources)
+
+TINY = {
+    "cells": (DartsCellSearch, dict(C=4, layers=5)),
+    "hc": (HcDasSearch, dict(C=4, layers=5)),
+    "hs": (HsDasSearch, dict(C=4, cells_per_stage=3)),
+    "distribution": (DistributionSearch, dict(C=4, n_max=3, n_min=2)),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def build(space, fused=False, **kw):
+    cls, base = TINY[space]
+    return cls(fused=fused, **dict(base, **kw))
+
+
+@pytest.mark.parametrize("space", list(TINY))
+def test_alphas_and_weights_are_disjoint_and_complete(space):
+    torch.manual_seed(0)
+    m = build(space)
+    alphas, weights = {id(p) for p in m.alphas()}, {id(p) for p in m.weights()}
+    assert alphas and weights and not alphas & weights
+    assert alphas | weights == {id(p) for p in m.parameters()}
+    assert all(not n.startswith("net.") for n, _ in m.named_alphas())
+    assert all(n.startswith("net.") for n, _ in m.named_weights())
+    y = m(torch.randn(2, 3, 8, 8))
+    assert y.shape == (2, 10)
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.alphas())
+
+
+def test_hc_das_assigns_stage_specific_sets():
+    m = HcDasSearch(C=4, layers=8, fused=False)
+    # cells 0-1 normal1, 2 reduce1, 3-4 normal2, 5 reduce2, 6-7 normal3 (spec §5)
+    assert m.net.cell_sets == [0, 0, 1, 2, 2, 3, 4, 4]
+    assert [c.reduction for c in m.net.cells] == [False, False, True, False, False, True, False, False]
+    assert isinstance(m.genotype(), Genotype3)
+    d = DartsCellSearch(C=4, layers=8, fused=False)
+    assert d.net.cell_sets == [0, 0, 1, 0, 0, 1, 0, 0]
+    assert isinstance(d.genotype(), Genotype)
+
+
+@pytest.mark.parametrize("window", [2, 3, 4])
+def test_hs_das_window_edges(window):
+    m = HsDasSearch(C=4, cells_per_stage=3, window=window, fused=False)
+    for stage in m.stage_alphas():
+        for j, a in enumerate(stage):
+            assert a.shape == (len(window_sources(j, window)), len(STAGE_PRIMITIVES))
+            assert window_sources(j, window)[-1] == j + 1
+    g = m.genotype()
+    assert isinstance(g, Genotype2) and validate(g)
+    assert g.DAG1_concat == [3, 4]
+    assert m(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_hs_das_rejects_bad_window():
+    with pytest.raises(ValueError, match="window"):
+        HsDasSearch(C=4, cells_per_stage=3, window=5, fused=False)
+    with pytest.raises(ValueError, match="window"):
+        HsDasSearch(C=4, cells_per_stage=3, window=1, fused=False)
+
+
+def test_hs_das_widths_and_stage_specific_cells():
+    m = HsDasSearch(genotype=HC_DAS, C=4, cells_per_stage=2, fused=False)
+    net = m.net
+    assert net.stem[0].out_channels == 16  # stem multiplier 4
+    # stage widths 4C, 8C, 16C; classifier on 32C
+    assert [s.preprocess0.op[1].in_channels for s in net.stages] == [16, 32, 64]
+    assert net.classifier.in_features == 128
+    # the stage inputs are 1x1 ReLU-conv-BN with affine=False
+    assert all(not s.preprocess1.op[2].affine for s in net.stages)
+    # each stage builds its own Hc-DAS normal cell: normal1 is all sep_conv_3x3, normal2 has skips
+    ops = [[type(op).__name__ for op in s.cells[0]._ops] for s in net.stages]
+    assert set(ops[0]) == {"SepConv"} and "Identity" in ops[1]
+    y = m(torch.randn(2, 3, 8, 8))
+    assert y.shape == (2, 10)
+
+
+def test_hs_das_rejects_unknown_genotype():
+    with pytest.raises(KeyError, match="unknown genotype"):
+        HsDasSearch(genotype="NOPE", C=4, cells_per_stage=2, fused=False)
+    with pytest.raises(ValueError, match="cell Genotype"):
+        HsDasSearch(genotype="HS_DAS_CIFAR", C=4, cells_per_stage=2, fused=False)
+
+
+@pytest.mark.parametrize("n_max,n_min", [(3, 2), (5, 3), (4, 4), (3, 1)])
+def test_distribution_any_lengths(n_max, n_min):
+    torch.manual_seed(0)
+    m = DistributionSearch(C=4, n_max=n_max, n_min=n_min, fused=False)
+    assert [b.numel() for b in m.stage_betas()] == [n_max - n_min + 1] * 3
+    assert m.net.stages[0].pairs == output_pairs(n_min, n_max)
+    y = m(torch.randn(2, 3, 8, 8))
+    y.sum().backward()
+    assert all(b.grad is not None for b in m.stage_betas())
+    with torch.no_grad():
+        m.beta_stage2.zero_()
+        m.beta_stage2[-1] = 1.0
+    g = m.genotype()
+    assert g.DAG2_concat == [n_max, n_max + 1]
+    assert m.stage_lengths()[1] == n_max
+    assert len(g.DAG1) == n_max
+
+
+def test_derivation_follows_the_alphas():
+    m = HsDasSearch(C=4, cells_per_stage=3, fused=False)
+    with torch.no_grad():
+        for a in m.alpha_stage1:
+            a.zero_()
+        # cell 2 (states 1,2,3): avg_pool from state 3 strongest, max_pool from state 1 next;
+        # 'none' is ignored however large
+        m.alpha_stage1[2][2, 1] = 3.0
+        m.alpha_stage1[2][0, 0] = 2.0
+        m.alpha_stage1[2][1, 3] = 9.0
+    g = m.genotype()
+    assert g.DAG1[2] == [("avg_pool_3x3", 3), ("max_pool_3x3", 1)]
