@@ -30,7 +30,7 @@ def _detach(tree):
 class BilevelOptimizer:
     def __init__(self, model, w_optimizer, a_optimizer, *, order=1, grad_clip=5.0, delta=0.0, gamma=0.0,
                  loss_mode="paper", ddp_net=None, amp_dtype=None, w_scaler=None, a_scaler=None,
-                 criterion=F.cross_entropy):
+                 criterion=F.cross_entropy, fd_radius=0.01):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if order == 2 and (w_scaler is not None or a_scaler is not None):
@@ -44,6 +44,7 @@ class BilevelOptimizer:
         self.amp_dtype = amp_dtype
         self.w_scaler, self.a_scaler = w_scaler, a_scaler
         self.criterion = criterion
+        self.fd_radius = fd_radius  # DARTS: eps = 0.01 / ||dw'||
 
     # ---- helpers -------------------------------------------------------------------------
     def _autocast(self, x):
@@ -116,7 +117,7 @@ class BilevelOptimizer:
         norm = torch.sqrt(sum((d.double() ** 2).sum() for d in d_w))
         if norm == 0:
             return d_alpha, val_loss, logits
-        eps = 0.01 / norm.item()
+        eps = self.fd_radius / norm.item()
         with torch.no_grad():
             w_plus = dict(zip(names, [w + eps * d for w, d in zip(weights, d_w)]))
             w_minus = dict(zip(names, [w - eps * d for w, d in zip(weights, d_w)]))
