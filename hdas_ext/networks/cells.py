@@ -9,18 +9,46 @@ from ..nn.operations import FactorizedReduce, Identity, ReLUConvBN, make_op
 
 def drop_path(x, drop_prob):
     """Zero whole samples with probability drop_prob and rescale the survivors by 1/(1-p)
-    (DARTS' drop path, out of place so autograd and torch.compile see a plain product)."""
+    (DARTS' drop path, out of place so autograd and torch.compile see a plain product).
+    drop_prob may be a float or a 0-dim tensor (what the networks pass, see DropPathMixin)."""
     keep = 1.0 - drop_prob
-    mask = torch.empty((x.size(0), 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * (mask / keep)
+    mask = (torch.rand((x.size(0), 1, 1, 1), device=x.device) < keep).to(x.dtype)
+    return x * (mask / keep).to(x.dtype)
 
 
 def apply_op(op, x, drop_prob, training):
-    """op(x), with drop path on every op that is not the identity (DARTS, H-DAS to_dag)."""
+    """op(x), with drop path on every op that is not the identity (DARTS, H-DAS to_dag).
+    drop_prob None (or 0) means no drop path."""
     h = op(x)
-    if training and drop_prob > 0.0 and not isinstance(op, Identity):
-        h = drop_path(h, drop_prob)
+    if training and drop_prob is not None and not isinstance(op, Identity):
+        if isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0:
+            h = drop_path(h, drop_prob)
     return h
+
+
+class DropPathMixin:
+    """`model.drop_path_prob = p` (trainers ramp it every epoch). The value lives in a 0-dim
+    buffer, so changing it does not recompile a torch.compile'd model (a Python float would be
+    specialised into the graph: one recompilation per epoch); only p > 0 vs p == 0 is static."""
+
+    def _init_drop_path(self, p):
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
+        self.drop_path_prob = p
+
+    @property
+    def drop_path_prob(self):
+        return self._drop_value
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p):
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {p}")
+        self._drop_value = p
+        self._drop_prob.fill_(p)
+
+    def _drop_arg(self):
+        return self._drop_prob if self.training and self._drop_value > 0.0 else None
 
 
 class Cell(nn.Module):
@@ -45,7 +73,7 @@ class Cell(nn.Module):
         self._ops = nn.ModuleList(
             make_op(name, C, 2 if reduction and src < 2 else 1, True, pool_bn) for name, src in gene)
 
-    def forward(self, s0, s1, drop_prob=0.0):
+    def forward(self, s0, s1, drop_prob=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self._steps):
             h1 = apply_op(self._ops[2 * i], states[self._indices[2 * i]], drop_prob, self.training)

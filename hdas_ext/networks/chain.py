@@ -2,7 +2,8 @@
 that Hc-DAS stage-specific cells (normal1, reduce1, normal2, reduce2, normal3) use the same code."""
 from torch import nn
 
-from .cells import AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, Cell, cifar_stem, imagenet_stems
+from .cells import (AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, Cell, DropPathMixin, cifar_stem,
+                    imagenet_stems)
 
 
 def reduction_positions(layers):
@@ -25,7 +26,7 @@ def chain_cell_genes(cell_sets, layers):
     return out
 
 
-class ChainNetwork(nn.Module):
+class ChainNetwork(DropPathMixin, nn.Module):
     """stem -> L cells (reductions at L//3, 2L//3) -> global pool -> linear; the auxiliary head
     reads the output of cell 2L//3 (the second reduction) and runs in training mode only.
     forward returns (logits, aux_logits or None)."""
@@ -38,7 +39,7 @@ class ChainNetwork(nn.Module):
         self._layers = layers
         self._auxiliary = auxiliary
         self.imagenet = imagenet
-        self.drop_path_prob = drop_path_prob
+        self._init_drop_path(drop_path_prob)
         if imagenet:
             self.stem0, self.stem1 = imagenet_stems(C, C)
             C_prev_prev, C_prev, C_curr = C, C, C
@@ -68,13 +69,14 @@ class ChainNetwork(nn.Module):
 
     def forward(self, x):
         logits_aux = None
+        p = self._drop_arg()
         if self.imagenet:
             s0 = self.stem0(x)
             s1 = self.stem1(s0)
         else:
             s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, p)
             if i == self._aux_position and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))

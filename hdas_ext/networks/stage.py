@@ -5,7 +5,8 @@ from torch import nn
 
 from ..genotypes import prune_dead_cells
 from ..nn.operations import ReLUConvBN, make_op
-from .cells import AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, Cell, apply_op, cifar_stem, imagenet_stems
+from .cells import (AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, Cell, DropPathMixin, apply_op, cifar_stem,
+                    imagenet_stems)
 
 
 class Stage(nn.Module):
@@ -29,7 +30,7 @@ class Stage(nn.Module):
             Cell(cell_gene, cell_concat, W, W, C_cell, False, False, pool_bn) for _ in dag)
         self.out_channels = len(self.concat) * W
 
-    def forward(self, s0, s1, drop_prob=0.0):
+    def forward(self, s0, s1, drop_prob=None):
         states = [self.preproc0(s0), self.preproc1(s1)]
         for ops, srcs, cell in zip(self.edges, self.sources, self.cells):
             x = sum(apply_op(op, states[src], drop_prob, self.training) for op, src in zip(ops, srcs))
@@ -37,7 +38,7 @@ class Stage(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-class StageNetwork(nn.Module):
+class StageNetwork(DropPathMixin, nn.Module):
     """stem -> stage 1 -> reduction cell -> stage 2 -> reduction cell -> stage 3 -> pool -> linear.
 
     stage_genes: three (dag, concat); cell_sets: the five (gene, concat) pairs normal1, reduce1,
@@ -54,7 +55,7 @@ class StageNetwork(nn.Module):
             raise ValueError(f"a stage network needs 3 stages, got {len(stage_genes)}")
         self.imagenet = imagenet
         self._auxiliary = auxiliary
-        self.drop_path_prob = drop_path_prob
+        self._init_drop_path(drop_path_prob)
         self.pruned = []
         if prune:
             pruned = [prune_dead_cells(dag, concat) for dag, concat in stage_genes]
@@ -90,7 +91,7 @@ class StageNetwork(nn.Module):
     def forward(self, x):
         logits_aux = None
         s = self.stem1(self.stem0(x)) if self.imagenet else self.stem(x)
-        p = self.drop_path_prob
+        p = self._drop_arg()
         for i, stage in enumerate(self.stages):
             s = stage(s, s, p)
             if i < 2:

@@ -1,0 +1,292 @@
+"""The training loop behind `hdas train`: one process or DDP under torchrun, checkpoint every
+epoch, bit-exact resume (same seed, same world size), JSONL + TensorBoard logs."""
+import contextlib
+import os
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
+from ..networks import build_eval_network, count_params
+from ..utils import (JsonlLogger, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+                     set_seed)
+from .config import TrainConfig, validate
+from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
+                          gather_objects, init_distributed)
+from .schedule import LRFactor
+
+CHECKPOINT, LAST, BEST, LOG = "checkpoint.pt", "last.pt", "best.pt", "log.jsonl"
+FORMAT = "hdas_ext.train/1"
+# Options that may differ between a run and its resumption without changing its results.
+_RESUME_FREE = {"resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root"}
+
+
+def build_model(cfg):
+    return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
+                              layers=cfg.layers, auxiliary=cfg.auxiliary, drop_path_prob=0.0,
+                              pool_bn=cfg.pool_bn)
+
+
+def _dataset(cfg, ctx, train):
+    kw = dict(root=cfg.data_root, train=train, augment=train, cutout=cfg.cutout,
+              color_jitter=cfg.color_jitter)
+    if cfg.download:
+        if ctx.main:
+            get_dataset(cfg.dataset, download=True, **kw)
+        barrier(ctx)
+    ds = get_dataset(cfg.dataset, **kw)
+    n = cfg.train_subset if train else cfg.test_subset
+    if n:
+        n = min(n, len(ds))
+        ds = ds.subset(n) if isinstance(ds, InMemoryImages) else Subset(ds, range(n))
+    return ds
+
+
+def _loader(ds, cfg, ctx, train):
+    sampler = ShardedSampler(len(ds), shuffle=train, seed=cfg.seed, rank=ctx.rank, world=ctx.world)
+    # A training batch of one sample would make BatchNorm fail on the aux head's 1x1 map.
+    drop_last = train and len(sampler) % cfg.batch_size == 1
+    if cfg.data_on_device:
+        if not isinstance(ds, InMemoryImages):
+            raise ValueError("data_on_device needs an in-memory dataset ('digits' or 'cifar10')")
+        return DeviceLoader(ds, cfg.batch_size, sampler, ctx.device, seed=cfg.seed, drop_last=drop_last)
+    # Workers are not persistent: each epoch's iterator draws their seeds from the (checkpointed)
+    # global RNG, which keeps augmentation reproducible across a resume.
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                      pin_memory=ctx.device.type == "cuda", drop_last=drop_last)
+
+
+def _autocast(cfg, ctx):
+    if cfg.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def _batch_stats(logits, y, loss):
+    k5 = min(5, logits.size(1))
+    top = logits.topk(k5, dim=1).indices
+    hit = top.eq(y.view(-1, 1))
+    n = y.numel()
+    return torch.stack([loss.detach().double() * n, hit[:, :1].any(1).sum().double(),
+                        hit.any(1).sum().double(), torch.tensor(float(n), dtype=torch.float64, device=y.device)])
+
+
+def _steps(loader, limit):
+    return min(len(loader), limit) if limit else len(loader)
+
+
+def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=None):
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    steps = _steps(loader, cfg.max_train_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for step, (x, y) in enumerate(loader):
+        if step >= steps:
+            break
+        x = x.to(ctx.device, non_blocking=True)
+        y = y.to(ctx.device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg, ctx):
+            logits, aux = fwd(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if aux is not None and cfg.auxiliary_weight > 0:
+                loss = loss + cfg.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            sums += _batch_stats(logits.float(), y, loss)
+        if bar is not None:
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
+    return dict(train_loss=loss_sum / max(n, 1), train_top1=100 * c1 / max(n, 1),
+                train_top5=100 * c5 / max(n, 1), train_images=int(n))
+
+
+@torch.no_grad()
+def evaluate(fwd, model, loader, cfg, ctx, max_steps=0):
+    """Top-1/top-5 (percent) and mean cross-entropy over this rank's shard, summed over ranks."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    steps = _steps(loader, max_steps)
+    for step, (x, y) in enumerate(loader):
+        if step >= steps:
+            break
+        x = x.to(ctx.device, non_blocking=True)
+        y = y.to(ctx.device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg, ctx):
+            logits, _ = fwd(x)
+        logits = logits.float()
+        sums += _batch_stats(logits, y, F.cross_entropy(logits, y))
+    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
+    return dict(test_loss=loss_sum / max(n, 1), test_top1=100 * c1 / max(n, 1),
+                test_top5=100 * c5 / max(n, 1), test_images=int(n))
+
+
+def _resume_path(cfg):
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        path = os.path.join(cfg.output, CHECKPOINT)
+        return path if os.path.isfile(path) else None
+    if not os.path.isfile(cfg.resume):
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint file")
+    return cfg.resume
+
+
+def _cpu_state(module):
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def train(cfg, on_epoch_end=None):
+    """Train cfg's network; returns a summary dict. `on_epoch_end(epoch, record)` runs after each
+    epoch's checkpoint is written (tests use it to interrupt a run)."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"train(cfg): cfg must be a TrainConfig (see make_config), got {type(cfg).__name__}")
+    validate(cfg)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    ctx = init_distributed(cfg.device)
+    writer = None
+    try:
+        set_seed(cfg.seed + ctx.rank, deterministic=cfg.deterministic)
+        if ctx.device.type == "cuda" and not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True
+        resume_from = _resume_path(cfg)
+        if resume_from is None and os.path.isfile(os.path.join(cfg.output, CHECKPOINT)):
+            raise FileExistsError(f"output={cfg.output!r} already holds {CHECKPOINT}; pass --resume to "
+                                  f"continue that run or choose another --output")
+
+        model = build_model(cfg)
+        n_params = count_params(model)
+        if cfg.sync_bn and ctx.distributed:
+            model = convert_sync_batchnorm(model, ctx.device)
+        model = model.to(ctx.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        raw = model
+        if ctx.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        fwd, eval_fwd = model, raw
+        if cfg.compile:
+            fwd, eval_fwd = torch.compile(model), torch.compile(raw)
+
+        train_loader = _loader(_dataset(cfg, ctx, True), cfg, ctx, True)
+        test_loader = _loader(_dataset(cfg, ctx, False), cfg, ctx, False)
+        steps_per_epoch = _steps(train_loader, cfg.max_train_steps)
+
+        lr = cfg.lr * (ctx.world if cfg.scale_lr else 1)
+        optimizer = torch.optim.SGD(raw.parameters(), lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(
+            cfg.schedule, cfg.epochs, steps_per_epoch, cfg.lr_min / cfg.lr, cfg.decay, cfg.warmup_epochs))
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.amp == "fp16")
+
+        start_epoch, best_top1, best_epoch = 0, -1.0, -1
+        record = {}
+        if resume_from:
+            ck = load_checkpoint(resume_from, map_location="cpu")
+            if ck.get("format") != FORMAT:
+                raise ValueError(f"{resume_from}: not a training checkpoint of this package")
+            changed = sorted(k for k, v in ck["config"].items()
+                             if k not in _RESUME_FREE and getattr(cfg, k, None) != v)
+            if changed and ctx.main:
+                warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
+                              f"uninterrupted one")
+            raw.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            ranks = ck["ranks"]
+            if len(ranks) == ctx.world:
+                set_rng_state(ranks[ctx.rank]["rng"])
+                if isinstance(train_loader, DeviceLoader) and "loader" in ranks[ctx.rank]:
+                    train_loader.load_state_dict(ranks[ctx.rank]["loader"])
+            elif ctx.main:
+                warnings.warn(f"checkpoint was written by {len(ranks)} processes, now {ctx.world}: "
+                              f"random streams restart from the seed")
+            start_epoch, best_top1, best_epoch = ck["epoch"] + 1, ck["best_top1"], ck["best_epoch"]
+            record = dict(ck.get("record", {}))
+
+        log = JsonlLogger(os.path.join(cfg.output, LOG), enabled=ctx.main)
+        if ctx.main:
+            os.makedirs(cfg.output, exist_ok=True)
+            with open(os.path.join(cfg.output, "config.json"), "w") as f:
+                f.write(cfg.to_json())
+            log.log(event="resume" if resume_from else "start", epoch=start_epoch, params=n_params,
+                    world=ctx.world, device=str(ctx.device), lr=lr, steps_per_epoch=steps_per_epoch)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+                writer = SummaryWriter(os.path.join(cfg.output, "tb"), purge_step=start_epoch)
+        show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.main
+
+        for epoch in range(start_epoch, cfg.epochs):
+            raw.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+            train_loader.sampler.set_epoch(epoch)
+            lr_now = optimizer.param_groups[0]["lr"]
+            t0 = time.time()
+            bar = None
+            if show:
+                from tqdm import tqdm
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                           dynamic_ncols=True)
+            try:
+                stats = train_epoch(raw, fwd, train_loader, optimizer, scheduler, scaler, cfg, ctx, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            train_time = time.time() - t0
+            record = dict(event="epoch", epoch=epoch, lr=lr_now, drop_path_prob=raw.drop_path_prob, **stats,
+                          train_time=train_time, images_per_s=stats["train_images"] / max(train_time, 1e-9))
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                record.update(evaluate(eval_fwd, raw, test_loader, cfg, ctx, cfg.max_eval_steps))
+                if record["test_top1"] > best_top1:
+                    best_top1, best_epoch = record["test_top1"], epoch
+                    if ctx.main:
+                        save_checkpoint(os.path.join(cfg.output, BEST), _cpu_state(raw))
+            record.update(best_top1=best_top1, best_epoch=best_epoch, epoch_time=time.time() - t0)
+            per_rank = {"rng": get_rng_state()}
+            if isinstance(train_loader, DeviceLoader):
+                per_rank["loader"] = train_loader.state_dict()
+            ranks = gather_objects(per_rank, ctx)
+            if ctx.main:
+                save_checkpoint(os.path.join(cfg.output, LAST), _cpu_state(raw))
+                save_checkpoint(os.path.join(cfg.output, CHECKPOINT), dict(
+                    format=FORMAT, epoch=epoch, config=cfg.to_dict(), model=raw.state_dict(),
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(), ranks=ranks, best_top1=best_top1, best_epoch=best_epoch,
+                    world=ctx.world, record=record))
+                log.log(record)
+                if writer is not None:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and k not in ("epoch", "best_epoch"):
+                            writer.add_scalar(k.replace("_", "/", 1), v, epoch)
+                    writer.flush()
+            barrier(ctx)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+        summary = dict(output=cfg.output, params=n_params, epochs=cfg.epochs, best_top1=best_top1,
+                       best_epoch=best_epoch, last_top1=record.get("test_top1"),
+                       last_top5=record.get("test_top5"), world=ctx.world)
+        if ctx.main and record:
+            log.log(event="end", **summary)
+        return summary
+    finally:
+        if writer is not None:
+            writer.close()
+        if owns_group:
+            cleanup_distributed()
