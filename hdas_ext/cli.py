@@ -9,6 +9,8 @@ COMMANDS = [
     "space_size",
     "plot",
     "search",
+    "train",
+    "random_baseline",
 ]
 
 
