@@ -1,0 +1,136 @@
+"""Fused Hs-DAS stage aggregation vs eager PyTorch vs torch.compile of the eager modules.
+
+    python benchmarks/bench_stage_node.py
+    python benchmarks/bench_stage_node.py --device cuda --json $OUT/stage_node.json
+
+Rows: an Hs-DAS node (window m inputs, the 4 stage primitives, pool BN per edge) on the CIFAR
+search shapes (64 x 4C x 32 x 32 with C = 16, then the 16x16 and 8x8 stages), and the distribution
+search's beta-weighted pair concat over 5 candidate pairs of a 10-state stage."""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+
+import hdas_ext  # noqa: E402
+from hdas_ext.nn import FusedStageNode, WeightedPairConcat  # noqa: E402
+from hdas_ext.primitives import STAGE_PRIMITIVES  # noqa: E402
+from hdas_ext.reference import StageNode  # noqa: E402
+from hdas_ext.reference import WeightedPairConcat as EagerPairConcat  # noqa: E402
+
+NODES = [(3, 64, 64, 32, 32), (2, 64, 64, 32, 32), (3, 64, 128, 16, 16), (3, 64, 256, 8, 8)]  # (m, N, W, H, W)
+PAIRS = [(64, 64, 32, 32), (64, 256, 8, 8)]
+
+
+def measure(variants, make_inputs, device, reps, grad_shape_of):
+    row = {}
+    for name, fn in variants.items():
+        args = make_inputs()
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad] + \
+            [t for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor) and t.requires_grad]
+        out = fn(*args)
+        g = torch.ones_like(out)
+        fwd = median_ms(lambda: fn(*args), device, reps)
+        bwd = median_ms(lambda o: torch.autograd.grad(o, leaves, g), device, reps, setup=lambda: fn(*args))
+        both = median_ms(lambda: torch.autograd.grad(fn(*args), leaves, g), device, reps)
+        del out
+        peak = peak_extra_mb(lambda: torch.autograd.grad(fn(*args), leaves, g), device)
+        row[name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "peak_mb": peak}
+    return row
+
+
+def compiled(mod, mode):
+    torch._dynamo.reset()
+    return torch.compile(mod, mode=None if mode == "default" else mode)
+
+
+def node_row(case, device, dtype, reps, compile_mode):
+    m, N, C, H, W = case
+    eager = StageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
+    fused = FusedStageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
+    fused.load_state_dict(eager.state_dict())
+
+    def make_inputs():
+        xs = [torch.randn(N, C, H, W, device=device, dtype=dtype, requires_grad=True) for _ in range(m)]
+        return xs, torch.softmax(torch.randn(m, 4, device=device), -1).to(dtype).requires_grad_()
+
+    variants = {"eager": eager, "fused": fused}
+    compile_s = None
+    if compile_mode != "off":
+        variants["compile"] = compiled(eager, compile_mode)
+        t0 = time.perf_counter()
+        xs, w = make_inputs()
+        variants["compile"](xs, w).sum().backward()
+        compile_s = time.perf_counter() - t0
+    row = measure(variants, make_inputs, device, reps, None)
+    row.update(kind=f"node m={m}", shape=[N, C, H, W], compile_s=compile_s)
+    return row
+
+
+def pair_row(case, device, dtype, reps, compile_mode, n_states=10, n_pairs=5):
+    N, C, H, W = case
+    pairs = [(k + 4, k + 5) for k in range(n_pairs)]
+    eager, fused = EagerPairConcat(), WeightedPairConcat()
+
+    def make_inputs():
+        states = [torch.randn(N, C, H, W, device=device, dtype=dtype, requires_grad=True) for _ in range(n_states)]
+        return states, torch.softmax(torch.randn(n_pairs, device=device), 0).to(dtype).requires_grad_(), pairs
+
+    variants = {"eager": eager, "fused": fused}
+    compile_s = None
+    if compile_mode != "off":
+        variants["compile"] = compiled(eager, compile_mode)
+        t0 = time.perf_counter()
+        s, w, p = make_inputs()
+        variants["compile"](s, w, p).sum().backward()
+        compile_s = time.perf_counter() - t0
+    row = measure(variants, make_inputs, device, reps, None)
+    row.update(kind=f"pair concat K={n_pairs}", shape=[N, C, H, W], compile_s=compile_s)
+    return row
+
+
+def table(rows):
+    lines = ["| op | shape | eager fwd/bwd/both ms | compile fwd/bwd/both ms | fused fwd/bwd/both ms | both: x eager "
+             "| both: x compile | peak extra MB eager/compile/fused | compile s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e, f, c = r["eager"], r["fused"], r.get("compile")
+        trip = lambda d: f"{d['fwd_ms']:.2f} / {d['bwd_ms']:.2f} / {d['both_ms']:.2f}" if d else "-"  # noqa: E731
+        lines.append(f"| {r['kind']} | {tuple(r['shape'])} | {trip(e)} | {trip(c)} | {trip(f)} | "
+                     f"{e['both_ms'] / f['both_ms']:.2f} | {fmt(c['both_ms'] / f['both_ms'] if c else None)} | "
+                     f"{fmt(e['peak_mb'], '.1f')} / {fmt(c['peak_mb'] if c else None, '.1f')} / {fmt(f['peak_mb'], '.1f')} | "
+                     f"{fmt(r['compile_s'], '.1f')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--compile", default="default", choices=["default", "reduce-overhead", "off"])
+    ap.add_argument("--only-first", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if not hdas_ext.native_available():
+        sys.exit("native ops not built: nothing to benchmark")
+    dtype = getattr(torch, args.dtype)
+    reps = args.reps or (50 if args.device.startswith("cuda") else 5)
+    print(f"machine: {machine(args.device)}; dtype {args.dtype}; compile mode {args.compile}", flush=True)
+    rows = []
+    for case in NODES[:1] if args.only_first else NODES:
+        rows.append(node_row(case, args.device, dtype, reps, args.compile))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    for case in PAIRS[:1] if args.only_first else PAIRS:
+        rows.append(pair_row(case, args.device, dtype, reps, args.compile))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(table(rows))
+    write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Timing and reporting helpers shared by the benchmarks (not part of the package)."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+
+def machine(device):
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    model = platform.processor() or "cpu"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, device, reps, warmup=2, setup=None):
+    """Median wall time of fn() in ms; setup() runs untimed before each call."""
+    for _ in range(warmup):
+        if setup:
+            setup()
+        fn()
+    times = []
+    for _ in range(reps):
+        arg = setup() if setup else None
+        sync(device)
+        t0 = time.perf_counter()
+        fn() if arg is None else fn(arg)
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class SavedBytes:
+    """Bytes autograd keeps alive between forward and backward (tensors saved for backward),
+    counted once per storage. The memory a fused op saves shows up here on any device."""
+
+    def __enter__(self):
+        self.storages = {}
+
+        def pack(t):
+            try:
+                s = t.untyped_storage()
+                self.storages[s.data_ptr()] = s.nbytes()
+            except RuntimeError:
+                pass
+            return t
+
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+    @property
+    def mb(self):
+        return sum(self.storages.values()) / 2**20
+
+
+def peak_extra_mb(fn, device):
+    """Peak memory allocated during fn() above what was allocated before it. CUDA: the caching
+    allocator's counters. CPU: the running sum of the profiler's allocation/free events."""
+    if not device.startswith("cuda"):
+        return _cpu_peak_mb(fn)
+    sync(device)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def write_json(path, payload):
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
+
+
+def fmt(v, spec=".2f"):
+    return "-" if v is None else format(v, spec)
+
+
+def _cpu_peak_mb(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20

@@ -1,0 +1,291 @@
+// CPU kernels of hdas::mixed_node. Work is split by (n, c) plane with at::parallel_for; each
+// plane's pools are computed into thread-local buffers, so nothing edge-sized is ever stored.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../mixed_node.h"
+#include "pool_plane.h"
+
+namespace hdas::cpu {
+namespace {
+
+template <typename T>
+std::vector<const T*> ptrs(const std::vector<at::Tensor>& ts) {
+  std::vector<const T*> out;
+  for (const auto& t : ts) out.push_back(t.const_data_ptr<T>());
+  return out;
+}
+
+// Per-thread scratch: one H x Wo row-pass buffer and two Ho x Wo planes.
+template <typename A>
+struct Scratch {
+  std::vector<A> tmp, a, b;
+  explicit Scratch(const MixedNode& nd)
+      : tmp(nd.H * nd.Wo), a(std::max(nd.plane_out(), nd.H * nd.W)), b(std::max(nd.plane_out(), nd.H * nd.W)) {}
+};
+
+template <typename T, typename A>
+void pool_into(int64_t code, const T* x, const MixedNode& nd, Scratch<A>& s, A* out) {
+  if (code == kMaxPool)
+    pool_plane<true>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), out);
+  else
+    pool_plane<false>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), out);
+}
+
+// Visits every output position with the input element it sits on (stride-subsampled).
+template <typename F>
+inline void for_outputs(const MixedNode& nd, F f) {
+  for (int64_t oh = 0; oh < nd.Ho; ++oh)
+    for (int64_t ow = 0; ow < nd.Wo; ++ow) f(oh * nd.Wo + ow, oh * nd.stride * nd.W + ow * nd.stride);
+}
+
+void pool_stats(const MixedNode& nd, at::Tensor& partial) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, nd.inputs[0].scalar_type(), "mixed_node_pool_stats", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto xs = ptrs<scalar_t>(nd.inputs);
+    A* out = partial.data_ptr<A>();
+    const int64_t hw = nd.H * nd.W, L = nd.plane_out();
+    at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
+      Scratch<A> s(nd);
+      for (int64_t plane = begin; plane < end; ++plane) {
+        A* o = out + plane * nd.E * nd.Q * 2;
+        for (int64_t e = 0; e < nd.E; ++e)
+          for (int64_t p = 0; p < nd.P; ++p) {
+            const int64_t q = nd.pool_slot[p];
+            if (q < 0) continue;
+            pool_into(nd.prims[p], xs[e] + plane * hw, nd, s, s.a.data());
+            A sum = 0;
+            for (int64_t i = 0; i < L; ++i) sum += s.a[i];
+            const A mean = sum / static_cast<A>(L);
+            A m2 = 0;
+            for (int64_t i = 0; i < L; ++i) m2 += (s.a[i] - mean) * (s.a[i] - mean);
+            o[(e * nd.Q + q) * 2] = mean;
+            o[(e * nd.Q + q) * 2 + 1] = m2;
+          }
+      }
+    });
+  });
+}
+
+void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, const at::Tensor& invstd,
+           at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, nd.inputs[0].scalar_type(), "mixed_node_apply", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto xs = ptrs<scalar_t>(nd.inputs);
+    const auto ex = ptrs<scalar_t>(nd.extras);
+    const A* wp = w.const_data_ptr<A>();
+    const A* mp = mean.defined() ? mean.const_data_ptr<A>() : nullptr;
+    const A* ip = invstd.defined() ? invstd.const_data_ptr<A>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const int64_t hw = nd.H * nd.W, L = nd.plane_out();
+    at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
+      Scratch<A> s(nd);
+      A* acc = s.b.data();
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t c = plane % nd.C;
+        std::fill(acc, acc + L, A(0));
+        for (int64_t e = 0; e < nd.E; ++e) {
+          const scalar_t* x = xs[e] + plane * hw;
+          for (int64_t p = 0; p < nd.P; ++p) {
+            const int64_t code = nd.prims[p];
+            A coef = wp[e * nd.P + p];
+            if (code == kNone) {
+              // x * 0, not 0: NaN and inf propagate as in DARTS' Zero op.
+              for_outputs(nd, [&](int64_t o, int64_t i) { acc[o] += coef * (static_cast<A>(x[i]) * A(0)); });
+            } else if (code == kSkip) {
+              for (int64_t i = 0; i < L; ++i) acc[i] += coef * static_cast<A>(x[i]);
+            } else if (code == kExtra) {
+              const scalar_t* y = ex[e * nd.K + nd.extra_slot[p]] + plane * L;
+              for (int64_t i = 0; i < L; ++i) acc[i] += coef * static_cast<A>(y[i]);
+            } else {
+              pool_into(code, x, nd, s, s.a.data());
+              A shift = 0;
+              if (mp) {
+                const int64_t k = (e * nd.Q + nd.pool_slot[p]) * nd.C + c;
+                coef *= ip[k];
+                shift = -coef * mp[k];
+              }
+              for (int64_t i = 0; i < L; ++i) acc[i] += coef * s.a[i] + shift;
+            }
+          }
+        }
+        scalar_t* o = op + plane * L;
+        for (int64_t i = 0; i < L; ++i) o[i] = static_cast<scalar_t>(acc[i]);
+      }
+    });
+  });
+}
+
+void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tensor& w, at::Tensor& partial,
+                     std::vector<at::Tensor>& grad_extras) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, nd.inputs[0].scalar_type(), "mixed_node_backward_reduce", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto xs = ptrs<scalar_t>(nd.inputs);
+    const auto ex = ptrs<scalar_t>(nd.extras);
+    std::vector<scalar_t*> gex;
+    for (auto& t : grad_extras) gex.push_back(t.data_ptr<scalar_t>());
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const A* wp = w.const_data_ptr<A>();
+    A* out = partial.data_ptr<A>();
+    const int64_t hw = nd.H * nd.W, L = nd.plane_out(), S = nd.E * nd.P + 1;
+    at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
+      Scratch<A> s(nd);
+      A* g = s.b.data();
+      for (int64_t plane = begin; plane < end; ++plane) {
+        A* o = out + plane * S;
+        const scalar_t* gsrc = gp + plane * L;
+        A sg = 0;
+        for (int64_t i = 0; i < L; ++i) { g[i] = static_cast<A>(gsrc[i]); sg += g[i]; }
+        o[S - 1] = sg;
+        for (int64_t e = 0; e < nd.E; ++e) {
+          const scalar_t* x = xs[e] + plane * hw;
+          for (int64_t p = 0; p < nd.P; ++p) {
+            const int64_t code = nd.prims[p];
+            A sum = 0;
+            if (code == kNone) {
+              for_outputs(nd, [&](int64_t oi, int64_t i) { sum += g[oi] * (static_cast<A>(x[i]) * A(0)); });
+            } else if (code == kSkip) {
+              for (int64_t i = 0; i < L; ++i) sum += g[i] * static_cast<A>(x[i]);
+            } else if (code == kExtra) {
+              const int64_t k = e * nd.K + nd.extra_slot[p];
+              const scalar_t* y = ex[k] + plane * L;
+              scalar_t* gy = gex[k] + plane * L;
+              const A coef = wp[e * nd.P + p];
+              for (int64_t i = 0; i < L; ++i) {
+                sum += g[i] * static_cast<A>(y[i]);
+                gy[i] = static_cast<scalar_t>(coef * g[i]);
+              }
+            } else {
+              pool_into(code, x, nd, s, s.a.data());
+              for (int64_t i = 0; i < L; ++i) sum += g[i] * s.a[i];
+            }
+            o[e * nd.P + p] = sum;
+          }
+        }
+      }
+    });
+  });
+}
+
+void finalize(const MixedNode& nd, const at::Tensor& sums, const at::Tensor& w, const at::Tensor& mean,
+              const at::Tensor& invstd, bool batch_stats, at::Tensor& grad_w, at::Tensor& A_, at::Tensor& B_,
+              at::Tensor& D_) {
+  AT_DISPATCH_FLOATING_TYPES(sums.scalar_type(), "mixed_node_finalize", [&] {
+    using A = scalar_t;
+    const A* sp = sums.const_data_ptr<A>();
+    const A* wp = w.const_data_ptr<A>();
+    const A* mp = mean.defined() ? mean.const_data_ptr<A>() : nullptr;
+    const A* ip = invstd.defined() ? invstd.const_data_ptr<A>() : nullptr;
+    A *gw = grad_w.data_ptr<A>(), *a = A_.data_ptr<A>(), *b = B_.data_ptr<A>(), *d = D_.data_ptr<A>();
+    const int64_t S = nd.E * nd.P + 1;
+    const A M = static_cast<A>(nd.count());
+    for (int64_t e = 0; e < nd.E; ++e)
+      for (int64_t p = 0; p < nd.P; ++p) {
+        const int64_t q = nd.pool_slot[p];
+        const A wep = wp[e * nd.P + p];
+        A total = 0;
+        for (int64_t c = 0; c < nd.C; ++c) {
+          const A sgp = sp[c * S + e * nd.P + p], sg = sp[c * S + S - 1];
+          const int64_t j = (e * nd.P + p) * nd.C + c;
+          if (q >= 0 && mp) {
+            const int64_t k = (e * nd.Q + q) * nd.C + c;
+            const A mu = mp[k], is = ip[k], k1 = wep * is;
+            const A gy = is * (sgp - mu * sg);  // sum over the channel of grad * BN output
+            total += gy;
+            a[j] = k1;
+            if (batch_stats) {
+              const A mgy = gy / M;
+              b[j] = -k1 * is * mgy;
+              d[j] = -k1 * sg / M + k1 * mu * is * mgy;
+            } else {
+              b[j] = 0;
+              d[j] = 0;
+            }
+          } else {
+            total += sgp;
+            a[j] = wep;
+            b[j] = 0;
+            d[j] = 0;
+          }
+        }
+        gw[e * nd.P + p] = total;
+      }
+  });
+}
+
+void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tensor& w, const at::Tensor& A_,
+                    const at::Tensor& B_, const at::Tensor& D_, std::vector<at::Tensor>& grad_inputs) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, nd.inputs[0].scalar_type(), "mixed_node_backward_input", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto xs = ptrs<scalar_t>(nd.inputs);
+    std::vector<scalar_t*> gxs;
+    for (auto& t : grad_inputs) gxs.push_back(t.data_ptr<scalar_t>());
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const A *ap = A_.const_data_ptr<A>(), *bp = B_.const_data_ptr<A>(), *dp = D_.const_data_ptr<A>();
+    const int64_t hw = nd.H * nd.W, L = nd.plane_out();
+    at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
+      Scratch<A> s(nd);
+      std::vector<A> g(L), gx(hw);
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t c = plane % nd.C;
+        for (int64_t i = 0; i < L; ++i) g[i] = static_cast<A>(gp[plane * L + i]);
+        for (int64_t e = 0; e < nd.E; ++e) {
+          const scalar_t* x = xs[e] + plane * hw;
+          std::fill(gx.begin(), gx.end(), A(0));
+          for (int64_t p = 0; p < nd.P; ++p) {
+            const int64_t code = nd.prims[p], j = (e * nd.P + p) * nd.C + c;
+            const A a = ap[j], b = bp[j], d = dp[j];
+            if (code == kSkip) {
+              for (int64_t i = 0; i < L; ++i) gx[i] += a * g[i];
+            } else if (code == kMaxPool) {
+              for (int64_t oh = 0; oh < nd.Ho; ++oh)
+                for (int64_t ow = 0; ow < nd.Wo; ++ow) {
+                  const int64_t i = argmax_window<A>(x, nd.H, nd.W, nd.stride, oh, ow);
+                  gx[i] += a * g[oh * nd.Wo + ow] + b * static_cast<A>(x[i]) + d;
+                }
+            } else if (code == kAvgPool) {
+              A* dpool = s.a.data();
+              if (b != A(0)) {
+                pool_into(code, x, nd, s, dpool);
+                for (int64_t i = 0; i < L; ++i) dpool[i] = a * g[i] + b * dpool[i] + d;
+              } else {
+                for (int64_t i = 0; i < L; ++i) dpool[i] = a * g[i] + d;
+              }
+              avg_pool_transpose_add(dpool, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), gx.data());
+            }
+          }
+          scalar_t* out = gxs[e] + plane * hw;
+          for (int64_t i = 0; i < hw; ++i) out[i] = static_cast<scalar_t>(gx[i]);
+        }
+      }
+    });
+  });
+}
+
+const MixedNodeKernels kKernels{pool_stats, apply, backward_reduce, finalize, backward_input};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
+    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
+    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
+  return mixed_node_forward(kKernels, at::MemoryFormat::Contiguous, inputs, weights, prims, extras, stride,
+                            pool_bn, batch_stats, running_mean, running_var, eps);
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cpu(
+    const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
+    c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+  return mixed_node_backward(kKernels, at::MemoryFormat::Contiguous, grad_out, inputs, weights, prims, extras,
+                             stride, pool_bn, batch_stats, save_mean, save_invstd);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hdas, CPU, m) {
+  m.impl("mixed_node", &forward_cpu);
+  m.impl("mixed_node_backward", &backward_cpu);
+}
+
+}  // namespace hdas::cpu

@@ -1,0 +1,247 @@
+// Schema, argument checks and the device-independent orchestration of hdas::mixed_node.
+#include "mixed_node.h"
+
+#include <torch/library.h>
+
+#include <sstream>
+
+namespace hdas {
+
+namespace {
+
+const char* prim_name(int64_t code) {
+  switch (code) {
+    case kNone: return "none";
+    case kMaxPool: return "max_pool_3x3";
+    case kAvgPool: return "avg_pool_3x3";
+    case kSkip: return "skip_connect";
+    case kExtra: return "extra";
+    default: return "?";
+  }
+}
+
+bool supported_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+}  // namespace
+
+MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
+                          c10::IntArrayRef prims, const std::vector<at::Tensor>& extras,
+                          int64_t stride, bool pool_bn, const char* op) {
+  TORCH_CHECK_VALUE(!inputs.empty(), op, ": inputs must be a non-empty list of tensors");
+  const at::Tensor& x0 = inputs[0];
+  TORCH_CHECK_VALUE(x0.dim() == 4, op, ": inputs[0] must be a 4-D tensor [N, C, H, W], got shape ",
+                    x0.sizes());
+  TORCH_CHECK_TYPE(supported_dtype(x0.scalar_type()), op,
+                   ": inputs must be float32, float64, float16 or bfloat16, got ", x0.scalar_type());
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    TORCH_CHECK_VALUE(inputs[i].sizes() == x0.sizes(), op, ": inputs[", i,
+                      "] must have the shape of inputs[0] ", x0.sizes(), ", got ", inputs[i].sizes());
+    TORCH_CHECK_TYPE(inputs[i].scalar_type() == x0.scalar_type(), op, ": inputs[", i,
+                     "] must have dtype ", x0.scalar_type(), " like inputs[0], got ",
+                     inputs[i].scalar_type());
+    TORCH_CHECK_VALUE(inputs[i].device() == x0.device(), op, ": inputs[", i, "] must be on ",
+                      x0.device(), " like inputs[0], got ", inputs[i].device());
+  }
+  TORCH_CHECK_VALUE(x0.size(0) > 0, op, ": empty batch: inputs have N = 0");
+  TORCH_CHECK_VALUE(x0.size(1) > 0 && x0.size(2) > 0 && x0.size(3) > 0, op,
+                    ": inputs must have C, H, W > 0, got shape ", x0.sizes());
+  TORCH_CHECK_VALUE(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
+
+  MixedNode node;
+  node.E = static_cast<int64_t>(inputs.size());
+  node.P = static_cast<int64_t>(prims.size());
+  TORCH_CHECK_VALUE(node.P > 0, op, ": prims must name at least one primitive");
+  for (int64_t p = 0; p < node.P; ++p) {
+    const int64_t code = prims[p];
+    TORCH_CHECK_VALUE(code >= kNone && code <= kExtra, op, ": prims[", p,
+                      "] must be a primitive code in 0..4 (none, max_pool_3x3, avg_pool_3x3, "
+                      "skip_connect, extra), got ", code);
+    TORCH_CHECK_VALUE(!(code == kSkip && stride != 1), op, ": prims[", p,
+                      "] is skip_connect at stride 2, which is FactorizedReduce (a parametric op): "
+                      "pass its output as an extra");
+    node.prims.push_back(code);
+    node.pool_slot.push_back(code == kMaxPool || code == kAvgPool ? node.Q++ : -1);
+    node.extra_slot.push_back(code == kExtra ? node.K++ : -1);
+  }
+
+  TORCH_CHECK_VALUE(weights.dim() == 2 && weights.size(0) == node.E && weights.size(1) == node.P,
+                    op, ": weights must have shape [num_inputs, num_primitives] = [", node.E, ", ",
+                    node.P, "], got ", weights.sizes());
+  TORCH_CHECK_TYPE(supported_dtype(weights.scalar_type()), op,
+                   ": weights must be a floating tensor, got ", weights.scalar_type());
+  TORCH_CHECK_VALUE(weights.device() == x0.device(), op, ": weights must be on ", x0.device(),
+                    " like inputs, got ", weights.device());
+
+  node.N = x0.size(0); node.C = x0.size(1); node.H = x0.size(2); node.W = x0.size(3);
+  node.stride = stride;
+  node.Ho = pooled_size(node.H, stride);
+  node.Wo = pooled_size(node.W, stride);
+  node.pool_bn = pool_bn;
+
+  const int64_t want = node.E * node.K;
+  TORCH_CHECK_VALUE(static_cast<int64_t>(extras.size()) == want, op, ": expected ", want,
+                    " extras (num_inputs x number of 'extra' primitives = ", node.E, " x ", node.K,
+                    "), got ", extras.size());
+  const std::vector<int64_t> out_shape{node.N, node.C, node.Ho, node.Wo};
+  for (size_t i = 0; i < extras.size(); ++i) {
+    TORCH_CHECK_VALUE(extras[i].sizes() == c10::IntArrayRef(out_shape), op, ": extras[", i,
+                      "] must have the output shape ", c10::IntArrayRef(out_shape), ", got ",
+                      extras[i].sizes());
+    TORCH_CHECK_TYPE(extras[i].scalar_type() == x0.scalar_type(), op, ": extras[", i,
+                     "] must have dtype ", x0.scalar_type(), " like inputs, got ",
+                     extras[i].scalar_type());
+    TORCH_CHECK_VALUE(extras[i].device() == x0.device(), op, ": extras[", i, "] must be on ",
+                      x0.device(), " like inputs, got ", extras[i].device());
+  }
+  node.inputs = inputs;
+  node.extras = extras;
+  return node;
+}
+
+namespace {
+
+void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
+  for (auto& t : ts) t = t.contiguous(f);
+}
+
+at::ScalarType op_math(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
+    const MixedNodeKernels& kernels, at::MemoryFormat compute_format,
+    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
+    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    double eps) {
+  const char* op = "hdas::mixed_node";
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  const auto& x0 = inputs[0];
+  const auto acc = op_math(x0.scalar_type());
+  const auto stat_opts = x0.options().dtype(acc);
+  const bool bn = pool_bn && node.Q > 0;
+  if (bn && !batch_stats) {
+    for (const auto* rs : {&running_mean, &running_var}) {
+      const char* name = rs == &running_mean ? "running_mean" : "running_var";
+      TORCH_CHECK_VALUE(rs->has_value() && (*rs)->defined(), op, ": ", name,
+                        " is required when pool_bn is set and batch statistics are off (eval)");
+      TORCH_CHECK_VALUE((*rs)->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
+                        name, " must have shape [num_inputs, num_pools, C] = [", node.E, ", ",
+                        node.Q, ", ", node.C, "], got ", (*rs)->sizes());
+      TORCH_CHECK_VALUE((*rs)->device() == x0.device(), op, ": ", name, " must be on ",
+                        x0.device(), ", got ", (*rs)->device());
+    }
+  }
+  if (bn && batch_stats) {
+    TORCH_CHECK_VALUE(node.count() > 1, op,
+                      ": expected more than 1 value per channel when training (pool BN), got N*Ho*Wo = ",
+                      node.count());
+  }
+
+  to_format(node.inputs, compute_format);
+  to_format(node.extras, compute_format);
+  node.format = compute_format;
+  const at::Tensor w = weights.to(acc).contiguous();
+
+  at::Tensor mean, invstd, var_unbiased;
+  if (bn && batch_stats) {
+    auto partial = at::empty({node.N, node.C, node.E * node.Q, 2}, stat_opts);
+    kernels.pool_stats(node, partial);
+    // Chan et al.'s pairwise combination of per-plane (mean, M2): stable where sum/sumsq is not.
+    const auto plane_mean = partial.select(3, 0);
+    const auto m = plane_mean.mean(0);  // [C, EQ]
+    const auto m2 = partial.select(3, 1).sum(0) +
+                    (plane_mean - m).square().sum(0) * static_cast<double>(node.plane_out());
+    const double n = static_cast<double>(node.count());
+    mean = m.t().reshape({node.E, node.Q, node.C}).contiguous();
+    const auto m2t = m2.t().reshape({node.E, node.Q, node.C});
+    invstd = (m2t / n + eps).rsqrt().contiguous();
+    var_unbiased = (m2t / (n - 1)).contiguous();
+  } else if (bn) {
+    // A copy: outputs must never alias inputs (the running statistics belong to the caller).
+    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    invstd = (running_var->to(acc) + eps).rsqrt().contiguous();
+    var_unbiased = at::empty({0}, stat_opts);
+  } else {
+    mean = at::empty({0}, stat_opts);
+    invstd = at::empty({0}, stat_opts);
+    var_unbiased = at::empty({0}, stat_opts);
+  }
+
+  auto out = at::empty({node.N, node.C, node.Ho, node.Wo},
+                       x0.options().memory_format(compute_format));
+  kernels.apply(node, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
+  out = out.contiguous(output_format(x0));
+  return {out, mean, invstd, var_unbiased};
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_node_backward(
+    const MixedNodeKernels& kernels, at::MemoryFormat compute_format, const at::Tensor& grad_out,
+    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
+    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+  const char* op = "hdas::mixed_node_backward";
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  const auto& x0 = inputs[0];
+  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({node.N, node.C, node.Ho, node.Wo}), op,
+                    ": grad_out must have the output shape [", node.N, ", ", node.C, ", ", node.Ho,
+                    ", ", node.Wo, "], got ", grad_out.sizes());
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == x0.scalar_type(), op, ": grad_out must have dtype ",
+                   x0.scalar_type(), ", got ", grad_out.scalar_type());
+  const bool bn = pool_bn && node.Q > 0;
+  if (bn) {
+    for (const auto* s : {&save_mean, &save_invstd}) {
+      TORCH_CHECK_VALUE(s->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
+                        s == &save_mean ? "save_mean" : "save_invstd",
+                        " must have shape [num_inputs, num_pools, C] = [", node.E, ", ", node.Q,
+                        ", ", node.C, "], got ", s->sizes());
+    }
+  }
+  const auto acc = op_math(x0.scalar_type());
+  const auto stat_opts = x0.options().dtype(acc);
+  to_format(node.inputs, compute_format);
+  to_format(node.extras, compute_format);
+  node.format = compute_format;
+  const auto grad = grad_out.contiguous(compute_format);
+  const at::Tensor w = weights.to(acc).contiguous();
+  const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
+  const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();
+
+  std::vector<at::Tensor> grad_extras;
+  for (const auto& e : node.extras) grad_extras.push_back(at::empty_like(e));
+  auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
+  kernels.backward_reduce(node, grad, w, partial, grad_extras);
+  const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
+
+  auto grad_w = at::empty({node.E, node.P}, stat_opts);
+  auto A = at::empty({node.E, node.P, node.C}, stat_opts);
+  auto B = at::empty_like(A);
+  auto D = at::empty_like(A);
+  kernels.finalize(node, sums, w, mean, invstd, bn && batch_stats, grad_w, A, B, D);
+
+  std::vector<at::Tensor> grad_inputs;
+  for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
+  kernels.backward_input(node, grad, w, A, B, D, grad_inputs);
+
+  const auto f = output_format(x0);
+  for (auto& g : grad_inputs) g = g.contiguous(f);
+  for (auto& g : grad_extras) g = g.contiguous(f);
+  return {grad_inputs, grad_w.to(weights.scalar_type()), grad_extras};
+}
+
+TORCH_LIBRARY_FRAGMENT(hdas, m) {
+  m.def(
+      "mixed_node(Tensor[] inputs, Tensor weights, int[] prims, Tensor[] extras, int stride, "
+      "bool pool_bn, bool batch_stats, Tensor? running_mean, Tensor? running_var, float eps) "
+      "-> (Tensor out, Tensor save_mean, Tensor save_invstd, Tensor batch_var)");
+  m.def(
+      "mixed_node_backward(Tensor grad_out, Tensor[] inputs, Tensor weights, int[] prims, "
+      "Tensor[] extras, int stride, bool pool_bn, bool batch_stats, Tensor save_mean, "
+      "Tensor save_invstd) -> (Tensor[] grad_inputs, Tensor grad_weights, Tensor[] grad_extras)");
+}
+
+}  // namespace hdas

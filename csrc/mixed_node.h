@@ -1,0 +1,92 @@
+// hdas::mixed_node -- the fused weighted sum of parameter-free primitives (and of precomputed
+// parametric branch outputs) over one or more input tensors:
+//
+//   out = sum_e sum_p w[e, p] * op_p(inputs[e])
+//
+// op_p is none (x*0), max/avg 3x3 pool (padding 1, average excludes padding) optionally followed
+// by BatchNorm(affine=False), identity, or "extra": the next precomputed tensor of `extras`
+// (edge-major), e.g. a sep_conv output. One edge is DARTS' MixedOp, several are an Hs-DAS node.
+//
+// Everything here is shared by the CPU and CUDA backends; each backend supplies the four kernels
+// of MixedNodeKernels.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <vector>
+
+namespace hdas {
+
+enum Prim : int64_t { kNone = 0, kMaxPool = 1, kAvgPool = 2, kSkip = 3, kExtra = 4 };
+
+// A validated call: geometry plus, for every primitive p, its pool slot q (or -1) and its extra
+// slot k (or -1). Tensors are already in the layout the backend asked for.
+struct MixedNode {
+  std::vector<at::Tensor> inputs;  // E x [N, C, H, W]
+  std::vector<at::Tensor> extras;  // E*K x [N, C, Ho, Wo], edge-major
+  std::vector<int64_t> prims;      // P codes
+  std::vector<int64_t> pool_slot;  // P: index q among the pools, or -1
+  std::vector<int64_t> extra_slot; // P: index k among the extras of an edge, or -1
+  int64_t E = 0, P = 0, Q = 0, K = 0;
+  int64_t N = 0, C = 0, H = 0, W = 0, Ho = 0, Wo = 0, stride = 1;
+  bool pool_bn = true;
+  at::MemoryFormat format = at::MemoryFormat::Contiguous;
+
+  int64_t plane_out() const { return Ho * Wo; }
+  int64_t count() const { return N * Ho * Wo; }  // values per channel that BN statistics see
+};
+
+// Checks every argument (raising c10::ValueError / c10::TypeError with the argument's name and
+// what was expected) and fills a MixedNode. `format` is the layout the backend computes in.
+MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
+                          c10::IntArrayRef prims, const std::vector<at::Tensor>& extras,
+                          int64_t stride, bool pool_bn, const char* op_name);
+
+// The backend kernels. Statistic tensors are in the op-math type (float, or double for double).
+struct MixedNodeKernels {
+  // partial[n, c, e*Q + q, 0 / 1] = mean / M2 (sum of squared deviations) of pool_q(inputs[e])
+  // over the output plane (n, c).
+  void (*pool_stats)(const MixedNode& node, at::Tensor& partial);
+  // out = sum_e sum_p coef(e, p, c) * op_p(inputs[e]) + bias(c), where for pools with BN
+  // coef = w * invstd and bias collects -w * invstd * mean; w is [E, P] in op-math type, mean and
+  // invstd [E, Q, C] (undefined when !pool_bn).
+  void (*apply)(const MixedNode& node, const at::Tensor& w, const at::Tensor& mean,
+                const at::Tensor& invstd, at::Tensor& out);
+  // partial[n, c, e*P + p] = sum over the output plane of grad * op_p(inputs[e]) (raw pool, no BN),
+  // partial[n, c, E*P] = sum of grad; writes grad_extras[e*K + k] = w[e, p_k] * grad.
+  void (*backward_reduce)(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w,
+                          at::Tensor& partial, std::vector<at::Tensor>& grad_extras);
+  // grad_w[e, p] and the per-(e, p, c) coefficients of d op_p / d pool: dpool = A*g + B*pool + D.
+  void (*finalize)(const MixedNode& node, const at::Tensor& sums /* [C, E*P+1] */,
+                   const at::Tensor& w, const at::Tensor& mean, const at::Tensor& invstd,
+                   bool batch_stats, at::Tensor& grad_w, at::Tensor& A, at::Tensor& B,
+                   at::Tensor& D);
+  // grad_inputs[e] = w_skip * g + sum over pools of the pool's transpose applied to dpool.
+  void (*backward_input)(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w,
+                         const at::Tensor& A, const at::Tensor& B, const at::Tensor& D,
+                         std::vector<at::Tensor>& grad_inputs);
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
+    const MixedNodeKernels& kernels, at::MemoryFormat compute_format,
+    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
+    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    double eps);
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_node_backward(
+    const MixedNodeKernels& kernels, at::MemoryFormat compute_format, const at::Tensor& grad_out,
+    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
+    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
+    const at::Tensor& save_mean, const at::Tensor& save_invstd);
+
+// The layout the output takes: channels_last when inputs[0] is, else contiguous NCHW.
+inline at::MemoryFormat output_format(const at::Tensor& x) {
+  return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
+                                                                     : at::MemoryFormat::Contiguous;
+}
+
+inline int64_t pooled_size(int64_t size, int64_t stride) { return (size - 1) / stride + 1; }
+
+}  // namespace hdas

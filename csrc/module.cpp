@@ -1,0 +1,31 @@
+// The Python module hdas_ext._C: importing it registers the hdas ops (TORCH_LIBRARY in the other
+// translation units) and exposes the facts of this build.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+#include <torch/version.h>
+
+#ifndef HDAS_VERSION
+#define HDAS_VERSION "unknown"
+#endif
+#ifndef HDAS_CUDA_ARCHS
+#define HDAS_CUDA_ARCHS ""
+#endif
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "hdas_ext native ops (torch.ops.hdas.*)";
+  m.attr("__version__") = HDAS_VERSION;
+  m.attr("torch_version") = TORCH_VERSION;
+#ifdef HDAS_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.attr("cuda_archs") = HDAS_CUDA_ARCHS;
+#ifdef _OPENMP
+  m.attr("with_openmp") = true;
+#else
+  m.attr("with_openmp") = false;
+#endif
+  m.def("num_threads", &at::get_num_threads, "intra-op threads at::parallel_for uses now");
+  m.def("parallel_info", &at::get_parallel_info, "ATen's description of its parallel backend");
+}

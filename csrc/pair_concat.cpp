@@ -1,0 +1,109 @@
+// Schema, argument checks and the device-independent part of hdas::pair_concat.
+#include "pair_concat.h"
+
+#include <torch/library.h>
+
+#include "mixed_node.h"
+
+namespace hdas {
+
+PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Tensor& weights,
+                            c10::IntArrayRef pairs, const char* op) {
+  TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
+  const auto& s0 = states[0];
+  TORCH_CHECK_VALUE(s0.dim() == 4, op, ": states[0] must be a 4-D tensor [N, C, H, W], got shape ", s0.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(s0.scalar_type()), op, ": states must be floating point, got ",
+                   s0.scalar_type());
+  for (size_t t = 1; t < states.size(); ++t) {
+    TORCH_CHECK_VALUE(states[t].sizes() == s0.sizes(), op, ": states[", t, "] must have the shape of states[0] ",
+                      s0.sizes(), ", got ", states[t].sizes());
+    TORCH_CHECK_TYPE(states[t].scalar_type() == s0.scalar_type(), op, ": states[", t, "] must have dtype ",
+                     s0.scalar_type(), ", got ", states[t].scalar_type());
+    TORCH_CHECK_VALUE(states[t].device() == s0.device(), op, ": states[", t, "] must be on ", s0.device(),
+                      ", got ", states[t].device());
+  }
+  TORCH_CHECK_VALUE(s0.numel() > 0, op, ": states must be non-empty, got shape ", s0.sizes());
+  TORCH_CHECK_VALUE(pairs.size() % 2 == 0 && !pairs.empty(), op,
+                    ": pairs must be a flat, non-empty list [i_0, j_0, i_1, j_1, ...], got ", pairs.size(),
+                    " entries");
+  PairConcat pc;
+  pc.T = static_cast<int64_t>(states.size());
+  pc.K = static_cast<int64_t>(pairs.size() / 2);
+  for (int64_t k = 0; k < pc.K; ++k)
+    for (int64_t m = 0; m < 2; ++m) {
+      const int64_t idx = pairs[2 * k + m];
+      TORCH_CHECK_VALUE(idx >= 0 && idx < pc.T, op, ": pair ", k, " index ", idx, " is out of range for ", pc.T,
+                        " states");
+      (m == 0 ? pc.first : pc.second).push_back(idx);
+    }
+  TORCH_CHECK_VALUE(weights.dim() == 1 && weights.size(0) == pc.K, op,
+                    ": weights must have shape [num_pairs] = [", pc.K, "], got ", weights.sizes());
+  TORCH_CHECK_VALUE(weights.device() == s0.device(), op, ": weights must be on ", s0.device(), ", got ",
+                    weights.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), op, ": weights must be floating point, got ",
+                   weights.scalar_type());
+  pc.N = s0.size(0);
+  pc.C = s0.size(1);
+  pc.HW = s0.size(2) * s0.size(3);
+  for (const auto& s : states) pc.states.push_back(s.contiguous());
+  return pc;
+}
+
+namespace {
+
+at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// u, v as device tensors: no host round trip for the weights.
+std::pair<at::Tensor, at::Tensor> member_weights(const PairConcat& pc, const at::Tensor& w) {
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  auto idx = [&](const std::vector<int64_t>& v) { return at::tensor(v, opts).to(w.device()); };
+  auto u = at::zeros({pc.T}, w.options()).index_add_(0, idx(pc.first), w);
+  auto v = at::zeros({pc.T}, w.options()).index_add_(0, idx(pc.second), w);
+  return {u, v};
+}
+
+}  // namespace
+
+at::Tensor pair_concat_forward(const PairConcatKernels& k, const std::vector<at::Tensor>& states,
+                               const at::Tensor& weights, c10::IntArrayRef pairs) {
+  auto pc = make_pair_concat(states, weights, pairs, "hdas::pair_concat");
+  const auto w = weights.to(op_math(states[0].scalar_type()));
+  auto [u, v] = member_weights(pc, w);
+  auto out = at::empty({pc.N, 2 * pc.C, states[0].size(2), states[0].size(3)}, states[0].options());
+  k.forward(pc, u, v, out);
+  return out.contiguous(output_format(states[0]));
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> pair_concat_backward(
+    const PairConcatKernels& k, const at::Tensor& grad_out, const std::vector<at::Tensor>& states,
+    const at::Tensor& weights, c10::IntArrayRef pairs) {
+  const char* op = "hdas::pair_concat_backward";
+  auto pc = make_pair_concat(states, weights, pairs, op);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == pc.N && grad_out.size(1) == 2 * pc.C &&
+                        grad_out.size(2) * grad_out.size(3) == pc.HW,
+                    op, ": grad_out must have shape [N, 2C, H, W], got ", grad_out.sizes());
+  const auto acc = op_math(states[0].scalar_type());
+  const auto w = weights.to(acc);
+  auto [u, v] = member_weights(pc, w);
+  std::vector<at::Tensor> grad_states;
+  for (const auto& s : pc.states) grad_states.push_back(at::empty_like(s));
+  auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, states[0].options().dtype(acc));
+  k.backward(pc, grad_out.to(states[0].scalar_type()).contiguous(), u, v, grad_states, dots);
+  const auto sums = dots.sum(0);
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  const auto i = at::tensor(pc.first, opts).to(w.device());
+  const auto j = at::tensor(pc.second, opts).to(w.device()) + pc.T;
+  const auto grad_w = (sums.index_select(0, i) + sums.index_select(0, j)).to(weights.scalar_type());
+  const auto f = output_format(states[0]);
+  for (auto& g : grad_states) g = g.contiguous(f);
+  return {grad_states, grad_w};
+}
+
+TORCH_LIBRARY_FRAGMENT(hdas, m) {
+  m.def("pair_concat(Tensor[] states, Tensor weights, int[] pairs) -> Tensor");
+  m.def(
+      "pair_concat_backward(Tensor grad_out, Tensor[] states, Tensor weights, int[] pairs) "
+      "-> (Tensor[] grad_states, Tensor grad_weights)");
+}
+
+}  // namespace hdas

@@ -1,0 +1,139 @@
+"""Drop-in fused modules. Each holds exactly the submodules of its eager twin in
+hdas_ext.reference (same state_dict keys and shapes) and computes the same function with the
+fused ops; pool BatchNorms keep their buffers and are updated as PyTorch updates them."""
+import torch
+from torch import nn
+
+from .. import ops
+from .._native import native_available
+from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
+from .operations import OPS, make_op
+
+_POOLS = ("max_pool_3x3", "avg_pool_3x3")
+
+
+def _plan(primitives, stride, affine, pool_bn):
+    """Kernel code of every primitive and whether the kernel applies its pool BN itself. Affine
+    pool BNs (and all parametric ops) run as modules whose outputs the kernel mixes."""
+    codes, fused_bn = [], pool_bn and not affine
+    for name in primitives:
+        if name not in OPS:
+            raise ValueError(f"unknown primitive {name!r}; expected one of {sorted(OPS)}")
+        if name in _POOLS and (fused_bn or not pool_bn):
+            codes.append(ops.CODES[name])
+        elif name == "none" or (name == "skip_connect" and stride == 1):
+            codes.append(ops.CODES[name])
+        else:
+            codes.append(ops.EXTRA)
+    return codes, fused_bn
+
+
+def run_node(inputs, weights, codes, extras, stride, bns, training):
+    """Calls the fused op with the pool BNs `bns` (edge-major, one per pool code and edge) and
+    updates their running statistics exactly as nn.BatchNorm2d would."""
+    if not bns:
+        return ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=False)[0]
+    bn0 = bns[0]
+    tracking = bn0.running_mean is not None
+    batch_stats = training or not tracking
+    E, C = len(inputs), inputs[0].shape[1]
+    Q = len(bns) // E
+    rm = rv = None
+    if not batch_stats:
+        rm = torch.stack([b.running_mean for b in bns]).view(E, Q, C)
+        rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
+    out, mean, _, var = ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=True,
+                                       batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
+    if training and tracking:
+        with torch.no_grad():
+            counts = [b.num_batches_tracked for b in bns]
+            torch._foreach_add_(counts, 1)
+            factor = bn0.momentum if bn0.momentum is not None else 1.0 / float(bn0.num_batches_tracked)
+            dtype = bn0.running_mean.dtype
+            torch._foreach_lerp_([b.running_mean for b in bns], list(mean.to(dtype).view(E * Q, C).unbind(0)), factor)
+            torch._foreach_lerp_([b.running_var for b in bns], list(var.to(dtype).view(E * Q, C).unbind(0)), factor)
+    return out
+
+
+class FusedMixedOp(nn.Module):
+    """DARTS' search-time MixedOp, sum_k weights[k] * op_k(x), with the parameter-free ops, the
+    pool BNs and the weighted sum fused. weights: one entry per primitive, already normalised
+    (softmax, Gumbel-softmax, sigmoid: the caller chooses)."""
+
+    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        self.primitives, self.stride = tuple(primitives), stride
+        self.codes, fused_bn = _plan(self.primitives, stride, affine, pool_bn)
+        self._ops = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in self.primitives)
+        self._set_plan(fused_bn)
+
+    def _set_plan(self, fused_bn):
+        self._extra = [k for k, c in enumerate(self.codes) if c == ops.EXTRA]
+        self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
+
+    @classmethod
+    def adopt(cls, modules, primitives, stride, fused_bn):
+        """Wraps existing op modules (sharing their parameters and buffers); see fuse_mixed_ops."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.primitives, self.stride = tuple(primitives), stride
+        self.codes = []
+        for name, m in zip(primitives, modules):
+            if name in _POOLS:
+                bare = not isinstance(m, nn.Sequential)
+                self.codes.append(ops.CODES[name] if bare or fused_bn else ops.EXTRA)
+            elif name == "none" or (name == "skip_connect" and stride == 1):
+                self.codes.append(ops.CODES[name])
+            else:
+                self.codes.append(ops.EXTRA)
+        self._ops = modules
+        self._set_plan(fused_bn)
+        return self
+
+    def extra_repr(self):
+        return f"primitives={list(self.primitives)}, stride={self.stride}, native={native_available()}"
+
+    def forward(self, x, weights):
+        if weights.shape != (len(self.primitives),):
+            raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
+                             f"[{len(self.primitives)}], got {list(weights.shape)}")
+        extras = [self._ops[k](x) for k in self._extra]
+        bns = [self._ops[k][1] for k in self._bn]
+        return run_node([x], weights.unsqueeze(0), self.codes, extras, self.stride, bns, self.training)
+
+
+class FusedStageNode(nn.Module):
+    """Hs-DAS node input: sum_e sum_o weights[e, o] * op_o(inputs[e]) over the window's edges,
+    every pool with its own BatchNorm(affine=False) per edge. State dict laid out like a list of
+    per-edge MixedOps (edges.{e}._ops.{k}), as hdas_ext.reference.StageNode."""
+
+    def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
+        super().__init__()
+        if num_inputs < 1:
+            raise ValueError(f"num_inputs must be at least 1, got {num_inputs}")
+        self.primitives = tuple(primitives)
+        self.edges = nn.ModuleList(FusedMixedOp(C, 1, primitives, affine=False, pool_bn=pool_bn)
+                                   for _ in range(num_inputs))
+
+    def forward(self, inputs, weights):
+        inputs = list(inputs)
+        E, P = len(self.edges), len(self.primitives)
+        if len(inputs) != E:
+            raise ValueError(f"FusedStageNode: expected {E} inputs (num_inputs), got {len(inputs)}")
+        if tuple(weights.shape) != (E, P):
+            raise ValueError(f"FusedStageNode: weights must have shape [num_inputs, num_primitives] = [{E}, {P}], "
+                             f"got {list(weights.shape)}")
+        codes = self.edges[0].codes
+        extras = [edge._ops[k](x) for edge, x in zip(self.edges, inputs) for k in edge._extra]
+        bns = [edge._ops[k][1] for edge in self.edges for k in edge._bn]
+        return run_node(inputs, weights, codes, extras, 1, bns, self.training)
+
+
+class WeightedPairConcat(nn.Module):
+    """Distribution-search stage output: sum_k weights[k] * cat(states[i_k], states[j_k], dim=1),
+    written into one buffer."""
+
+    def forward(self, states, weights, pairs):
+        return ops.pair_concat(states, weights, pairs)

@@ -1,0 +1,142 @@
+"""FusedMixedOp and fuse_mixed_ops against DARTS' eager MixedOp (hdas_ext.reference.MixedOp)."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import hdas_ext
+from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops
+from hdas_ext.primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES
+from hdas_ext.reference import MixedOp
+
+
+def twins(C, stride, primitives, affine=False, pool_bn=True, dtype=torch.float64):
+    eager = MixedOp(C, stride, primitives, affine, pool_bn).to(dtype)
+    fused = FusedMixedOp(C, stride, primitives, affine, pool_bn).to(dtype)
+    fused.load_state_dict(eager.state_dict())
+    return eager, fused
+
+
+def check_step(eager, fused, x, weights):
+    xe, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    we, wf = weights.clone().requires_grad_(), weights.clone().requires_grad_()
+    oe, of = eager(xe, we), fused(xf, wf)
+    torch.testing.assert_close(of, oe)
+    g = torch.randn_like(oe)
+    oe.backward(g)
+    of.backward(g)
+    torch.testing.assert_close(xf.grad, xe.grad)
+    torch.testing.assert_close(wf.grad, we.grad)
+    for (n, pe), (_, pf) in zip(eager.named_parameters(), fused.named_parameters()):
+        torch.testing.assert_close(pf.grad, pe.grad, msg=n)
+
+
+@pytest.mark.parametrize("primitives", [DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES,
+                                        ("skip_connect", "avg_pool_3x3", "sep_conv_3x3")])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("pool_bn,affine", [(True, False), (False, False), (True, True)])
+def test_same_function_state_and_running_stats(primitives, stride, pool_bn, affine):
+    torch.manual_seed(1)
+    eager, fused = twins(4, stride, primitives, affine, pool_bn)
+    assert list(fused.state_dict()) == list(eager.state_dict())
+    for _ in range(3):  # running statistics stay equal over several training steps
+        x = torch.randn(3, 4, 8, 8, dtype=torch.float64)
+        w = torch.softmax(torch.randn(len(primitives), dtype=torch.float64), 0)
+        check_step(eager, fused, x, w)
+    for (k, a), b in zip(eager.state_dict().items(), fused.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=k)
+    eager.eval()
+    fused.eval()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    w = torch.softmax(torch.randn(len(primitives), dtype=torch.float64), 0)
+    check_step(eager, fused, x, w)
+
+
+def test_checkpoints_load_both_ways():
+    eager, fused = twins(6, 1, DARTS_PRIMITIVES, dtype=torch.float32)
+    x = torch.randn(2, 6, 8, 8)
+    w = torch.softmax(torch.randn(8), 0)
+    fused(x, w)  # moves running stats
+    eager2 = MixedOp(6, 1)
+    eager2.load_state_dict(fused.state_dict())
+    for a, b in zip(eager2.state_dict().values(), fused.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_momentum_none_and_no_tracking():
+    eager, fused = twins(3, 1, STAGE_PRIMITIVES)
+    for m in [*eager.modules(), *fused.modules()]:
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    for _ in range(3):
+        check_step(eager, fused, torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.rand(4, dtype=torch.float64))
+    for a, b in zip(eager.state_dict().values(), fused.state_dict().values()):
+        torch.testing.assert_close(b, a)
+
+
+def test_weights_length_checked():
+    op = FusedMixedOp(4, 1)
+    with pytest.raises(ValueError, match=r"weights must have one entry per primitive, shape \[8\]"):
+        op(torch.randn(2, 4, 8, 8), torch.rand(7))
+    with pytest.raises(ValueError, match="unknown primitive 'conv_9x9'"):
+        FusedMixedOp(4, 1, ["max_pool_3x3", "conv_9x9"])
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        FusedMixedOp(4, 3)
+
+
+class TinyDartsCell(nn.Module):
+    """A user's DARTS code: its own MixedOps inside a model."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.edges = nn.ModuleList([MixedOp(C, 1), MixedOp(C, 2)])
+        self.head = nn.Conv2d(C, C, 1)
+
+    def forward(self, x, weights):
+        a = self.edges[0](x, weights[0])
+        return self.head(a), self.edges[1](a, weights[1])
+
+
+def test_fuse_mixed_ops_in_place_sharing_parameters():
+    model = TinyDartsCell(4).double()
+    reference = copy.deepcopy(model)
+    assert fuse_mixed_ops(model) == 2
+    assert all(isinstance(e, FusedMixedOp) for e in model.edges)
+    assert fuse_mixed_ops(model) == 0  # idempotent
+    assert model.edges[0]._ops is not None and len(list(model.parameters())) == len(list(reference.parameters()))
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    w = torch.softmax(torch.randn(2, 8, dtype=torch.float64), -1)
+    for a, b in zip(model(x, w), reference(x, w)):
+        torch.testing.assert_close(a, b)
+    # Sharing: editing the fused model's conv weight is seen through its modules' parameters.
+    sep = model.edges[0]._ops[DARTS_PRIMITIVES.index("sep_conv_3x3")]
+    assert sep.op[1].weight is dict(model.named_parameters())["edges.0._ops.4.op.1.weight"]
+
+
+@pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    op = FusedMixedOp(4, 1, STAGE_PRIMITIVES)
+    eager = MixedOp(4, 1, STAGE_PRIMITIVES)
+    eager.load_state_dict(op.state_dict())
+    compiled = torch.compile(op, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.softmax(torch.randn(4), 0).requires_grad_()
+    out = compiled(x, w)
+    expect = eager(x, w)
+    torch.testing.assert_close(out, expect)
+    gx, gw = torch.autograd.grad(out.sum(), [x, w])
+    ex, ew = torch.autograd.grad(expect.sum(), [x, w])
+    torch.testing.assert_close(gx, ex)
+    torch.testing.assert_close(gw, ew)
+    torch.testing.assert_close(op._ops[0][1].running_mean, eager._ops[0][1].running_mean)
+
+
+@pytest.mark.cuda
+def test_module_on_cuda_matches_eager():
+    eager, fused = twins(4, 1, DARTS_PRIMITIVES, dtype=torch.float64)
+    eager, fused = eager.cuda(), fused.cuda()
+    for _ in range(2):
+        check_step(eager, fused, torch.randn(3, 4, 8, 8, dtype=torch.float64, device="cuda"),
+                   torch.rand(8, dtype=torch.float64, device="cuda"))
