@@ -64,7 +64,9 @@ class BilevelOptimizer:
                 state = dict(params)
                 state.update({n: b.clone() for n, b in self.model.net.named_buffers()})
                 logits = functional_call(self.model.net, state, (x, *aw))
-            loss = self.criterion(logits.float(), y)
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()  # the loss in float32 under autocast
+            loss = self.criterion(logits, y)
         return loss, logits
 
     def _mean_grads(self, loss_fn, wrt, chunks, scaler=None):
