@@ -25,6 +25,7 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_root: Optional[str] = None
     download: bool = False
+    augment: bool = True              # the dataset's standard training augmentation
     cutout: int = 16
     color_jitter: bool = False
     train_subset: int = 0             # first n training images only (0 = all): quick runs, tests

@@ -50,6 +50,24 @@ def cleanup_distributed():
         dist.destroy_process_group()
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) whose gradient is the all_reduce(SUM) of the incoming gradients (every
+    rank's loss depends on the sum). torch.distributed.nn.functional.all_reduce does the same but
+    is deprecated."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all ranks, for gloo/CPU.
     Per-channel sums and sums of squares are all-reduced with the differentiable all_reduce of
@@ -58,13 +76,11 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x):
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         C = x.size(1)
         dtype, x = x.dtype, x.float()  # statistics in fp32 also under autocast
         local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)),
                            x.new_full((1,), x.numel() // C)])
-        total = all_reduce(local)
+        total = _SumOverRanks.apply(local)
         n = total[-1]
         mean = total[:C] / n
         var = total[C:2 * C] / n - mean * mean

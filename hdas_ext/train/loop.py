@@ -33,7 +33,7 @@ def build_model(cfg):
 
 
 def _dataset(cfg, ctx, train):
-    kw = dict(root=cfg.data_root, train=train, augment=train, cutout=cfg.cutout,
+    kw = dict(root=cfg.data_root, train=train, augment=train and cfg.augment, cutout=cfg.cutout,
               color_jitter=cfg.color_jitter)
     if cfg.download:
         if ctx.main:

@@ -1,0 +1,107 @@
+import collections
+import json
+import os
+import random
+
+import pytest
+import torch
+
+from hdas_ext import genotypes as G
+from hdas_ext.cli import main as cli_main
+from hdas_ext.networks import build_eval_network
+from hdas_ext.train import make_config
+from hdas_ext.train.random_baseline import (CELL_OPS, STAGE_OPS, relative_improvement, run_random_baseline,
+                                            sample_cell, sample_genotype, sample_genotype2, sample_stage)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_sampled_cells_are_valid_and_uniform():
+    rng = random.Random(0)
+    ops, pairs = collections.Counter(), collections.Counter()
+    N = 3000
+    for _ in range(N):
+        gene = sample_cell(rng)
+        for i, node in enumerate(G.cell_nodes(gene)):
+            srcs = [s for _, s in node]
+            assert len(set(srcs)) == 2 and all(0 <= s < i + 2 for s in srcs)
+            ops.update(op for op, _ in node)
+            if i == 3:
+                pairs[tuple(srcs)] += 1
+    assert set(ops) == set(CELL_OPS) and "none" not in ops
+    for op in CELL_OPS:  # 8 draws per cell, 1/7 each
+        assert ops[op] / (8 * N) == pytest.approx(1 / 7, abs=0.01)
+    assert len(pairs) == 10  # C(5, 2) input pairs for the last node, each about 1/10
+    assert all(c / N == pytest.approx(0.1, abs=0.02) for c in pairs.values())
+    g3 = sample_genotype(rng, stage_specific=True)
+    assert isinstance(G.validate(g3), G.Genotype3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_sampled_stages_respect_the_window(n):
+    rng = random.Random(n)
+    for _ in range(200):
+        dag, concat = sample_stage(rng, n, window=3)
+        assert len(dag) == n and concat == [n, n + 1]
+        for j, node in enumerate(dag):
+            srcs = [s for _, s in node]
+            assert len(set(srcs)) == 2 and all(max(0, j - 1) <= s <= j + 1 for s in srcs)
+            assert all(op in STAGE_OPS for op, _ in node)
+    g2 = sample_genotype2(rng, (4, 5, 8))
+    net = build_eval_network("DARTS_V2", g2, dataset="digits", init_channels=4)
+    assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
+
+
+def test_relative_improvement():
+    assert relative_improvement(97.5, 97.0) == pytest.approx(100 * 0.5 / 97.0)
+    assert relative_improvement(90.0, 90.0) == 0.0
+    with pytest.raises(ValueError, match="acc_random"):
+        relative_improvement(90.0, 0.0)
+
+
+def tiny(tmp_path, **kw):
+    base = dict(output=str(tmp_path / "rb"), epochs=1, batch_size=32, train_subset=64, test_subset=32,
+                init_channels=4, layers=3, tensorboard=False, progress=False)
+    base.update(kw)
+    return make_config("digits", **base)
+
+
+def test_stage_baseline_trains_searched_and_random(tmp_path):
+    cfg = tiny(tmp_path, stages="HS_DAS_IMAGENET")
+    summary = run_random_baseline(cfg, space="stage", samples=2, sample_seed=1)
+    accs = [r["acc"] for r in summary["random"]]
+    assert summary["random_mean"] == pytest.approx(sum(accs) / 2)
+    assert summary["RI"] == pytest.approx(relative_improvement(summary["searched"]["acc"], summary["random_mean"]))
+    on_disk = json.load(open(os.path.join(cfg.output, "random_baseline.json")))
+    assert on_disk["RI"] == pytest.approx(summary["RI"])
+    for r in summary["random"]:
+        g2 = G.parse(r["stages"])
+        assert [len(d) for d, _ in G.stages(g2)] == [4, 4, 4]  # the searched genotype's lengths
+    assert os.path.isfile(os.path.join(cfg.output, "searched", "best.pt"))
+    again = run_random_baseline(cfg, space="stage", samples=2, sample_seed=1)  # resumes finished runs
+    assert again["random"] == summary["random"]
+
+
+def test_cell_baseline_with_given_accuracy_and_errors(tmp_path, capsys):
+    cfg = tiny(tmp_path)
+    s = run_random_baseline(cfg, space="cell", samples=1, searched_acc=50.0, metric="last")
+    assert s["searched"] == {"name": "searched", "acc": 50.0}
+    assert isinstance(G.parse(s["random"][0]["cell"]), G.Genotype)
+    with pytest.raises(ValueError, match="searched"):
+        run_random_baseline(tiny(tmp_path), space="stage", samples=1)
+    with pytest.raises(ValueError, match="space"):
+        run_random_baseline(cfg, space="macro")
+    out = str(tmp_path / "cli")
+    assert cli_main(["random-baseline", "--space", "stage", "--samples", "1", "--cells-per-stage", "2,2,2",
+                     "--searched-acc", "40", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",
+                     "--init-channels", "4", "--output", out, "--no-tensorboard", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["samples"] == 1 and printed["searched"] == 40.0
+    with pytest.raises(ValueError, match="cells-per-stage"):
+        cli_main(["random-baseline", "--cells-per-stage", "6,6", "--searched-acc", "1"])
