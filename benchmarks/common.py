@@ -28,19 +28,16 @@ def sync(device):
 
 
 def median_ms(fn, device, reps, warmup=2, setup=None):
-    """Median wall time of fn() in ms; setup() runs untimed before each call."""
-    for _ in range(warmup):
-        if setup:
-            setup()
-        fn()
+    """Median wall time of fn() in ms; with setup, fn(setup()) where setup runs untimed."""
     times = []
-    for _ in range(reps):
+    for i in range(warmup + reps):
         arg = setup() if setup else None
         sync(device)
         t0 = time.perf_counter()
-        fn() if arg is None else fn(arg)
+        fn(arg) if setup else fn()
         sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 

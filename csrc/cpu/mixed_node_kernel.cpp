@@ -17,20 +17,32 @@ std::vector<const T*> ptrs(const std::vector<at::Tensor>& ts) {
   return out;
 }
 
-// Per-thread scratch: one H x Wo row-pass buffer and two Ho x Wo planes.
+// Per-thread scratch: a row-pass buffer, two planes and the argmax buffers.
 template <typename A>
 struct Scratch {
-  std::vector<A> tmp, a, b;
+  std::vector<A> tmp, a, b, tv, mv;
+  std::vector<int32_t> ti, idx;
   explicit Scratch(const MixedNode& nd)
-      : tmp(nd.H * nd.Wo), a(std::max(nd.plane_out(), nd.H * nd.W)), b(std::max(nd.plane_out(), nd.H * nd.W)) {}
+      : tmp(nd.H * std::max(nd.W, nd.Wo)),
+        a(std::max(nd.plane_out(), nd.H * nd.W)),
+        b(std::max(nd.plane_out(), nd.H * nd.W)),
+        tv(nd.H * nd.Wo),
+        mv(nd.plane_out()),
+        ti(nd.H * nd.Wo),
+        idx(nd.plane_out()) {}
 };
 
 template <typename T, typename A>
-void pool_into(int64_t code, const T* x, const MixedNode& nd, Scratch<A>& s, A* out) {
+void pool_into(int64_t code, const T* x, const MixedNode& nd, const std::vector<A>& inv_cnt, Scratch<A>& s, A* out) {
   if (code == kMaxPool)
-    pool_plane<true>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), out);
+    pool_plane<true>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, inv_cnt.data(), s.tmp.data(), out);
   else
-    pool_plane<false>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), out);
+    pool_plane<false>(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, inv_cnt.data(), s.tmp.data(), out);
+}
+
+template <typename A>
+std::vector<A> node_inverse_counts(const MixedNode& nd) {
+  return inverse_counts<A>(nd.H, nd.W, nd.stride, nd.Ho, nd.Wo);
 }
 
 // Visits every output position with the input element it sits on (stride-subsampled).
@@ -44,6 +56,7 @@ void pool_stats(const MixedNode& nd, at::Tensor& partial) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, nd.inputs[0].scalar_type(), "mixed_node_pool_stats", [&] {
     using A = at::opmath_type<scalar_t>;
     const auto xs = ptrs<scalar_t>(nd.inputs);
+    const auto inv_cnt = node_inverse_counts<A>(nd);
     A* out = partial.data_ptr<A>();
     const int64_t hw = nd.H * nd.W, L = nd.plane_out();
     at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
@@ -54,7 +67,7 @@ void pool_stats(const MixedNode& nd, at::Tensor& partial) {
           for (int64_t p = 0; p < nd.P; ++p) {
             const int64_t q = nd.pool_slot[p];
             if (q < 0) continue;
-            pool_into(nd.prims[p], xs[e] + plane * hw, nd, s, s.a.data());
+            pool_into(nd.prims[p], xs[e] + plane * hw, nd, inv_cnt, s, s.a.data());
             A sum = 0;
             for (int64_t i = 0; i < L; ++i) sum += s.a[i];
             const A mean = sum / static_cast<A>(L);
@@ -74,6 +87,7 @@ void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, con
     using A = at::opmath_type<scalar_t>;
     const auto xs = ptrs<scalar_t>(nd.inputs);
     const auto ex = ptrs<scalar_t>(nd.extras);
+    const auto inv_cnt = node_inverse_counts<A>(nd);
     const A* wp = w.const_data_ptr<A>();
     const A* mp = mean.defined() ? mean.const_data_ptr<A>() : nullptr;
     const A* ip = invstd.defined() ? invstd.const_data_ptr<A>() : nullptr;
@@ -99,7 +113,7 @@ void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, con
               const scalar_t* y = ex[e * nd.K + nd.extra_slot[p]] + plane * L;
               for (int64_t i = 0; i < L; ++i) acc[i] += coef * static_cast<A>(y[i]);
             } else {
-              pool_into(code, x, nd, s, s.a.data());
+              pool_into(code, x, nd, inv_cnt, s, s.a.data());
               A shift = 0;
               if (mp) {
                 const int64_t k = (e * nd.Q + nd.pool_slot[p]) * nd.C + c;
@@ -126,6 +140,7 @@ void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tens
     std::vector<scalar_t*> gex;
     for (auto& t : grad_extras) gex.push_back(t.data_ptr<scalar_t>());
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const auto inv_cnt = node_inverse_counts<A>(nd);
     const A* wp = w.const_data_ptr<A>();
     A* out = partial.data_ptr<A>();
     const int64_t hw = nd.H * nd.W, L = nd.plane_out(), S = nd.E * nd.P + 1;
@@ -157,7 +172,7 @@ void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tens
                 gy[i] = static_cast<scalar_t>(coef * g[i]);
               }
             } else {
-              pool_into(code, x, nd, s, s.a.data());
+              pool_into(code, x, nd, inv_cnt, s, s.a.data());
               for (int64_t i = 0; i < L; ++i) sum += g[i] * s.a[i];
             }
             o[e * nd.P + p] = sum;
@@ -223,6 +238,7 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
     for (auto& t : grad_inputs) gxs.push_back(t.data_ptr<scalar_t>());
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
     const A *ap = A_.const_data_ptr<A>(), *bp = B_.const_data_ptr<A>(), *dp = D_.const_data_ptr<A>();
+    const auto inv_cnt = node_inverse_counts<A>(nd);
     const int64_t hw = nd.H * nd.W, L = nd.plane_out();
     at::parallel_for(0, nd.N * nd.C, 1, [&](int64_t begin, int64_t end) {
       Scratch<A> s(nd);
@@ -239,20 +255,17 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
             if (code == kSkip) {
               for (int64_t i = 0; i < L; ++i) gx[i] += a * g[i];
             } else if (code == kMaxPool) {
-              for (int64_t oh = 0; oh < nd.Ho; ++oh)
-                for (int64_t ow = 0; ow < nd.Wo; ++ow) {
-                  const int64_t i = argmax_window<A>(x, nd.H, nd.W, nd.stride, oh, ow);
-                  gx[i] += a * g[oh * nd.Wo + ow] + b * static_cast<A>(x[i]) + d;
-                }
+              argmax_plane(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tv.data(), s.ti.data(), s.mv.data(), s.idx.data());
+              for (int64_t o = 0; o < L; ++o) gx[s.idx[o]] += a * g[o] + b * s.mv[o] + d;
             } else if (code == kAvgPool) {
               A* dpool = s.a.data();
               if (b != A(0)) {
-                pool_into(code, x, nd, s, dpool);
-                for (int64_t i = 0; i < L; ++i) dpool[i] = a * g[i] + b * dpool[i] + d;
+                pool_into(code, x, nd, inv_cnt, s, dpool);
+                for (int64_t i = 0; i < L; ++i) dpool[i] = (a * g[i] + b * dpool[i] + d) * inv_cnt[i];
               } else {
-                for (int64_t i = 0; i < L; ++i) dpool[i] = a * g[i] + d;
+                for (int64_t i = 0; i < L; ++i) dpool[i] = (a * g[i] + d) * inv_cnt[i];
               }
-              avg_pool_transpose_add(dpool, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), gx.data());
+              window_sum_transpose_add(dpool, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), s.b.data(), gx.data());
             }
           }
           scalar_t* out = gxs[e] + plane * hw;

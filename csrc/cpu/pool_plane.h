@@ -1,27 +1,39 @@
-// 3x3 pooling (padding 1, stride 1 or 2) of one contiguous H x W plane, and its transpose.
-// Used by the CPU kernels, which work plane by plane so that every plane stays in cache.
+// 3x3 pooling (padding 1, stride 1 or 2) of one contiguous H x W plane, its argmax and its
+// transpose. The CPU kernels work plane by plane so that every plane stays in cache; every pass
+// here is separable (a row pass, then a column pass) with branch-free interiors that vectorise.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 namespace hdas::cpu {
 
-// PyTorch's max_pool2d rule: a NaN anywhere in the window wins.
+// PyTorch's max_pool2d rule: strictly greater wins, and a NaN always wins (so the last NaN does).
 template <typename A>
-inline A max_nan(A m, A v) { return (v > m || v != v) ? v : m; }
+inline bool takes_over(A v, A m) { return v > m || v != v; }
 
-// Window [lo, hi] of output index o along an axis of length n: rows/cols o*s-1 .. o*s+1, clipped.
+// Window [lo, hi] of output index o along an axis of length n: o*s-1 .. o*s+1, clipped.
 inline int64_t win_lo(int64_t o, int64_t s) { return std::max<int64_t>(o * s - 1, 0); }
 inline int64_t win_hi(int64_t o, int64_t s, int64_t n) { return std::min<int64_t>(o * s + 1, n - 1); }
 
-// out[Ho*Wo] = pool(x) with tmp[H*Wo] scratch; separable: a row pass then a column pass.
+// 1 / (number of in-plane elements) of every output window: avg_pool2d without padding in the count.
+template <typename A>
+std::vector<A> inverse_counts(int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo) {
+  std::vector<A> inv(Ho * Wo);
+  for (int64_t oh = 0; oh < Ho; ++oh)
+    for (int64_t ow = 0; ow < Wo; ++ow)
+      inv[oh * Wo + ow] = A(1) / static_cast<A>((win_hi(oh, s, H) - win_lo(oh, s) + 1) * (win_hi(ow, s, W) - win_lo(ow, s) + 1));
+  return inv;
+}
+
+// out[Ho*Wo] = max or sum over each 3x3 window, with tmp[H*Wo] scratch.
 template <bool kMax, typename T, typename A>
-void pool_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* out) {
-  auto f = [](A a, A b) { return kMax ? max_nan(a, b) : a + b; };
-  // Interior outputs have their whole window inside the plane: branch-free loops that vectorise.
+void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* out) {
+  auto f = [](A m, A v) { return kMax ? (takes_over(v, m) ? v : m) : m + v; };
+  // Outputs 1 .. wi_end-1 have their whole window inside the row.
   const int64_t wi_end = W >= 2 ? std::min<int64_t>((W - 2) / s + 1, Wo) : 1;
   for (int64_t h = 0; h < H; ++h) {
     const T* r = x + h * W;
@@ -33,73 +45,89 @@ void pool_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t
       t[ow] = v;
     };
     edge(0);
-    for (int64_t ow = 1; ow < wi_end; ++ow) {
-      const int64_t c = ow * s;
-      t[ow] = f(f(static_cast<A>(r[c - 1]), static_cast<A>(r[c])), static_cast<A>(r[c + 1]));
+    if (s == 1) {
+      for (int64_t ow = 1; ow < wi_end; ++ow)
+        t[ow] = f(f(static_cast<A>(r[ow - 1]), static_cast<A>(r[ow])), static_cast<A>(r[ow + 1]));
+    } else {
+      for (int64_t ow = 1; ow < wi_end; ++ow)
+        t[ow] = f(f(static_cast<A>(r[2 * ow - 1]), static_cast<A>(r[2 * ow])), static_cast<A>(r[2 * ow + 1]));
     }
     for (int64_t ow = std::max<int64_t>(wi_end, 1); ow < Wo; ++ow) edge(ow);
   }
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
     A* o = out + oh * Wo;
-    const A* t0 = tmp + lo * Wo;
-    for (int64_t ow = 0; ow < Wo; ++ow) o[ow] = t0[ow];
+    std::copy(tmp + lo * Wo, tmp + (lo + 1) * Wo, o);
     for (int64_t h = lo + 1; h <= hi; ++h) {
       const A* t = tmp + h * Wo;
       for (int64_t ow = 0; ow < Wo; ++ow) o[ow] = f(o[ow], t[ow]);
     }
-    if (!kMax) {
-      const A rows = static_cast<A>(hi - lo + 1);
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        const A cols = static_cast<A>(win_hi(ow, s, W) - win_lo(ow, s) + 1);
-        o[ow] /= rows * cols;
-      }
-    }
   }
 }
 
-// Index (h*W + w) of the element max_pool2d picks for output (oh, ow): the first maximum in
-// row-major window order, or the last NaN, exactly as PyTorch's kernels scan.
-template <typename A, typename T>
-inline int64_t argmax_window(const T* x, int64_t H, int64_t W, int64_t s, int64_t oh, int64_t ow) {
-  const int64_t h0 = win_lo(oh, s), h1 = win_hi(oh, s, H);
-  const int64_t w0 = win_lo(ow, s), w1 = win_hi(ow, s, W);
-  int64_t best = h0 * W + w0;
-  A m = -std::numeric_limits<A>::infinity();
-  for (int64_t h = h0; h <= h1; ++h)
-    for (int64_t w = w0; w <= w1; ++w) {
-      const A v = static_cast<A>(x[h * W + w]);
-      if (v > m || v != v) { m = v; best = h * W + w; }
-    }
-  return best;
+// pool_q(x) for one plane: max, or sum times the inverse window counts.
+template <bool kMax, typename T, typename A>
+void pool_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, const A* inv_cnt, A* tmp, A* out) {
+  window_reduce<kMax>(x, H, W, s, Ho, Wo, tmp, out);
+  if (!kMax)
+    for (int64_t i = 0; i < Ho * Wo; ++i) out[i] *= inv_cnt[i];
 }
 
-// gx[H*W] += transpose of avg-pool applied to dp[Ho*Wo] (each output spreads dp / count over its
-// window), with tmp[H*Wo] scratch.
-template <typename A>
-void avg_pool_transpose_add(const A* dp, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo,
-                            A* tmp, A* gx) {
-  std::fill(tmp, tmp + H * Wo, A(0));
-  for (int64_t oh = 0; oh < Ho; ++oh) {
-    const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
-    const A rows = static_cast<A>(hi - lo + 1);
-    for (int64_t h = lo; h <= hi; ++h) {
-      A* t = tmp + h * Wo;
-      const A* d = dp + oh * Wo;
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        const A cols = static_cast<A>(win_hi(ow, s, W) - win_lo(ow, s) + 1);
-        t[ow] += d[ow] / (rows * cols);
-      }
-    }
-  }
+// idx[Ho*Wo]: the element (h*W + w) max_pool2d picks for each output: the first maximum in
+// row-major window order (the last NaN). Separable: the leftmost maximum of each row's window,
+// then the topmost of those rows -- the same element, found with vectorisable passes.
+template <typename T, typename A>
+void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tv, int32_t* ti,
+                  A* mv, int32_t* idx) {
   for (int64_t h = 0; h < H; ++h) {
-    const A* t = tmp + h * Wo;
-    A* g = gx + h * W;
+    const T* r = x + h * W;
     for (int64_t ow = 0; ow < Wo; ++ow) {
       const int64_t lo = win_lo(ow, s), hi = win_hi(ow, s, W);
-      for (int64_t w = lo; w <= hi; ++w) g[w] += t[ow];
+      A m = static_cast<A>(r[lo]);
+      int32_t b = static_cast<int32_t>(lo);
+      for (int64_t i = lo + 1; i <= hi; ++i) {
+        const A v = static_cast<A>(r[i]);
+        const bool take = takes_over(v, m);
+        m = take ? v : m;
+        b = take ? static_cast<int32_t>(i) : b;
+      }
+      tv[h * Wo + ow] = m;
+      ti[h * Wo + ow] = static_cast<int32_t>(h * W) + b;
     }
   }
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
+    A* m = mv + oh * Wo;
+    int32_t* b = idx + oh * Wo;
+    std::copy(tv + lo * Wo, tv + (lo + 1) * Wo, m);
+    std::copy(ti + lo * Wo, ti + (lo + 1) * Wo, b);
+    for (int64_t h = lo + 1; h <= hi; ++h)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        const A v = tv[h * Wo + ow];
+        const bool take = takes_over(v, m[ow]);
+        m[ow] = take ? v : m[ow];
+        b[ow] = take ? ti[h * Wo + ow] : b[ow];
+      }
+  }
+}
+
+// gx[H*W] += transpose of sum-pooling applied to d[Ho*Wo] (each output adds d to its window).
+// Stride 1: the 3x3 box sum is its own transpose. Stride 2: scattered row by row.
+template <typename A>
+void window_sum_transpose_add(const A* d, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp,
+                              A* buf, A* gx) {
+  if (s == 1) {
+    window_reduce<false>(d, H, W, 1, H, W, tmp, buf);
+    for (int64_t i = 0; i < H * W; ++i) gx[i] += buf[i];
+    return;
+  }
+  std::fill(tmp, tmp + H * Wo, A(0));
+  for (int64_t oh = 0; oh < Ho; ++oh)
+    for (int64_t h = win_lo(oh, s); h <= win_hi(oh, s, H); ++h)
+      for (int64_t ow = 0; ow < Wo; ++ow) tmp[h * Wo + ow] += d[oh * Wo + ow];
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t ow = 0; ow < Wo; ++ow)
+      for (int64_t w = win_lo(ow, s); w <= win_hi(ow, s, W); ++w) gx[h * W + w] += tmp[h * Wo + ow];
 }
 
 }  // namespace hdas::cpu
