@@ -9,6 +9,7 @@ the full 8 DARTS primitives. Columns: median ms of forward, backward and both; r
 compile; memory kept for backward (all devices) and peak extra memory (CUDA); achieved GB/s
 against the ideal byte count (GPU)."""
 import argparse
+import json
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SavedBytes, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+from common import SavedBytes, cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
 from hdas_ext.nn import FusedMixedOp  # noqa: E402
@@ -34,7 +35,7 @@ LARGE = (128, 64, 56, 56, 1)  # 103 MB in fp32: larger than the H200's 60 MB L2
 SETS = {"free4": STAGE_PRIMITIVES, "darts8": DARTS_PRIMITIVES}
 
 
-def run_case(shape, set_name, device, dtype, reps, compile_mode):
+def build(shape, set_name, device, dtype):
     N, C, H, W, stride = shape
     prims = SETS[set_name]
     eager = MixedOp(C, stride, prims).to(device, dtype)
@@ -42,7 +43,24 @@ def run_case(shape, set_name, device, dtype, reps, compile_mode):
     fused.load_state_dict(eager.state_dict())
     x = torch.randn(N, C, H, W, device=device, dtype=dtype, requires_grad=True)
     w = torch.softmax(torch.randn(len(prims), device=device), 0).to(dtype).requires_grad_()
-    variants = {"eager": eager, "fused": fused}
+    g = torch.ones(N, C, (H - 1) // stride + 1, (W - 1) // stride + 1, device=device, dtype=dtype)
+    return {"eager": eager, "fused": fused}, x, w, g
+
+
+def memory_case(spec):
+    variants, x, w, g = build(tuple(spec["shape"]), spec["set"], "cpu", getattr(torch, spec["dtype"]))
+    result = {}
+    for name, mod in variants.items():
+        mod(x, w).backward(g)  # warm-up
+        result[name] = peak_extra_mb(lambda: mod(x, w).backward(g), "cpu")
+    print(json.dumps(result))
+
+
+def run_case(shape, set_name, device, dtype, reps, compile_mode):
+    N, C, H, W, stride = shape
+    prims = SETS[set_name]
+    variants, x, w, g = build(shape, set_name, device, dtype)
+    eager = variants["eager"]
     compile_s = None
     if compile_mode != "off":
         torch._dynamo.reset()
@@ -57,7 +75,6 @@ def run_case(shape, set_name, device, dtype, reps, compile_mode):
         def make_graph():
             return mod(x, w)
 
-        g = torch.ones(N, C, (H - 1) // stride + 1, (W - 1) // stride + 1, device=device, dtype=dtype)
         bwd = median_ms(lambda out: out.backward(g), device, reps, setup=make_graph)
         both = median_ms(lambda: mod(x, w).backward(g), device, reps)
         with SavedBytes() as saved:
@@ -65,6 +82,10 @@ def run_case(shape, set_name, device, dtype, reps, compile_mode):
         del out
         peak = peak_extra_mb(lambda: mod(x, w).backward(g), device)
         row[name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "saved_mb": saved.mb, "peak_mb": peak}
+    if device == "cpu":  # peak memory from a child process whose allocator returns freed memory
+        spec = {"shape": list(shape), "set": set_name, "dtype": str(dtype).split(".")[-1]}
+        for name, mb in cpu_memory(__file__, spec).items():
+            row[name]["peak_mb"] = mb
     # Ideal bytes: read x (and the conv outputs) once, write out once; backward reads x, grad and
     # the conv outputs, writes grad x and the conv grads.
     el = torch.finfo(dtype).bits // 8
@@ -103,7 +124,10 @@ def main(argv=None):
     ap.add_argument("--large", action="store_true", help=f"add the large shape {LARGE}")
     ap.add_argument("--only-first", action="store_true", help="only the first shape (quick check)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_case:
+        return memory_case(json.loads(args.memory_case))
     if not hdas_ext.native_available():
         sys.exit("native ops not built: nothing to benchmark")
     dtype = getattr(torch, args.dtype)

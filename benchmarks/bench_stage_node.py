@@ -7,6 +7,7 @@ Rows: an Hs-DAS node (window m inputs, the 4 stage primitives, pool BN per edge)
 search shapes (64 x 4C x 32 x 32 with C = 16, then the 16x16 and 8x8 stages), and the distribution
 search's beta-weighted pair concat over 5 candidate pairs of a 10-state stage."""
 import argparse
+import json
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+from common import cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
 from hdas_ext.nn import FusedStageNode, WeightedPairConcat  # noqa: E402
@@ -26,29 +27,26 @@ NODES = [(3, 64, 64, 32, 32), (2, 64, 64, 32, 32), (3, 64, 128, 16, 16), (3, 64,
 PAIRS = [(64, 64, 32, 32), (64, 256, 8, 8)]
 
 
-def measure(variants, make_inputs, device, reps, grad_shape_of):
+def leaves_of(args):
+    flat = [t for a in args for t in (a if isinstance(a, list) else [a])]
+    return [t for t in flat if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def measure(variants, make_inputs, device, reps):
     row = {}
     for name, fn in variants.items():
         args = make_inputs()
-        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad] + \
-            [t for a in args if isinstance(a, list) for t in a if isinstance(t, torch.Tensor) and t.requires_grad]
-        out = fn(*args)
-        g = torch.ones_like(out)
+        leaves = leaves_of(args)
+        g = torch.ones_like(fn(*args))
         fwd = median_ms(lambda: fn(*args), device, reps)
-        bwd = median_ms(lambda o: torch.autograd.grad(o, leaves, g), device, reps, setup=lambda: fn(*args))
-        both = median_ms(lambda: torch.autograd.grad(fn(*args), leaves, g), device, reps)
-        del out
-        peak = peak_extra_mb(lambda: torch.autograd.grad(fn(*args), leaves, g), device)
+        bwd = median_ms(lambda o: torch.autograd.grad(o, leaves, g, allow_unused=True), device, reps, setup=lambda: fn(*args))
+        both = median_ms(lambda: torch.autograd.grad(fn(*args), leaves, g, allow_unused=True), device, reps)
+        peak = peak_extra_mb(lambda: torch.autograd.grad(fn(*args), leaves, g, allow_unused=True), device)
         row[name] = {"fwd_ms": fwd, "bwd_ms": bwd, "both_ms": both, "peak_mb": peak}
     return row
 
 
-def compiled(mod, mode):
-    torch._dynamo.reset()
-    return torch.compile(mod, mode=None if mode == "default" else mode)
-
-
-def node_row(case, device, dtype, reps, compile_mode):
+def build_node(case, device, dtype):
     m, N, C, H, W = case
     eager = StageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
     fused = FusedStageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
@@ -58,39 +56,50 @@ def node_row(case, device, dtype, reps, compile_mode):
         xs = [torch.randn(N, C, H, W, device=device, dtype=dtype, requires_grad=True) for _ in range(m)]
         return xs, torch.softmax(torch.randn(m, 4, device=device), -1).to(dtype).requires_grad_()
 
-    variants = {"eager": eager, "fused": fused}
-    compile_s = None
-    if compile_mode != "off":
-        variants["compile"] = compiled(eager, compile_mode)
-        t0 = time.perf_counter()
-        xs, w = make_inputs()
-        variants["compile"](xs, w).sum().backward()
-        compile_s = time.perf_counter() - t0
-    row = measure(variants, make_inputs, device, reps, None)
-    row.update(kind=f"node m={m}", shape=[N, C, H, W], compile_s=compile_s)
-    return row
+    return {"eager": eager, "fused": fused}, make_inputs, f"node m={m}", [N, C, H, W]
 
 
-def pair_row(case, device, dtype, reps, compile_mode, n_states=10, n_pairs=5):
+def build_pairs(case, device, dtype, n_states=10, n_pairs=5):
     N, C, H, W = case
     pairs = [(k + 4, k + 5) for k in range(n_pairs)]
-    eager, fused = EagerPairConcat(), WeightedPairConcat()
 
     def make_inputs():
         states = [torch.randn(N, C, H, W, device=device, dtype=dtype, requires_grad=True) for _ in range(n_states)]
         return states, torch.softmax(torch.randn(n_pairs, device=device), 0).to(dtype).requires_grad_(), pairs
 
-    variants = {"eager": eager, "fused": fused}
+    return {"eager": EagerPairConcat(), "fused": WeightedPairConcat()}, make_inputs, f"pair concat K={n_pairs}", [N, C, H, W]
+
+
+BUILDERS = {"node": build_node, "pairs": build_pairs}
+
+
+def run_row(kind, case, device, dtype, reps, compile_mode):
+    variants, make_inputs, label, shape = BUILDERS[kind](case, device, dtype)
     compile_s = None
     if compile_mode != "off":
-        variants["compile"] = compiled(eager, compile_mode)
+        torch._dynamo.reset()
+        variants["compile"] = torch.compile(variants["eager"], mode=None if compile_mode == "default" else compile_mode)
         t0 = time.perf_counter()
-        s, w, p = make_inputs()
-        variants["compile"](s, w, p).sum().backward()
+        variants["compile"](*make_inputs()).sum().backward()
         compile_s = time.perf_counter() - t0
-    row = measure(variants, make_inputs, device, reps, None)
-    row.update(kind=f"pair concat K={n_pairs}", shape=[N, C, H, W], compile_s=compile_s)
+    row = measure(variants, make_inputs, device, reps)
+    if device == "cpu":  # peak memory from a child process whose allocator returns freed memory
+        for name, mb in cpu_memory(__file__, {"kind": kind, "case": list(case), "dtype": str(dtype)}).items():
+            row[name]["peak_mb"] = mb
+    row.update(kind=label, shape=shape, compile_s=compile_s)
     return row
+
+
+def memory_case(spec):
+    variants, make_inputs, _, _ = BUILDERS[spec["kind"]](tuple(spec["case"]), "cpu", getattr(torch, spec["dtype"].split(".")[-1]))
+    result = {}
+    for name, fn in variants.items():
+        args = make_inputs()
+        leaves = leaves_of(args)
+        g = torch.ones_like(fn(*args))
+        torch.autograd.grad(fn(*args), leaves, g, allow_unused=True)  # warm-up
+        result[name] = peak_extra_mb(lambda: torch.autograd.grad(fn(*args), leaves, g, allow_unused=True), "cpu")
+    print(json.dumps(result))
 
 
 def table(rows):
@@ -114,19 +123,20 @@ def main(argv=None):
     ap.add_argument("--compile", default="default", choices=["default", "reduce-overhead", "off"])
     ap.add_argument("--only-first", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_case:
+        return memory_case(json.loads(args.memory_case))
     if not hdas_ext.native_available():
         sys.exit("native ops not built: nothing to benchmark")
     dtype = getattr(torch, args.dtype)
     reps = args.reps or (50 if args.device.startswith("cuda") else 5)
     print(f"machine: {machine(args.device)}; dtype {args.dtype}; compile mode {args.compile}", flush=True)
     rows = []
-    for case in NODES[:1] if args.only_first else NODES:
-        rows.append(node_row(case, args.device, dtype, reps, args.compile))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
-    for case in PAIRS[:1] if args.only_first else PAIRS:
-        rows.append(pair_row(case, args.device, dtype, reps, args.compile))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    for kind, cases in (("node", NODES), ("pairs", PAIRS)):
+        for case in cases[:1] if args.only_first else cases:
+            rows.append(run_row(kind, case, args.device, dtype, reps, args.compile))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
     write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})

@@ -4,6 +4,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
 import torch
@@ -92,14 +93,37 @@ def fmt(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
 
-def _cpu_peak_mb(fn):
-    from torch.profiler import ProfilerActivity, profile
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
-    live = peak = 0
-    for e in events:
-        live += e.cpu_memory_usage
-        peak = max(peak, live)
-    return peak / 2**20
+
+def _cpu_peak_mb(fn):
+    """Peak resident memory during fn() above the resident memory before it (Linux: reset VmHWM
+    through clear_refs, read it after). Only exact when freed tensors return to the OS, i.e. with
+    MALLOC_MMAP_THRESHOLD_ set; benchmarks run it in a child process with that set (cpu_memory)."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        return None
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    base = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - base) / 1024
+
+
+def cpu_memory(script, case_args):
+    """Runs `script --memory-case ...` in a child process whose freed tensors go back to the OS
+    (glibc's mmap threshold pinned at 64 KiB) and returns the JSON it prints on its last line."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    res = subprocess.run([sys.executable, script, "--memory-case", json.dumps(case_args)], env=env,
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        print(res.stderr[-2000:], file=sys.stderr)
+        return {}
+    return json.loads(res.stdout.strip().splitlines()[-1])

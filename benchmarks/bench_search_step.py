@@ -1,0 +1,304 @@
+"""One full search step (architecture step + weight step, first order) of every supernet: fused vs
+eager vs torch.compile of the eager supernet, side by side: median time, peak memory, and a
+profile of one eager and one fused step that splits out the glue (pools, pool BN, the zero op,
+scalar multiplies and sums of the mixed ops; everything inside MixedOp/StageNode/pair concat
+except the parametric ops' own modules).
+
+    python benchmarks/bench_search_step.py                        # CPU, batch 8
+    python benchmarks/bench_search_step.py --device cuda --json $OUT/search_step.json
+    python benchmarks/bench_search_step.py --device cuda --max-batch   # largest batch that fits
+
+Supernets at the paper's search settings on CIFAR shapes (32x32, 10 classes): DARTS cells (C=16,
+8 cells), Hc-DAS (same), Hs-DAS (C=16, 6 cells/stage, DARTS_V2 cells), distribution (C=16,
+N_max=8, N_min=4). torch.compile runs in a child process capped by --compile-timeout; its
+compile time (first step) is reported, or that it did not finish in time.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+
+from hdas_ext.nn import FactorizedReduce, Zero  # noqa: E402
+from hdas_ext.search.bilevel import BilevelOptimizer  # noqa: E402
+from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch  # noqa: E402
+
+SPACES = {
+    "cells": lambda C, fused: DartsCellSearch(C, 10, 8, fused=fused),
+    "hc": lambda C, fused: HcDasSearch(C, 10, 8, fused=fused),
+    "hs": lambda C, fused: HsDasSearch("DARTS_V2", C, 10, cells_per_stage=6, fused=fused),
+    "distribution": lambda C, fused: DistributionSearch("DARTS_V2", C, 10, n_max=8, n_min=4, fused=fused),
+}
+MIXED = ("MixedOp", "StageNode", "WeightedPairConcat", "FusedMixedOp", "FusedStageNode")
+PARAM_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
+
+
+def build(space, C, fused, device, compiled=False):
+    torch.manual_seed(0)
+    model = SPACES[space](C, fused).to(device)
+    if compiled:
+        model.net = torch.compile(model.net)
+    w = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    a = torch.optim.Adam(model.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    delta = 1.0 if space in ("hs", "distribution") else 0.0
+    gamma = 0.4 if space == "distribution" else 0.0
+    return model, BilevelOptimizer(model, w, a, order=1, delta=delta, gamma=gamma)
+
+
+def batches(batch, size, device):
+    g = torch.Generator().manual_seed(1)
+    make = lambda: (torch.randn(batch, 3, size, size, generator=g).to(device),
+                    torch.randint(0, 10, (batch,), generator=g).to(device))
+    return [make()], [make()]
+
+
+def step_fn(opt, data):
+    train, val = data
+    return lambda: opt.step(train, val, lr=0.025)
+
+
+def measure(space, variant, args):
+    model, opt = build(space, args.C, variant == "fused", args.device)
+    data = batches(args.batch, args.image_size, args.device)
+    step = step_fn(opt, data)
+    ms = median_ms(step, args.device, args.reps, warmup=1)
+    peak = peak_extra_mb(step, args.device)
+    return {"ms": ms, "peak_mb": peak}
+
+
+# ---- torch.compile, in a child process with a time cap ---------------------------------------
+def compile_worker(args):
+    model, opt = build(args.space, args.C, False, args.device, compiled=True)
+    step = step_fn(opt, batches(args.batch, args.image_size, args.device))
+    t0 = time.perf_counter()
+    step()  # compiles the architecture-step and the weight-step graphs
+    step()
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    ms = median_ms(step, args.device, args.reps, warmup=1)
+    peak = peak_extra_mb(step, args.device)
+    print(json.dumps({"ms": ms, "peak_mb": peak, "compile_s": compile_s}))
+
+
+def measure_compiled(space, args):
+    cmd = [sys.executable, __file__, "--_compile-worker", space, "--device", args.device, "--batch", str(args.batch),
+           "--C", str(args.C), "--image-size", str(args.image_size), "--reps", str(args.reps)]
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout)
+    except subprocess.TimeoutExpired:
+        return {"ms": None, "peak_mb": None, "compile_s": None,
+                "note": f"compile + {args.reps} steps did not finish within {args.compile_timeout:.0f} s"}
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"ms": None, "peak_mb": None, "compile_s": None,
+                "note": f"failed after {time.perf_counter() - t0:.0f} s: " + (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(lines[-1])
+
+
+# ---- glue profile ----------------------------------------------------------------------------
+def _label_modules(model):
+    """record_function ranges: 'hdas.mixed' around every mixed module, 'hdas.param_op' around the
+    parametric ops inside it (their time is not glue), 'hdas.zero' around zero ops."""
+    handles = []
+
+    def wrap(module, label):
+        ctx = {}
+
+        def pre(m, inp):
+            ctx[id(m)] = torch.profiler.record_function(label)
+            ctx[id(m)].__enter__()
+
+        def post(m, inp, out):
+            ctx.pop(id(m)).__exit__(None, None, None)
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+
+    for m in model.modules():
+        if type(m).__name__ in MIXED:
+            wrap(m, "hdas.mixed")
+        if hasattr(m, "primitives") and hasattr(m, "_ops"):
+            for name, op in zip(m.primitives, m._ops):
+                if name not in PARAM_FREE or isinstance(op, FactorizedReduce):
+                    wrap(op, "hdas.param_op")
+                elif isinstance(op, Zero):
+                    wrap(op, "hdas.zero")
+    return handles
+
+
+def _category(name, scope):
+    if scope == "zero":
+        return "zero op"
+    if "pool" in name:
+        return "pools"
+    if "batch_norm" in name:
+        return "pool BN"
+    if name.startswith("hdas::"):
+        return "fused kernel"
+    if name in ("aten::mul", "aten::mul_"):
+        return "scalar multiplies"
+    if name in ("aten::add", "aten::add_", "aten::sum", "aten::cat", "aten::stack"):
+        return "sums/concat"
+    return "other glue"
+
+
+def profile_step(space, variant, args):
+    from torch.profiler import ProfilerActivity, profile
+
+    model, opt = build(space, args.C, variant == "fused", args.device)
+    step = step_fn(opt, batches(args.batch, args.image_size, args.device))
+    step()
+    handles = _label_modules(model)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        step()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+    for h in handles:
+        h.remove()
+    cuda = args.device.startswith("cuda")
+    cost = (lambda e: e.device_time_total) if cuda else (lambda e: e.cpu_time_total)
+    seq_cat, glue, total = {}, {}, 0.0
+
+    def is_op(e):
+        return e.name.startswith(("aten::", "hdas::"))
+
+    def visit(e, scope, in_op):
+        nonlocal total
+        name = e.name
+        if name == "hdas.mixed":
+            scope = "glue"
+        elif name == "hdas.param_op":
+            scope = "param"
+        elif name == "hdas.zero" and scope == "glue":
+            scope = "zero"
+        if name.startswith("autograd::engine::evaluate_function"):
+            cat = seq_cat.get(e.sequence_nr)
+            total += cost(e)
+            if cat is not None:
+                glue[cat] = glue.get(cat, 0.0) + cost(e)
+            return
+        if is_op(e) and not in_op:
+            total += cost(e)
+            if scope in ("glue", "zero"):
+                cat = _category(name, scope)
+                glue[cat] = glue.get(cat, 0.0) + cost(e)
+                stack = [e]
+                while stack:
+                    s = stack.pop()
+                    if s.sequence_nr >= 0:
+                        seq_cat[s.sequence_nr] = cat
+                    stack.extend(s.cpu_children)
+            in_op = True
+        for c in e.cpu_children:
+            visit(c, scope, in_op)
+
+    roots = sorted((e for e in prof.events() if e.cpu_parent is None), key=lambda e: e.time_range.start)
+    for r in roots:
+        visit(r, None, False)
+    glue_ms = {k: v / 1e3 for k, v in sorted(glue.items(), key=lambda kv: -kv[1])}
+    return {"total_ms": total / 1e3, "glue_ms": sum(glue_ms.values()), "glue": glue_ms,
+            "clock": "device" if cuda else "cpu"}
+
+
+# ---- largest batch -----------------------------------------------------------------------------
+def max_batch(space, variant, args, limit=4096):
+    """Largest power-of-two batch (from --batch up) whose search step runs without OOM (CUDA)."""
+    ok, b = None, args.batch
+    while b <= limit:
+        try:
+            model, opt = build(space, args.C, variant == "fused", args.device)
+            step_fn(opt, batches(b, args.image_size, args.device))()
+            torch.cuda.synchronize()
+            ok = b
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            model = opt = None
+            torch.cuda.empty_cache()
+        b *= 2
+    return ok
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=None, help="default 64 on CUDA, 8 on CPU")
+    p.add_argument("--C", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--spaces", default="cells,hc,hs,distribution")
+    p.add_argument("--variants", default="fused,eager,compile")
+    p.add_argument("--reps", type=int, default=None, help="timed steps (default 10 on CUDA, 3 on CPU)")
+    p.add_argument("--compile-timeout", type=float, default=None,
+                   help="cap in seconds for compile + timing (default 120 on CUDA, 300 on CPU)")
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--max-batch", action="store_true", help="CUDA: largest power-of-two batch, fused vs eager")
+    p.add_argument("--json", default=None)
+    p.add_argument("--_compile-worker", dest="compile_worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    cuda = args.device.startswith("cuda")
+    args.batch = args.batch or (64 if cuda else 8)
+    args.reps = args.reps or (10 if cuda else 3)
+    args.compile_timeout = args.compile_timeout or (120.0 if cuda else 300.0)
+    if args.compile_worker:
+        args.space = args.compile_worker
+        return compile_worker(args)
+    spaces = [s for s in args.spaces.split(",") if s]
+    variants = [v for v in args.variants.split(",") if v]
+    for s in spaces:
+        if s not in SPACES:
+            p.error(f"--spaces: unknown space {s!r}; expected some of {list(SPACES)}")
+    for v in variants:
+        if v not in ("fused", "eager", "compile"):
+            p.error(f"--variants: unknown variant {v!r}; expected some of fused, eager, compile")
+    print(f"# search step (arch + weight, first order), batch {args.batch}, {args.image_size}px, C={args.C}")
+    print(f"# machine: {machine(args.device)}")
+    results = {"machine": machine(args.device), "batch": args.batch, "C": args.C, "rows": {}}
+    print(f"{'space':<13}{'variant':<9}{'step ms':>10}{'peak MB':>10}{'vs eager':>10}  note")
+    for s in spaces:
+        row = {}
+        for v in variants:
+            row[v] = measure_compiled(s, args) if v == "compile" else measure(s, v, args)
+            sys.stdout.flush()
+        eager_ms = row.get("eager", {}).get("ms")
+        for v, r in row.items():
+            speed = f"{eager_ms / r['ms']:.2f}x" if eager_ms and r.get("ms") else "-"
+            note = r.get("note", "")
+            if r.get("compile_s") is not None:
+                note = f"compile {r['compile_s']:.1f} s " + note
+            print(f"{s:<13}{v:<9}{fmt(r.get('ms'), '.1f'):>10}{fmt(r.get('peak_mb'), '.0f'):>10}{speed:>10}  {note}")
+        results["rows"][s] = row
+        sys.stdout.flush()
+    if args.profile:
+        print("\n# glue profile of one step (ms, " + ("device" if cuda else "CPU") + " time)")
+        results["profile"] = {}
+        for s in spaces:
+            prof = {v: profile_step(s, v, args) for v in ("eager", "fused")}
+            results["profile"][s] = prof
+            e, f = prof["eager"], prof["fused"]
+            cut = 100 * (1 - f["glue_ms"] / e["glue_ms"]) if e["glue_ms"] else float("nan")
+            print(f"{s:<13} eager: glue {e['glue_ms']:.1f} of {e['total_ms']:.1f} ({100 * e['glue_ms'] / e['total_ms']:.0f}%)"
+                  f"  fused: glue {f['glue_ms']:.1f} of {f['total_ms']:.1f}  glue time removed: {cut:.0f}%")
+            print("    eager glue: " + ", ".join(f"{k} {v:.1f}" for k, v in e["glue"].items()))
+            print("    fused glue: " + ", ".join(f"{k} {v:.1f}" for k, v in f["glue"].items()))
+            sys.stdout.flush()
+    if args.max_batch and cuda:
+        print("\n# largest power-of-two batch that fits")
+        results["max_batch"] = {}
+        for s in spaces:
+            mb = {v: max_batch(s, v, args) for v in ("eager", "fused")}
+            results["max_batch"][s] = mb
+            print(f"{s:<13} eager {mb['eager']}  fused {mb['fused']}")
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
