@@ -23,6 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
 from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 from hdas_ext.nn import FactorizedReduce, Zero  # noqa: E402
@@ -68,8 +69,19 @@ def measure(space, variant, args):
     data = batches(args.batch, args.image_size, args.device)
     step = step_fn(opt, data)
     ms = median_ms(step, args.device, args.reps, warmup=1)
-    peak = peak_extra_mb(step, args.device)
+    if args.device.startswith("cuda"):
+        peak = peak_extra_mb(step, args.device)
+    else:  # resident-memory peak, measured in a child process whose freed memory returns to the OS
+        spec = {"space": space, "variant": variant, "C": args.C, "batch": args.batch, "size": args.image_size}
+        peak = common.cpu_memory(__file__, spec).get("peak_mb") if hasattr(common, "cpu_memory") else None
     return {"ms": ms, "peak_mb": peak}
+
+
+def memory_case(spec):
+    model, opt = build(spec["space"], spec["C"], spec["variant"] == "fused", "cpu")
+    step = step_fn(opt, batches(spec["batch"], spec["size"], "cpu"))
+    step()  # optimiser state and allocator warm
+    print(json.dumps({"peak_mb": peak_extra_mb(step, "cpu")}))
 
 
 # ---- torch.compile, in a child process with a time cap ---------------------------------------
@@ -91,8 +103,9 @@ def measure_compiled(space, args):
     cmd = [sys.executable, __file__, "--_compile-worker", space, "--device", args.device, "--batch", str(args.batch),
            "--C", str(args.C), "--image-size", str(args.image_size), "--reps", str(args.reps)]
     t0 = time.perf_counter()
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # CPU peak memory (see common.py)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"ms": None, "peak_mb": None, "compile_s": None,
                 "note": f"compile + {args.reps} steps did not finish within {args.compile_timeout:.0f} s"}
@@ -243,7 +256,10 @@ def main():
     p.add_argument("--max-batch", action="store_true", help="CUDA: largest power-of-two batch, fused vs eager")
     p.add_argument("--json", default=None)
     p.add_argument("--_compile-worker", dest="compile_worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory_case:
+        return memory_case(json.loads(args.memory_case))
     cuda = args.device.startswith("cuda")
     args.batch = args.batch or (64 if cuda else 8)
     args.reps = args.reps or (10 if cuda else 3)
