@@ -131,3 +131,21 @@ def test_second_order_runs_a_full_step_at_darts_radius():
     assert all(torch.isfinite(a).all() for a in model.alphas())
     assert any(not torch.equal(a, b) for a, b in zip(model.alphas(), before))
     assert stats["train_loss"] > 0 and stats["val_loss"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_step(dtype):
+    """The autocast / loss-scaling path (CUDA in practice; CPU autocast exercises the same code)."""
+    torch.manual_seed(0)
+    model = HsDasSearch(C=4, cells_per_stage=2, fused=False)
+    scalers = {}
+    if dtype == torch.float16:
+        scalers = dict(w_scaler=torch.amp.GradScaler("cpu", init_scale=256.0),
+                       a_scaler=torch.amp.GradScaler("cpu", init_scale=256.0))
+    opt, _ = optimiser(model, order=1, amp_dtype=dtype, delta=1.0, **scalers)
+    before = [a.detach().clone() for a in model.alphas()]
+    for _ in range(2):
+        stats, _, _ = opt.step([batch()], [batch()], lr=0.025)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(model.alphas(), before))
+    assert stats["train_loss"] > 0 and "depth_loss" in stats

@@ -35,7 +35,8 @@ def records(out):
 
 
 def test_search_on_digits_loss_falls(tmp_path):
-    cfg = tiny(tmp_path, epochs=3, batch_size=24, steps_per_epoch=6, eval_batches=1, lr=0.1)
+    cfg = tiny(tmp_path, epochs=3, batch_size=24, steps_per_epoch=6, eval_batches=1, lr=0.1, tensorboard=True,
+               plot=True)
     result = run_search(cfg)
     rows = records(tmp_path)
     assert [r["epoch"] for r in rows] == [0, 1, 2]
@@ -45,6 +46,9 @@ def test_search_on_digits_loss_falls(tmp_path):
     assert result["last"] == from_json(rows[-1]["genotype"])
     a = rows[-1]["analysis"]
     assert len(a["stages"]) == 3 and 1 <= a["avg_depth"] <= 2
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+    # the picture, or its graphviz source where the `dot` binary is missing
+    assert (tmp_path / "genotype.png").is_file() or (tmp_path / "genotype.dot").is_file()
 
 
 @pytest.mark.parametrize("kw", [dict(space="distribution", n_max=3, n_min=2, loss_mode="released"),

@@ -108,7 +108,10 @@ def run(args):
         cfg = config_from_args(args).resolved()
     except ValueError as e:
         raise SystemExit(f"hdas search: error: {e}")
-    result = run_search(cfg)
+    try:
+        result = run_search(cfg)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"hdas search: error: {e}")
     print(f"final genotype (last epoch) = {result['last']!r}")
     print(f"best genotype (epoch {result['best_epoch']}, arch-half top-1 {result['best_acc']:.2f}%) = {result['best']!r}")
     if result["analysis"]:

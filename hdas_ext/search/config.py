@@ -92,11 +92,19 @@ class SearchConfig:
         if cfg.space in ("cells", "hc") and (cfg.delta or cfg.gamma):
             raise ValueError("delta/gamma (depth and complexity losses) apply to the stage searches "
                              "'hs' and 'distribution' only")
+        if cfg.dataset != "digits" and cfg.data_root is None:
+            raise ValueError(f"data_root (--data-root) is required for dataset {cfg.dataset!r}")
         cells = {"hs": cfg.cells_per_stage, "distribution": cfg.n_max}.get(cfg.space)
         if cells is not None and not 2 <= cfg.window <= cells + 1:
             raise ValueError(f"window must be in [2, N+1] = [2, {cells + 1}] for {cells} cells per stage, got {cfg.window}")
         if cfg.space == "distribution" and cfg.n_min > cfg.n_max:
             raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
+        if cfg.space in ("hs", "distribution"):
+            from ..supernets import resolve_genotype
+            try:
+                resolve_genotype(cfg.genotype)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"genotype: {e.args[0] if e.args else e}") from None
         if cfg.space == "hs" and cfg.gamma:
             raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
         return cfg
