@@ -168,3 +168,11 @@ def test_cli_train(tmp_path, capsys):
     assert summary["epochs"] == 1 and os.path.isfile(os.path.join(out, "checkpoint.pt"))
     with pytest.raises(SystemExit):
         cli_main(["train", "--amp", "fp8"])
+
+
+@pytest.mark.parametrize("opts", [dict(amp="bf16"), dict(channels_last=True, data_on_device=True)])
+def test_amp_and_channels_last_paths_run(tmp_path, opts):
+    summary = train(tiny(tmp_path, epochs=1, batch_size=8, train_subset=16, test_subset=8, max_train_steps=1,
+                         **opts))
+    rows = records(tiny(tmp_path, epochs=1))
+    assert math.isfinite(rows[0]["train_loss"]) and 0.0 <= summary["last_top1"] <= 100.0
