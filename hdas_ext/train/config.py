@@ -134,7 +134,7 @@ def validate(cfg):
     _need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
           "auto, cpu, cuda or cuda:N", cfg.device)
     _need(bool(cfg.output), "output", "a folder path", cfg.output)
-    if cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root and not (cfg.dataset == "cifar10" and cfg.download):
-        raise ValueError(f"data_root is required for dataset {cfg.dataset!r} (the folder holding "
-                         f"{'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
+    if cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root:
+        raise ValueError(f"data_root is required for dataset {cfg.dataset!r} (the folder holding, or with "
+                         f"--download receiving, {'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
     return cfg
