@@ -176,3 +176,17 @@ def test_amp_and_channels_last_paths_run(tmp_path, opts):
                          **opts))
     rows = records(tiny(tmp_path, epochs=1))
     assert math.isfinite(rows[0]["train_loss"]) and 0.0 <= summary["last_top1"] <= 100.0
+
+
+def test_cifar10_recipe_runs_on_a_cifar_folder_with_loader_workers(tmp_path):
+    from test_data import _write_fake_cifar
+
+    _write_fake_cifar(str(tmp_path / "data"), per_batch=8)
+    cfg = make_config("cifar10", data_root=str(tmp_path / "data"), output=str(tmp_path / "c10"), epochs=1,
+                      batch_size=16, init_channels=4, layers=3, num_workers=2, tensorboard=False,
+                      progress=False)
+    assert cfg.cutout == 16 and cfg.drop_path_prob == 0.2  # the recipe's values survive the overrides
+    summary = train(cfg)
+    rows = records(cfg)
+    assert rows[0]["train_images"] == 40 and rows[0]["test_images"] == 8
+    assert summary["params"] > 0 and 0.0 <= summary["last_top1"] <= 100.0
