@@ -79,35 +79,49 @@ void pool_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t
 template <typename T, typename A>
 void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tv, int32_t* ti,
                   A* mv, int32_t* idx) {
+  // One candidate (value m, index b) challenged by element i: the scan step of max_pool2d.
+  auto step = [](A& m, int32_t& b, A v, int32_t i) {
+    const bool take = takes_over(v, m);
+    m = take ? v : m;
+    b = take ? i : b;
+  };
+  const int64_t wi_end = W >= 2 ? std::min<int64_t>((W - 2) / s + 1, Wo) : 1;
   for (int64_t h = 0; h < H; ++h) {
-    const T* r = x + h * W;
-    for (int64_t ow = 0; ow < Wo; ++ow) {
+    const T* __restrict r = x + h * W;
+    A* __restrict t = tv + h * Wo;
+    int32_t* __restrict ix = ti + h * Wo;
+    const int32_t row = static_cast<int32_t>(h * W);
+    auto edge = [&](int64_t ow) {
       const int64_t lo = win_lo(ow, s), hi = win_hi(ow, s, W);
       A m = static_cast<A>(r[lo]);
       int32_t b = static_cast<int32_t>(lo);
-      for (int64_t i = lo + 1; i <= hi; ++i) {
-        const A v = static_cast<A>(r[i]);
-        const bool take = takes_over(v, m);
-        m = take ? v : m;
-        b = take ? static_cast<int32_t>(i) : b;
-      }
-      tv[h * Wo + ow] = m;
-      ti[h * Wo + ow] = static_cast<int32_t>(h * W) + b;
+      for (int64_t i = lo + 1; i <= hi; ++i) step(m, b, static_cast<A>(r[i]), static_cast<int32_t>(i));
+      t[ow] = m;
+      ix[ow] = row + b;
+    };
+    edge(0);
+    for (int64_t ow = 1; ow < wi_end; ++ow) {  // interior: the window is c-1, c, c+1
+      const int32_t c = static_cast<int32_t>(ow * s);
+      A m = static_cast<A>(r[c - 1]);
+      int32_t b = c - 1;
+      step(m, b, static_cast<A>(r[c]), c);
+      step(m, b, static_cast<A>(r[c + 1]), c + 1);
+      t[ow] = m;
+      ix[ow] = row + b;
     }
+    for (int64_t ow = std::max<int64_t>(wi_end, 1); ow < Wo; ++ow) edge(ow);
   }
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
-    A* m = mv + oh * Wo;
-    int32_t* b = idx + oh * Wo;
+    A* __restrict m = mv + oh * Wo;
+    int32_t* __restrict b = idx + oh * Wo;
     std::copy(tv + lo * Wo, tv + (lo + 1) * Wo, m);
     std::copy(ti + lo * Wo, ti + (lo + 1) * Wo, b);
-    for (int64_t h = lo + 1; h <= hi; ++h)
-      for (int64_t ow = 0; ow < Wo; ++ow) {
-        const A v = tv[h * Wo + ow];
-        const bool take = takes_over(v, m[ow]);
-        m[ow] = take ? v : m[ow];
-        b[ow] = take ? ti[h * Wo + ow] : b[ow];
-      }
+    for (int64_t h = lo + 1; h <= hi; ++h) {
+      const A* __restrict t = tv + h * Wo;
+      const int32_t* __restrict ix = ti + h * Wo;
+      for (int64_t ow = 0; ow < Wo; ++ow) step(m[ow], b[ow], t[ow], ix[ow]);
+    }
   }
 }
 
