@@ -8,7 +8,6 @@ Rows: DARTS search shapes (stride 1 and 2) for two primitive sets: the 4 paramet
 the full 8 DARTS primitives. Columns: median ms of forward, backward and both; ratios vs eager and vs
 compile; memory kept for backward (all devices) and peak extra memory (CUDA); achieved GB/s
 against the ideal byte count (GPU)."""
-import argparse
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SavedBytes, cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+from common import SavedBytes, cpu_memory, fmt, machine, median_ms, parser, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
 from hdas_ext.nn import FusedMixedOp  # noqa: E402
@@ -115,16 +114,9 @@ def table(rows, device):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7 on CPU, 50 on GPU)")
-    ap.add_argument("--compile", default="default", choices=["default", "reduce-overhead", "off"])
+    ap = parser(__doc__)
     ap.add_argument("--sets", default="free4,darts8")
     ap.add_argument("--large", action="store_true", help=f"add the large shape {LARGE}")
-    ap.add_argument("--only-first", action="store_true", help="only the first shape (quick check)")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_case:
         return memory_case(json.loads(args.memory_case))

@@ -6,7 +6,6 @@
 Rows: an Hs-DAS node (window m inputs, the 4 stage primitives, pool BN per edge) on the CIFAR
 search shapes (64 x 4C x 32 x 32 with C = 16, then the 16x16 and 8x8 stages), and the distribution
 search's beta-weighted pair concat over 5 candidate pairs of a 10-state stage."""
-import argparse
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+from common import cpu_memory, fmt, machine, median_ms, parser, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
 from hdas_ext.nn import FusedStageNode, WeightedPairConcat  # noqa: E402
@@ -116,14 +115,7 @@ def table(rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--compile", default="default", choices=["default", "reduce-overhead", "off"])
-    ap.add_argument("--only-first", action="store_true")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
     if args.memory_case:
         return memory_case(json.loads(args.memory_case))

@@ -1,4 +1,5 @@
 """Timing and reporting helpers shared by the benchmarks (not part of the package)."""
+import argparse
 import json
 import os
 import platform
@@ -127,3 +128,16 @@ def cpu_memory(script, case_args):
         print(res.stderr[-2000:], file=sys.stderr)
         return {}
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def parser(doc):
+    """The options every op benchmark takes."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default: a few on CPU, 50 on GPU)")
+    ap.add_argument("--compile", default="default", choices=["default", "reduce-overhead", "off"])
+    ap.add_argument("--only-first", action="store_true", help="only the first shape (quick check)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    return ap

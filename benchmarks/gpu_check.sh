@@ -29,5 +29,6 @@ fi
 timeout 120 $PY benchmarks/bench_mixed_op.py --device cuda --large --json "$OUT/mixed_op.json" 2>&1 | tee "$OUT/mixed_op.txt" | tail -20
 timeout 60 $PY benchmarks/bench_stage_node.py --device cuda --json "$OUT/stage_node.json" 2>&1 | tee "$OUT/stage_node.txt" | tail -12
 [ -f benchmarks/bench_search_step.py ] && timeout 60 $PY benchmarks/bench_search_step.py --device cuda --json "$OUT/search_step.json" 2>&1 | tail -30 > "$OUT/search_step.txt"
-[ -f benchmarks/bench_train_step.py ] && timeout 40 $PY benchmarks/bench_train_step.py --device cuda --json "$OUT/train_step.json" 2>&1 | tail -20 > "$OUT/train_step.txt"
+timeout 70 $PY benchmarks/bench_train_step.py --device cuda --amp bf16 --batch 96 --steps 20 --warmup 5 \
+  --modes eager,channels_last --json "$OUT/train_step.json" 2>&1 | tail -20 > "$OUT/train_step.txt"
 log "total $(( $(date +%s) - t0 )) s"
