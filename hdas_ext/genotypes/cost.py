@@ -7,6 +7,8 @@ affine, none otherwise; skip_connect at stride 2 is FactorizedReduce; pools carr
 ``pool_bn`` (H-DAS: always; DARTS evaluation cells: never). Multiply-adds count convolutions only
 (one MAC per weight per output position); BN, ReLU, pooling and the node sums are not counted.
 An edge has stride 2 iff the cell is a reduction cell and it reads a cell input (state 0 or 1).
+Every intermediate node of a reduction cell already lives at the output resolution, so the
+stride-1 edges reading them run at H/2 x W/2, not at the input's H x W.
 """
 from .types import cell_nodes, flatten_nodes
 
@@ -87,10 +89,17 @@ def count_cell_params(cell, C, reduction, affine=True, pool_bn=False, C_pp=None,
 def count_cell_madds(cell, C, reduction, H, W=None, C_pp=None, C_p=None):
     """Convolution multiply-adds of a discrete cell whose (preprocessed) inputs are C x H x W;
     preprocessors included when C_pp and C_p are given (a FactorizedReduce preproc0 reads 2H x 2W
-    and costs the same as a 1x1 conv at H x W)."""
+    and costs the same as a 1x1 conv at H x W). In a reduction cell the nodes are
+    ceil(H/2) x ceil(W/2) (what every stride-2 op yields), and edges reading them see that size."""
     W = H if W is None else W
     _check(C, H, W)
-    total = sum(op_madds(op, C, 2 if reduction and src < 2 else 1, H, W) for op, src in _flat(cell))
+    node_hw = (_out(H, 2), _out(W, 2)) if reduction else (H, W)
+    total = 0
+    for op, src in _flat(cell):
+        if src < 2:
+            total += op_madds(op, C, 2 if reduction else 1, H, W)
+        else:
+            total += op_madds(op, C, 1, *node_hw)
     if C_pp is not None or C_p is not None:
         _check(C_pp, C_p)
         total += (C_pp + C_p) * C * H * W
