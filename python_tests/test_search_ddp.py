@@ -3,7 +3,6 @@ architecture (and weights) as one process that takes both halves as two micro-ba
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -13,7 +12,7 @@ from hdas_ext.search import SearchConfig, run_search
 
 def config(out, **kw):
     # no augmentation: DDP ranks draw their augmentations from per-rank generators
-    base = dict(space="hs", out=str(out), C=4, cells_per_stage=2, epochs=2, batch_size=8, steps_per_epoch=2,
+    base = dict(space="hs", out=str(out), C=4, cells_per_stage=2, epochs=1, batch_size=8, steps_per_epoch=3,
                 eval_batches=1, fused=False, progress=False, tensorboard=False, plot=False, seed=0,
                 augment=False, device="cpu")
     base.update(kw)

@@ -51,9 +51,10 @@ def test_search_on_digits_loss_falls(tmp_path):
     assert (tmp_path / "genotype.png").is_file() or (tmp_path / "genotype.dot").is_file()
 
 
-@pytest.mark.parametrize("kw", [dict(space="distribution", n_max=3, n_min=2, loss_mode="released"),
-                                dict(space="hs", order=2, warmup_epochs=1)])
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch, kw):
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    # everything with state: second order (momentum buffers), released mode (the extra Adam
+    # step), betas, a warm-up epoch, augmentation and the cosine schedule
+    kw = dict(space="distribution", n_max=3, n_min=2, loss_mode="released", order=2, warmup_epochs=1)
     full = run_search(tiny(tmp_path / "full", **kw))
     reference = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
 
