@@ -95,8 +95,12 @@ class Search:
         self.logger = JsonlLogger(os.path.join(self.out, LOG), enabled=self.main)
         self.writer = None
         if self.main and cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(self.out, "tb"), purge_step=self.global_step)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the tensorboard package is optional
+                print("[search] tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+            else:
+                self.writer = SummaryWriter(os.path.join(self.out, "tb"), purge_step=self.global_step)
 
     # ---- checkpointing -------------------------------------------------------------------
     def _ckpt_path(self):
@@ -190,8 +194,12 @@ class Search:
             steps = min(steps, cfg.steps_per_epoch)
         bar = None
         if self.main and cfg.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+            try:
+                from tqdm import tqdm
+            except ImportError:  # progress bars are optional
+                tqdm = None
+            if tqdm is not None:
+                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         for step, (train_chunks, val_chunks) in enumerate(self.data.epoch()):
             if step >= steps:
                 break
