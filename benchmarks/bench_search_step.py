@@ -232,7 +232,7 @@ def max_batch(space, variant, args, limit=4096):
             step_fn(opt, batches(b, args.image_size, args.device))()
             torch.cuda.synchronize()
             ok = b
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             break
         finally:
             model = opt = None
