@@ -93,9 +93,9 @@ def test_hs_das_widths_and_stage_specific_cells():
 
 
 def test_hs_das_rejects_unknown_genotype():
-    with pytest.raises(KeyError, match="unknown genotype"):
+    with pytest.raises(ValueError, match="unknown genotype name"):
         HsDasSearch(genotype="NOPE", C=4, cells_per_stage=2, fused=False)
-    with pytest.raises(ValueError, match="cell Genotype"):
+    with pytest.raises(ValueError, match="Genotype or Genotype3"):
         HsDasSearch(genotype="HS_DAS_CIFAR", C=4, cells_per_stage=2, fused=False)
 
 

@@ -101,10 +101,7 @@ class SearchConfig:
             raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
         if cfg.space in ("hs", "distribution"):
             from ..supernets import resolve_genotype
-            try:
-                resolve_genotype(cfg.genotype)
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"genotype: {e.args[0] if e.args else e}") from None
+            resolve_genotype(cfg.genotype)
         if cfg.space == "hs" and cfg.gamma:
             raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
         return cfg

@@ -10,7 +10,7 @@ from ..genotypes.derive import derive_stage, derive_stage_length
 from ..nn import ReLUConvBN
 from ..primitives import STAGE_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
-from .discrete_cell import DiscreteCell, stage_cell_genes
+from .fixed_cells import fixed_cell, stage_cell_genes
 from .modules import module_class
 
 NUM_STAGES = 3
@@ -46,7 +46,7 @@ class SearchStage(nn.Module):
         node = module_class("StageNode", fused)
         self.nodes = nn.ModuleList(node(W, window_inputs(j, window), STAGE_PRIMITIVES, pool_bn=True)
                                    for j in range(num_cells))
-        self.cells = nn.ModuleList(DiscreteCell(gene, concat, W, W, C_cell, reduction=False)
+        self.cells = nn.ModuleList(fixed_cell(gene, concat, W, W, C_cell, reduction=False)
                                    for _ in range(num_cells))
         self.pairs = None if pairs is None else [tuple(p) for p in pairs]
         self.output = module_class("WeightedPairConcat", fused)() if pairs is not None else None
@@ -82,7 +82,7 @@ class StageSearchNet(nn.Module):
             self.stages.append(SearchStage(W, C_cell, num_cells, window, gene, concat, fused, pairs))
             if s < NUM_STAGES - 1:
                 gene, concat = reduces[s]
-                self.reductions.append(DiscreteCell(gene, concat, 2 * W, 2 * W, 2 * C_cell, reduction=True))
+                self.reductions.append(fixed_cell(gene, concat, 2 * W, 2 * W, 2 * C_cell, reduction=True))
                 W, C_cell = 2 * W, 2 * C_cell
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(2 * W, num_classes)
