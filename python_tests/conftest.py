@@ -23,3 +23,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for tests of whole networks: on a shared 2-core machine two OpenMP
+    threads spin against other processes and run tiny kernels up to 100x slower. (The op tests
+    keep the default threads, so at::parallel_for's chunking is exercised.)"""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -8,15 +8,7 @@ import torch
 from hdas_ext.utils import (AverageMeter, JsonlLogger, accuracy, get_rng_state, load_checkpoint,
                             save_checkpoint, set_rng_state, set_seed)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared; two OpenMP threads contending with other processes
-    # run these tiny kernels up to 100x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_rng_state_roundtrip_through_a_weights_only_checkpoint(tmp_path):

@@ -8,17 +8,9 @@ from hdas_ext.genotypes.cost import count_cell_madds, count_cell_params
 from hdas_ext.networks import (Cell, build_eval_network, count_multiply_adds, count_params,
                                drop_path)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 CELLS = ["DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS_cifar", "PC_DARTS_image", "noisy_darts_a", "HC_DAS"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The test machine's cores are shared; two OpenMP threads contending with other processes
-    # run these tiny kernels up to 100x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def meta(*args, **kw):

@@ -11,14 +11,7 @@ from torch.func import functional_call
 from hdas_ext.search.bilevel import BilevelOptimizer
 from hdas_ext.supernets import DistributionSearch, HsDasSearch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def batch(n=4, size=8, dtype=torch.float32):

@@ -9,21 +9,14 @@ from hdas_ext.genotypes import stage_depth as longest_chain
 from hdas_ext.genotypes.derive import derive_stage
 from hdas_ext.search.losses import complexity_loss, depth_loss, edge_weights, stage_depth
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # rows: (max_pool, avg_pool, skip, none)
 ALPHAS = [
     torch.tensor([[1., 0., 0., 5.], [0., 2., 0., 0.]]),
     torch.tensor([[0., 0., 0., 0.], [0., 0., 3., 0.], [1., 1., 1., 9.]]),
     torch.zeros(3, 4),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def softmax(xs):

@@ -12,14 +12,7 @@ from hdas_ext.search import SearchConfig, run_search
 from hdas_ext.search.bilevel import BilevelOptimizer
 from hdas_ext.search.runner import Search
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(out, **kw):

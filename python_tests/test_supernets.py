@@ -8,21 +8,14 @@ from hdas_ext.primitives import STAGE_PRIMITIVES
 from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch, output_pairs,
                                 window_sources)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TINY = {
     "cells": (DartsCellSearch, dict(C=4, layers=5)),
     "hc": (HcDasSearch, dict(C=4, layers=5)),
     "hs": (HsDasSearch, dict(C=4, cells_per_stage=3)),
     "distribution": (DistributionSearch, dict(C=4, n_max=3, n_min=2)),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def build(space, fused=False, **kw):

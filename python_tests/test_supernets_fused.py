@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from hdas_ext.search.bilevel import BilevelOptimizer
-from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch,
-                                fused_available)
+from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
 
-pytestmark = pytest.mark.skipif(not fused_available(), reason="hdas_ext.nn has no fused modules yet")
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {
     "cells": (DartsCellSearch, dict(C=4, layers=5, steps=2, multiplier=2)),
@@ -18,15 +17,6 @@ TINY = {
     "hs": (HsDasSearch, dict(C=4, cells_per_stage=3)),
     "distribution": (DistributionSearch, dict(C=4, n_max=3, n_min=2)),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def twins(space, dtype=torch.float32):

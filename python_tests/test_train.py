@@ -9,14 +9,7 @@ from hdas_ext.cli import main as cli_main
 from hdas_ext.train import LRFactor, make_config, train
 from hdas_ext.train.loop import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Shared cores: one OpenMP thread is far faster than two contending ones for these shapes.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(tmp_path, name="run", **kw):

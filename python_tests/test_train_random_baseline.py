@@ -13,13 +13,7 @@ from hdas_ext.train import make_config
 from hdas_ext.train.random_baseline import (CELL_OPS, STAGE_OPS, relative_improvement, run_random_baseline,
                                             sample_cell, sample_genotype, sample_genotype2, sample_stage)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_sampled_cells_are_valid_and_uniform():

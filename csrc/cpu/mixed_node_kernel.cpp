@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "../mixed_node.h"
+#include "plane_math.h"
 #include "pool_plane.h"
 
 namespace hdas::cpu {
@@ -68,13 +69,9 @@ void pool_stats(const MixedNode& nd, at::Tensor& partial) {
             const int64_t q = nd.pool_slot[p];
             if (q < 0) continue;
             pool_into(nd.prims[p], xs[e] + plane * hw, nd, inv_cnt, s, s.a.data());
-            A sum = 0;
-            for (int64_t i = 0; i < L; ++i) sum += s.a[i];
-            const A mean = sum / static_cast<A>(L);
-            A m2 = 0;
-            for (int64_t i = 0; i < L; ++i) m2 += (s.a[i] - mean) * (s.a[i] - mean);
+            const A mean = sum(L, s.a.data()) / static_cast<A>(L);
             o[(e * nd.Q + q) * 2] = mean;
-            o[(e * nd.Q + q) * 2 + 1] = m2;
+            o[(e * nd.Q + q) * 2 + 1] = sum_sq_dev(L, s.a.data(), mean);
           }
       }
     });
@@ -108,10 +105,9 @@ void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, con
               // x * 0, not 0: NaN and inf propagate as in DARTS' Zero op.
               for_outputs(nd, [&](int64_t o, int64_t i) { acc[o] += coef * (static_cast<A>(x[i]) * A(0)); });
             } else if (code == kSkip) {
-              for (int64_t i = 0; i < L; ++i) acc[i] += coef * static_cast<A>(x[i]);
+              axpy(L, coef, x, acc);
             } else if (code == kExtra) {
-              const scalar_t* y = ex[e * nd.K + nd.extra_slot[p]] + plane * L;
-              for (int64_t i = 0; i < L; ++i) acc[i] += coef * static_cast<A>(y[i]);
+              axpy(L, coef, ex[e * nd.K + nd.extra_slot[p]] + plane * L, acc);
             } else {
               pool_into(code, x, nd, inv_cnt, s, s.a.data());
               A shift = 0;
@@ -120,12 +116,11 @@ void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, con
                 coef *= ip[k];
                 shift = -coef * mp[k];
               }
-              for (int64_t i = 0; i < L; ++i) acc[i] += coef * s.a[i] + shift;
+              axpb(L, coef, s.a.data(), shift, acc);
             }
           }
         }
-        scalar_t* o = op + plane * L;
-        for (int64_t i = 0; i < L; ++i) o[i] = static_cast<scalar_t>(acc[i]);
+        convert(L, acc, op + plane * L);
       }
     });
   });
@@ -150,32 +145,25 @@ void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tens
       for (int64_t plane = begin; plane < end; ++plane) {
         A* o = out + plane * S;
         const scalar_t* gsrc = gp + plane * L;
-        A sg = 0;
-        for (int64_t i = 0; i < L; ++i) { g[i] = static_cast<A>(gsrc[i]); sg += g[i]; }
-        o[S - 1] = sg;
+        convert(L, gsrc, g);
+        o[S - 1] = sum(L, g);
         for (int64_t e = 0; e < nd.E; ++e) {
           const scalar_t* x = xs[e] + plane * hw;
           for (int64_t p = 0; p < nd.P; ++p) {
             const int64_t code = nd.prims[p];
-            A sum = 0;
+            A total = 0;
             if (code == kNone) {
-              for_outputs(nd, [&](int64_t oi, int64_t i) { sum += g[oi] * (static_cast<A>(x[i]) * A(0)); });
+              for_outputs(nd, [&](int64_t oi, int64_t i) { total += g[oi] * (static_cast<A>(x[i]) * A(0)); });
             } else if (code == kSkip) {
-              for (int64_t i = 0; i < L; ++i) sum += g[i] * static_cast<A>(x[i]);
+              total = dot(L, g, x);
             } else if (code == kExtra) {
               const int64_t k = e * nd.K + nd.extra_slot[p];
-              const scalar_t* y = ex[k] + plane * L;
-              scalar_t* gy = gex[k] + plane * L;
-              const A coef = wp[e * nd.P + p];
-              for (int64_t i = 0; i < L; ++i) {
-                sum += g[i] * static_cast<A>(y[i]);
-                gy[i] = static_cast<scalar_t>(coef * g[i]);
-              }
+              total = scale_and_dot(L, wp[e * nd.P + p], g, ex[k] + plane * L, gex[k] + plane * L);
             } else {
               pool_into(code, x, nd, inv_cnt, s, s.a.data());
-              for (int64_t i = 0; i < L; ++i) sum += g[i] * s.a[i];
+              total = dot(L, g, s.a.data());
             }
-            o[e * nd.P + p] = sum;
+            o[e * nd.P + p] = total;
           }
         }
       }
@@ -245,7 +233,7 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
       std::vector<A> g(L), gx(hw);
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = plane % nd.C;
-        for (int64_t i = 0; i < L; ++i) g[i] = static_cast<A>(gp[plane * L + i]);
+        convert(L, gp + plane * L, g.data());
         for (int64_t e = 0; e < nd.E; ++e) {
           const scalar_t* x = xs[e] + plane * hw;
           std::fill(gx.begin(), gx.end(), A(0));
@@ -253,7 +241,7 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
             const int64_t code = nd.prims[p], j = (e * nd.P + p) * nd.C + c;
             const A a = ap[j], b = bp[j], d = dp[j];
             if (code == kSkip) {
-              for (int64_t i = 0; i < L; ++i) gx[i] += a * g[i];
+              axpy(L, a, g.data(), gx.data());
             } else if (code == kMaxPool) {
               argmax_plane(x, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tv.data(), s.ti.data(), s.mv.data(), s.idx.data());
               for (int64_t o = 0; o < L; ++o) gx[s.idx[o]] += a * g[o] + b * s.mv[o] + d;
@@ -268,8 +256,7 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
               window_sum_transpose_add(dpool, nd.H, nd.W, nd.stride, nd.Ho, nd.Wo, s.tmp.data(), s.b.data(), gx.data());
             }
           }
-          scalar_t* out = gxs[e] + plane * hw;
-          for (int64_t i = 0; i < hw; ++i) out[i] = static_cast<scalar_t>(gx[i]);
+          convert(hw, gx.data(), gxs[e] + plane * hw);
         }
       }
     });

@@ -100,14 +100,20 @@ void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64
       ix[ow] = row + b;
     };
     edge(0);
-    for (int64_t ow = 1; ow < wi_end; ++ow) {  // interior: the window is c-1, c, c+1
-      const int32_t c = static_cast<int32_t>(ow * s);
+    // Interior: the window is c-1, c, c+1 with c = ow*s (stride 1 gets its own loop so that the
+    // loads are contiguous and the loop vectorises).
+    auto interior = [&](int64_t ow, int64_t c) {
       A m = static_cast<A>(r[c - 1]);
-      int32_t b = c - 1;
-      step(m, b, static_cast<A>(r[c]), c);
-      step(m, b, static_cast<A>(r[c + 1]), c + 1);
+      int32_t b = static_cast<int32_t>(c - 1);
+      step(m, b, static_cast<A>(r[c]), static_cast<int32_t>(c));
+      step(m, b, static_cast<A>(r[c + 1]), static_cast<int32_t>(c + 1));
       t[ow] = m;
       ix[ow] = row + b;
+    };
+    if (s == 1) {
+      for (int64_t ow = 1; ow < wi_end; ++ow) interior(ow, ow);
+    } else {
+      for (int64_t ow = 1; ow < wi_end; ++ow) interior(ow, 2 * ow);
     }
     for (int64_t ow = std::max<int64_t>(wi_end, 1); ow < Wo; ++ow) edge(ow);
   }

@@ -4,7 +4,7 @@ network weights (weights()/named_weights()); fused=False builds the eager refere
 from .base import Supernet
 from .cell_search import CellSearchNet, DartsCellSearch, HcDasSearch, SearchCell
 from .fixed_cells import fixed_cell, resolve_genotype, stage_cell_genes
-from .modules import fused_available, module_class
+from .modules import module_class
 from .stage_search import (DistributionSearch, HsDasSearch, SearchStage, StageSearchNet, output_pairs,
                            window_inputs, window_sources)
 

@@ -1,0 +1,68 @@
+// Elementwise and reduction loops over one plane, written so the compiler vectorises them:
+// restrict-qualified pointers, bounds by value, and reductions split over independent lanes
+// (without -ffast-math a single running sum cannot be vectorised).
+#pragma once
+
+#include <cstdint>
+
+namespace hdas::cpu {
+
+constexpr int kLanes = 16;
+
+// acc[i] += a * x[i]
+template <typename T, typename A>
+inline void axpy(int64_t n, A a, const T* __restrict x, A* __restrict acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += a * static_cast<A>(x[i]);
+}
+
+// acc[i] += a * y[i] + b
+template <typename A>
+inline void axpb(int64_t n, A a, const A* __restrict y, A b, A* __restrict acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += a * y[i] + b;
+}
+
+// out[i] = x[i], converting
+template <typename S, typename D>
+inline void convert(int64_t n, const S* __restrict x, D* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<D>(x[i]);
+}
+
+// sum_i f(i), accumulated over kLanes independent partial sums.
+template <typename A, typename F>
+inline A lane_sum(int64_t n, F f) {
+  A part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += f(i + l);
+  A s = 0;
+  for (; i < n; ++i) s += f(i);
+  for (int l = 0; l < kLanes; ++l) s += part[l];
+  return s;
+}
+
+template <typename A>
+inline A sum(int64_t n, const A* __restrict x) {
+  return lane_sum<A>(n, [x](int64_t i) { return x[i]; });
+}
+
+// sum_i (x[i] - m)^2
+template <typename A>
+inline A sum_sq_dev(int64_t n, const A* __restrict x, A m) {
+  return lane_sum<A>(n, [x, m](int64_t i) { return (x[i] - m) * (x[i] - m); });
+}
+
+// sum_i g[i] * x[i]
+template <typename T, typename A>
+inline A dot(int64_t n, const A* __restrict g, const T* __restrict x) {
+  return lane_sum<A>(n, [g, x](int64_t i) { return g[i] * static_cast<A>(x[i]); });
+}
+
+// out[i] = a * g[i], and returns sum_i g[i] * y[i]: the gradient and the weight-gradient term of
+// a mixed-in branch, in one pass.
+template <typename T, typename A>
+inline A scale_and_dot(int64_t n, A a, const A* __restrict g, const T* __restrict y, T* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(a * g[i]);
+  return dot(n, g, y);
+}
+
+}  // namespace hdas::cpu
