@@ -80,18 +80,29 @@ def _steps(loader, limit):
     return min(len(loader), limit) if limit else len(loader)
 
 
-def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=None):
-    model.train()
-    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
-    steps = _steps(loader, cfg.max_train_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
+def _batches(loader, limit, cfg, ctx):
+    """(step, x, y) on the device, in the configured memory format, for at most `limit` steps."""
+    steps = _steps(loader, limit)
     for step, (x, y) in enumerate(loader):
         if step >= steps:
             break
         x = x.to(ctx.device, non_blocking=True)
-        y = y.to(ctx.device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        yield step, x, y.to(ctx.device, non_blocking=True)
+
+
+def _totals(sums, ctx, prefix):
+    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
+    return {f"{prefix}_loss": loss_sum / max(n, 1), f"{prefix}_top1": 100 * c1 / max(n, 1),
+            f"{prefix}_top5": 100 * c5 / max(n, 1), f"{prefix}_images": int(n)}
+
+
+def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=None):
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for step, x, y in _batches(loader, cfg.max_train_steps, cfg, ctx):
         with _autocast(cfg, ctx):
             logits, aux = fwd(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -111,9 +122,7 @@ def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
-    return dict(train_loss=loss_sum / max(n, 1), train_top1=100 * c1 / max(n, 1),
-                train_top5=100 * c5 / max(n, 1), train_images=int(n))
+    return _totals(sums, ctx, "train")
 
 
 @torch.no_grad()
@@ -121,21 +130,12 @@ def evaluate(fwd, model, loader, cfg, ctx, max_steps=0):
     """Top-1/top-5 (percent) and mean cross-entropy over this rank's shard, summed over ranks."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
-    steps = _steps(loader, max_steps)
-    for step, (x, y) in enumerate(loader):
-        if step >= steps:
-            break
-        x = x.to(ctx.device, non_blocking=True)
-        y = y.to(ctx.device, non_blocking=True)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for _, x, y in _batches(loader, max_steps, cfg, ctx):
         with _autocast(cfg, ctx):
             logits, _ = fwd(x)
         logits = logits.float()
         sums += _batch_stats(logits, y, F.cross_entropy(logits, y))
-    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
-    return dict(test_loss=loss_sum / max(n, 1), test_top1=100 * c1 / max(n, 1),
-                test_top5=100 * c5 / max(n, 1), test_images=int(n))
+    return _totals(sums, ctx, "test")
 
 
 def _resume_path(cfg):
