@@ -7,25 +7,9 @@ from torch import nn
 from .. import ops
 from .._native import native_available
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .operations import OPS, make_op
+from .operations import make_op
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
-
-
-def _plan(primitives, stride, affine, pool_bn):
-    """Kernel code of every primitive and whether the kernel applies its pool BN itself. Affine
-    pool BNs (and all parametric ops) run as modules whose outputs the kernel mixes."""
-    codes, fused_bn = [], pool_bn and not affine
-    for name in primitives:
-        if name not in OPS:
-            raise ValueError(f"unknown primitive {name!r}; expected one of {sorted(OPS)}")
-        if name in _POOLS and (fused_bn or not pool_bn):
-            codes.append(ops.CODES[name])
-        elif name == "none" or (name == "skip_connect" and stride == 1):
-            codes.append(ops.CODES[name])
-        else:
-            codes.append(ops.EXTRA)
-    return codes, fused_bn
 
 
 def run_node(inputs, weights, codes, extras, stride, bns, training):
@@ -64,12 +48,23 @@ class FusedMixedOp(nn.Module):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
-        self.primitives, self.stride = tuple(primitives), stride
-        self.codes, fused_bn = _plan(self.primitives, stride, affine, pool_bn)
-        self._ops = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in self.primitives)
-        self._set_plan(fused_bn)
+        modules = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in primitives)
+        self._adopt(modules, primitives, stride, fused_bn=pool_bn and not affine)
 
-    def _set_plan(self, fused_bn):
+    def _adopt(self, modules, primitives, stride, fused_bn):
+        """Kernel code of every primitive. Pools are computed by the kernel when bare or when it
+        applies their (affine-free) BN itself; affine pool BNs and all parametric ops run as
+        modules whose outputs the kernel mixes."""
+        self.primitives, self.stride, self._ops = tuple(primitives), stride, modules
+        self.codes = []
+        for name, m in zip(self.primitives, modules):
+            if name in _POOLS:
+                bare = not isinstance(m, nn.Sequential)
+                self.codes.append(ops.CODES[name] if bare or fused_bn else ops.EXTRA)
+            elif name == "none" or (name == "skip_connect" and stride == 1):
+                self.codes.append(ops.CODES[name])
+            else:
+                self.codes.append(ops.EXTRA)
         self._extra = [k for k, c in enumerate(self.codes) if c == ops.EXTRA]
         self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
 
@@ -78,18 +73,7 @@ class FusedMixedOp(nn.Module):
         """Wraps existing op modules (sharing their parameters and buffers); see fuse_mixed_ops."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self.primitives, self.stride = tuple(primitives), stride
-        self.codes = []
-        for name, m in zip(primitives, modules):
-            if name in _POOLS:
-                bare = not isinstance(m, nn.Sequential)
-                self.codes.append(ops.CODES[name] if bare or fused_bn else ops.EXTRA)
-            elif name == "none" or (name == "skip_connect" and stride == 1):
-                self.codes.append(ops.CODES[name])
-            else:
-                self.codes.append(ops.EXTRA)
-        self._ops = modules
-        self._set_plan(fused_bn)
+        self._adopt(modules, primitives, stride, fused_bn)
         return self
 
     def extra_repr(self):
