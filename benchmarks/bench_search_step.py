@@ -37,6 +37,8 @@ SPACES = {
     "distribution": lambda C, fused: DistributionSearch("DARTS_V2", C, 10, n_max=8, n_min=4, fused=fused),
 }
 MIXED = ("MixedOp", "StageNode", "WeightedPairConcat", "FusedMixedOp", "FusedStageNode")
+# Glue: everything inside these modules (a search cell: its node sums and output concat too)
+# except the parametric ops' own modules.
 PARAM_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
@@ -138,6 +140,10 @@ def _label_modules(model):
     for m in model.modules():
         if type(m).__name__ in MIXED:
             wrap(m, "hdas.mixed")
+        if type(m).__name__ == "SearchCell":  # a fused cell runs whole nodes, not MixedOp modules
+            wrap(m, "hdas.mixed")
+            wrap(m.preprocess0, "hdas.param_op")
+            wrap(m.preprocess1, "hdas.param_op")
         if hasattr(m, "primitives") and hasattr(m, "_ops"):
             for name, op in zip(m.primitives, m._ops):
                 if name not in PARAM_FREE or isinstance(op, FactorizedReduce):

@@ -100,17 +100,52 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   return node;
 }
 
-namespace {
-
-void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
-  for (auto& t : ts) t = t.contiguous(f);
+void check_forward_stats(const MixedNode& node, bool batch_stats, const std::optional<at::Tensor>& running_mean,
+                         const std::optional<at::Tensor>& running_var, const char* op) {
+  if (!node.pool_bn || node.Q == 0) return;
+  const auto& x0 = node.inputs[0];
+  if (!batch_stats) {
+    for (const auto* rs : {&running_mean, &running_var}) {
+      const char* name = rs == &running_mean ? "running_mean" : "running_var";
+      TORCH_CHECK_VALUE(rs->has_value() && (*rs)->defined(), op, ": ", name,
+                        " is required when pool_bn is set and batch statistics are off (eval)");
+      TORCH_CHECK_VALUE((*rs)->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
+                        name, " must have shape [num_inputs, num_pools, C] = [", node.E, ", ",
+                        node.Q, ", ", node.C, "], got ", (*rs)->sizes());
+      TORCH_CHECK_VALUE((*rs)->device() == x0.device(), op, ": ", name, " must be on ",
+                        x0.device(), ", got ", (*rs)->device());
+    }
+  } else {
+    TORCH_CHECK_VALUE(node.count() > 1, op,
+                      ": expected more than 1 value per channel when training (pool BN), got N*Ho*Wo = ",
+                      node.count());
+  }
 }
 
-at::ScalarType op_math(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
+void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, const at::Tensor& save_mean,
+                         const at::Tensor& save_invstd, const char* op) {
+  const auto& x0 = node.inputs[0];
+  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({node.N, node.C, node.Ho, node.Wo}), op,
+                    ": grad_out must have the output shape [", node.N, ", ", node.C, ", ", node.Ho,
+                    ", ", node.Wo, "], got ", grad_out.sizes());
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == x0.scalar_type(), op, ": grad_out must have dtype ",
+                   x0.scalar_type(), ", got ", grad_out.scalar_type());
+  if (node.pool_bn && node.Q > 0) {
+    for (const auto* s : {&save_mean, &save_invstd}) {
+      TORCH_CHECK_VALUE(s->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
+                        s == &save_mean ? "save_mean" : "save_invstd",
+                        " must have shape [num_inputs, num_pools, C] = [", node.E, ", ", node.Q,
+                        ", ", node.C, "], got ", s->sizes());
+    }
+  }
 }
 
-}  // namespace
+std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
+                                                double eps, at::ScalarType acc) {
+  // A copy: outputs must never alias inputs (the running statistics belong to the caller).
+  return {running_mean.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous(),
+          (running_var.to(acc) + eps).rsqrt().contiguous()};
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
     const MixedNodeKernels& kernels, at::MemoryFormat compute_format,
@@ -124,23 +159,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
   const auto acc = op_math(x0.scalar_type());
   const auto stat_opts = x0.options().dtype(acc);
   const bool bn = pool_bn && node.Q > 0;
-  if (bn && !batch_stats) {
-    for (const auto* rs : {&running_mean, &running_var}) {
-      const char* name = rs == &running_mean ? "running_mean" : "running_var";
-      TORCH_CHECK_VALUE(rs->has_value() && (*rs)->defined(), op, ": ", name,
-                        " is required when pool_bn is set and batch statistics are off (eval)");
-      TORCH_CHECK_VALUE((*rs)->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
-                        name, " must have shape [num_inputs, num_pools, C] = [", node.E, ", ",
-                        node.Q, ", ", node.C, "], got ", (*rs)->sizes());
-      TORCH_CHECK_VALUE((*rs)->device() == x0.device(), op, ": ", name, " must be on ",
-                        x0.device(), ", got ", (*rs)->device());
-    }
-  }
-  if (bn && batch_stats) {
-    TORCH_CHECK_VALUE(node.count() > 1, op,
-                      ": expected more than 1 value per channel when training (pool BN), got N*Ho*Wo = ",
-                      node.count());
-  }
+  check_forward_stats(node, batch_stats, running_mean, running_var, op);
 
   to_format(node.inputs, compute_format);
   to_format(node.extras, compute_format);
@@ -162,9 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
     invstd = (m2t / n + eps).rsqrt().contiguous();
     var_unbiased = (m2t / (n - 1)).contiguous();
   } else if (bn) {
-    // A copy: outputs must never alias inputs (the running statistics belong to the caller).
-    mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-    invstd = (running_var->to(acc) + eps).rsqrt().contiguous();
+    std::tie(mean, invstd) = running_stats(*running_mean, *running_var, eps, acc);
     var_unbiased = at::empty({0}, stat_opts);
   } else {
     mean = at::empty({0}, stat_opts);
@@ -187,20 +204,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_n
   const char* op = "hdas::mixed_node_backward";
   MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
   const auto& x0 = inputs[0];
-  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({node.N, node.C, node.Ho, node.Wo}), op,
-                    ": grad_out must have the output shape [", node.N, ", ", node.C, ", ", node.Ho,
-                    ", ", node.Wo, "], got ", grad_out.sizes());
-  TORCH_CHECK_TYPE(grad_out.scalar_type() == x0.scalar_type(), op, ": grad_out must have dtype ",
-                   x0.scalar_type(), ", got ", grad_out.scalar_type());
   const bool bn = pool_bn && node.Q > 0;
-  if (bn) {
-    for (const auto* s : {&save_mean, &save_invstd}) {
-      TORCH_CHECK_VALUE(s->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
-                        s == &save_mean ? "save_mean" : "save_invstd",
-                        " must have shape [num_inputs, num_pools, C] = [", node.E, ", ", node.Q,
-                        ", ", node.C, "], got ", s->sizes());
-    }
-  }
+  check_backward_args(node, grad_out, save_mean, save_invstd, op);
   const auto acc = op_math(x0.scalar_type());
   const auto stat_opts = x0.options().dtype(acc);
   to_format(node.inputs, compute_format);

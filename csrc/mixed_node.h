@@ -7,8 +7,9 @@
 // by BatchNorm(affine=False), identity, or "extra": the next precomputed tensor of `extras`
 // (edge-major), e.g. a sep_conv output. One edge is DARTS' MixedOp, several are an Hs-DAS node.
 //
-// Everything here is shared by the CPU and CUDA backends; each backend supplies the four kernels
-// of MixedNodeKernels.
+// The argument checks here are shared by both backends. The CUDA backend supplies the kernels of
+// MixedNodeKernels to the generic mixed_node_forward/backward below; the CPU backend runs its own
+// channel-by-channel orchestration (cpu/mixed_node_kernel.cpp) on the same checks.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -43,7 +44,24 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
                           c10::IntArrayRef prims, const std::vector<at::Tensor>& extras,
                           int64_t stride, bool pool_bn, const char* op_name);
 
-// The backend kernels. Statistic tensors are in the op-math type (float, or double for double).
+// Running-statistics arguments of the forward (eval: present, [E, Q, C], on the inputs' device;
+// training: more than one value per channel).
+void check_forward_stats(const MixedNode& node, bool batch_stats, const std::optional<at::Tensor>& running_mean,
+                         const std::optional<at::Tensor>& running_var, const char* op);
+// grad_out of the output's shape and dtype; saved statistics [E, Q, C] when the pools have BN.
+void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, const at::Tensor& save_mean,
+                         const at::Tensor& save_invstd, const char* op);
+// (mean, invstd) in `acc` for eval: copies, never aliases of the caller's buffers.
+std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
+                                                double eps, at::ScalarType acc);
+
+inline at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+inline void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
+  for (auto& t : ts) t = t.contiguous(f);
+}
+
+// The CUDA backend's kernels. Statistic tensors are in the op-math type (float, or double for double).
 struct MixedNodeKernels {
   // partial[n, c, e*Q + q, 0 / 1] = mean / M2 (sum of squared deviations) of pool_q(inputs[e])
   // over the output plane (n, c).

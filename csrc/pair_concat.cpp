@@ -51,15 +51,40 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
 
 namespace {
 
-at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+// The pair members as index tensors on the weights' device, built once per call.
+struct Members {
+  at::Tensor first, second;
+  Members(const PairConcat& pc, const at::Tensor& w) {
+    auto opts = at::TensorOptions().dtype(at::kLong);
+    first = at::tensor(pc.first, opts).to(w.device());
+    second = at::tensor(pc.second, opts).to(w.device());
+  }
+  // u, v as device tensors: no host round trip for the weights.
+  std::pair<at::Tensor, at::Tensor> weights(int64_t T, const at::Tensor& w) const {
+    return {at::zeros({T}, w.options()).index_add_(0, first, w), at::zeros({T}, w.options()).index_add_(0, second, w)};
+  }
+};
 
-// u, v as device tensors: no host round trip for the weights.
-std::pair<at::Tensor, at::Tensor> member_weights(const PairConcat& pc, const at::Tensor& w) {
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  auto idx = [&](const std::vector<int64_t>& v) { return at::tensor(v, opts).to(w.device()); };
-  auto u = at::zeros({pc.T}, w.options()).index_add_(0, idx(pc.first), w);
-  auto v = at::zeros({pc.T}, w.options()).index_add_(0, idx(pc.second), w);
-  return {u, v};
+// The states some pair references, with the pairs renumbered over them; slot[t] is state t's
+// position there, or -1. The backward passes only these to the kernels: the others get zero
+// gradients without being read.
+PairConcat referenced(const PairConcat& pc, std::vector<int64_t>& slot) {
+  slot.assign(pc.T, -1);
+  for (auto t : pc.first) slot[t] = 0;
+  for (auto t : pc.second) slot[t] = 0;
+  PairConcat sub = pc;
+  sub.states.clear();
+  for (int64_t t = 0; t < pc.T; ++t)
+    if (slot[t] == 0) {
+      slot[t] = static_cast<int64_t>(sub.states.size());
+      sub.states.push_back(pc.states[t]);
+    } else {
+      slot[t] = -1;
+    }
+  sub.T = static_cast<int64_t>(sub.states.size());
+  for (auto& t : sub.first) t = slot[t];
+  for (auto& t : sub.second) t = slot[t];
+  return sub;
 }
 
 }  // namespace
@@ -68,7 +93,7 @@ at::Tensor pair_concat_forward(const PairConcatKernels& k, const std::vector<at:
                                const at::Tensor& weights, c10::IntArrayRef pairs) {
   auto pc = make_pair_concat(states, weights, pairs, "hdas::pair_concat");
   const auto w = weights.to(op_math(states[0].scalar_type()));
-  auto [u, v] = member_weights(pc, w);
+  auto [u, v] = Members(pc, w).weights(pc.T, w);
   auto out = at::empty({pc.N, 2 * pc.C, states[0].size(2), states[0].size(3)}, states[0].options());
   k.forward(pc, u, v, out);
   return out.contiguous(output_format(states[0]));
@@ -78,24 +103,27 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> pair_concat_backward(
     const PairConcatKernels& k, const at::Tensor& grad_out, const std::vector<at::Tensor>& states,
     const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat_backward";
-  auto pc = make_pair_concat(states, weights, pairs, op);
-  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == pc.N && grad_out.size(1) == 2 * pc.C &&
-                        grad_out.size(2) * grad_out.size(3) == pc.HW,
+  const auto all = make_pair_concat(states, weights, pairs, op);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == all.N && grad_out.size(1) == 2 * all.C &&
+                        grad_out.size(2) * grad_out.size(3) == all.HW,
                     op, ": grad_out must have shape [N, 2C, H, W], got ", grad_out.sizes());
+  std::vector<int64_t> slot;
+  const auto pc = referenced(all, slot);
   const auto acc = op_math(states[0].scalar_type());
   const auto w = weights.to(acc);
-  auto [u, v] = member_weights(pc, w);
-  std::vector<at::Tensor> grad_states;
-  for (const auto& s : pc.states) grad_states.push_back(at::empty_like(s));
+  const Members members(pc, w);
+  auto [u, v] = members.weights(pc.T, w);
+  std::vector<at::Tensor> grads;
+  for (const auto& s : pc.states) grads.push_back(at::empty_like(s));
   auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, states[0].options().dtype(acc));
-  k.backward(pc, grad_out.to(states[0].scalar_type()).contiguous(), u, v, grad_states, dots);
+  k.backward(pc, grad_out.to(states[0].scalar_type()).contiguous(), u, v, grads, dots);
   const auto sums = dots.sum(0);
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  const auto i = at::tensor(pc.first, opts).to(w.device());
-  const auto j = at::tensor(pc.second, opts).to(w.device()) + pc.T;
-  const auto grad_w = (sums.index_select(0, i) + sums.index_select(0, j)).to(weights.scalar_type());
+  const auto grad_w =
+      (sums.index_select(0, members.first) + sums.index_select(0, members.second + pc.T)).to(weights.scalar_type());
   const auto f = output_format(states[0]);
-  for (auto& g : grad_states) g = g.contiguous(f);
+  std::vector<at::Tensor> grad_states;
+  for (int64_t t = 0; t < all.T; ++t)
+    grad_states.push_back(slot[t] >= 0 ? grads[slot[t]].contiguous(f) : at::zeros_like(states[t], f));
   return {grad_states, grad_w};
 }
 

@@ -61,8 +61,10 @@ inline A dot(int64_t n, const A* __restrict g, const T* __restrict x) {
 // a mixed-in branch, in one pass.
 template <typename T, typename A>
 inline A scale_and_dot(int64_t n, A a, const A* __restrict g, const T* __restrict y, T* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(a * g[i]);
-  return dot(n, g, y);
+  return lane_sum<A>(n, [a, g, y, out](int64_t i) {
+    out[i] = static_cast<T>(a * g[i]);
+    return g[i] * static_cast<A>(y[i]);
+  });
 }
 
 }  // namespace hdas::cpu

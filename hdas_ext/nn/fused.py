@@ -39,6 +39,27 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     return out
 
 
+def fused_node(edges, inputs, weights):
+    """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps, in one fused call per group of
+    edges that share stride and primitive codes: a DARTS normal-cell node is one call, a
+    reduction-cell node two (its stride-2 and stride-1 edges). weights: [len(edges), P]."""
+    groups = {}
+    for j, edge in enumerate(edges):
+        bn = edge._ops[edge._bn[0]][1] if edge._bn else None
+        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum), edge.training)
+        groups.setdefault(key, []).append(j)
+    out = None
+    for idx in groups.values():
+        group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
+        # A slice when the group is a run of edges (always in DARTS cells): no gather in the graph.
+        w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
+        extras = [edge._ops[k](x) for edge, x in zip(group, xs) for k in edge._extra]
+        bns = [edge._ops[k][1] for edge in group for k in edge._bn]
+        y = run_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
+        out = y if out is None else out + y
+    return out
+
+
 class FusedMixedOp(nn.Module):
     """DARTS' search-time MixedOp, sum_k weights[k] * op_k(x), with the parameter-free ops, the
     pool BNs and the weighted sum fused. weights: one entry per primitive, already normalised
@@ -109,10 +130,7 @@ class FusedStageNode(nn.Module):
         if tuple(weights.shape) != (E, P):
             raise ValueError(f"FusedStageNode: weights must have shape [num_inputs, num_primitives] = [{E}, {P}], "
                              f"got {list(weights.shape)}")
-        codes = self.edges[0].codes
-        extras = [edge._ops[k](x) for edge, x in zip(self.edges, inputs) for k in edge._extra]
-        bns = [edge._ops[k][1] for edge in self.edges for k in edge._bn]
-        return run_node(inputs, weights, codes, extras, 1, bns, self.training)
+        return fused_node(self.edges, inputs, weights)
 
 
 class WeightedPairConcat(nn.Module):

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..genotypes import Genotype, Genotype3
 from ..genotypes.derive import derive_cell
-from ..nn import FactorizedReduce, ReLUConvBN
+from ..nn import FactorizedReduce, ReLUConvBN, fused_node
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class
@@ -19,7 +19,7 @@ class SearchCell(nn.Module):
 
     def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused):
         super().__init__()
-        self.reduction = reduction
+        self.reduction, self.fused = reduction, fused
         self.steps, self.multiplier = steps, multiplier
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
@@ -35,8 +35,12 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
-            offset += len(states)
+            n = len(states)
+            if self.fused:  # the whole node in one fused call (two in a reduction cell)
+                s = fused_node(self._ops[offset:offset + n], states, weights[offset:offset + n])
+            else:
+                s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += n
             states.append(s)
         return torch.cat(states[-self.multiplier:], dim=1)
 
