@@ -66,17 +66,27 @@ def step_fn(opt, data):
     return lambda: opt.step(train, val, lr=0.025)
 
 
-def measure(space, variant, args):
-    model, opt = build(space, args.C, variant == "fused", args.device)
+def measure(space, variants, args):
+    """Median step time of each in-process variant, their steps interleaved (fused, eager, fused,
+    ...) so that a slow phase of a shared machine hits all alike; then each one's peak memory."""
     data = batches(args.batch, args.image_size, args.device)
-    step = step_fn(opt, data)
-    ms = median_ms(step, args.device, args.reps, warmup=1)
-    if args.device.startswith("cuda"):
-        peak = peak_extra_mb(step, args.device)
-    else:  # resident-memory peak, measured in a child process whose freed memory returns to the OS
-        spec = {"space": space, "variant": variant, "C": args.C, "batch": args.batch, "size": args.image_size}
-        peak = common.cpu_memory(__file__, spec).get("peak_mb") if hasattr(common, "cpu_memory") else None
-    return {"ms": ms, "peak_mb": peak}
+    steps = {}
+    for v in variants:
+        steps[v] = step_fn(build(space, args.C, v == "fused", args.device)[1], data)
+        steps[v]()  # warm-up: optimiser state, allocator
+    times = {v: [] for v in variants}
+    for _ in range(args.reps):
+        for v, step in steps.items():
+            times[v].append(median_ms(step, args.device, 1, warmup=0))
+    rows = {}
+    for v, step in steps.items():
+        if args.device.startswith("cuda"):
+            peak = peak_extra_mb(step, args.device)
+        else:  # resident-memory peak, measured in a child process whose freed memory returns to the OS
+            spec = {"space": space, "variant": v, "C": args.C, "batch": args.batch, "size": args.image_size}
+            peak = common.cpu_memory(__file__, spec).get("peak_mb")
+        rows[v] = {"ms": sorted(times[v])[len(times[v]) // 2], "peak_mb": peak}
+    return rows
 
 
 def memory_case(spec):
@@ -255,7 +265,7 @@ def main():
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--spaces", default="cells,hc,hs,distribution")
     p.add_argument("--variants", default="fused,eager,compile")
-    p.add_argument("--reps", type=int, default=None, help="timed steps (default 10 on CUDA, 3 on CPU)")
+    p.add_argument("--reps", type=int, default=None, help="timed steps (default 10 on CUDA, 5 on CPU)")
     p.add_argument("--compile-timeout", type=float, default=None,
                    help="cap in seconds for compile + timing (default 120 on CUDA, 300 on CPU)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
@@ -268,7 +278,7 @@ def main():
         return memory_case(json.loads(args.memory_case))
     cuda = args.device.startswith("cuda")
     args.batch = args.batch or (64 if cuda else 8)
-    args.reps = args.reps or (10 if cuda else 3)
+    args.reps = args.reps or (10 if cuda else 5)
     args.compile_timeout = args.compile_timeout or (120.0 if cuda else 300.0)
     if args.compile_worker:
         args.space = args.compile_worker
@@ -286,10 +296,9 @@ def main():
     results = {"machine": machine(args.device), "batch": args.batch, "C": args.C, "rows": {}}
     print(f"{'space':<13}{'variant':<9}{'step ms':>10}{'peak MB':>10}{'vs eager':>10}  note")
     for s in spaces:
-        row = {}
-        for v in variants:
-            row[v] = measure_compiled(s, args) if v == "compile" else measure(s, v, args)
-            sys.stdout.flush()
+        row = measure(s, [v for v in variants if v != "compile"], args)
+        if "compile" in variants:
+            row["compile"] = measure_compiled(s, args)
         eager_ms = row.get("eager", {}).get("ms")
         for v, r in row.items():
             speed = f"{eager_ms / r['ms']:.2f}x" if eager_ms and r.get("ms") else "-"

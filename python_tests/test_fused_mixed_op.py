@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import hdas_ext
-from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops
+from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops, fused_node
 from hdas_ext.primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES
 from hdas_ext.reference import MixedOp
 
@@ -51,6 +51,36 @@ def test_same_function_state_and_running_stats(primitives, stride, pool_bn, affi
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     w = torch.softmax(torch.randn(len(primitives), dtype=torch.float64), 0)
     check_step(eager, fused, x, w)
+
+
+@pytest.mark.parametrize("strides", [(2, 2, 1, 1), (1, 2, 1), (1, 1, 1)])
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_node_equals_sum_of_edges(strides, train):
+    """A cell node in one fused call per stride group equals DARTS' sum of per-edge MixedOps,
+    outputs, every gradient and the running statistics (reduction-cell nodes mix strides)."""
+    torch.manual_seed(2)
+    C, dt = 4, torch.float64
+    pairs = [twins(C, s, DARTS_PRIMITIVES) for s in strides]
+    eager = nn.ModuleList(e for e, _ in pairs).train(train)
+    fused = nn.ModuleList(f for _, f in pairs).train(train)
+    full, half = torch.randn(2, C, 8, 8, dtype=dt), torch.randn(2, C, 4, 4, dtype=dt)
+    xs = [full if s == 2 else (half if 2 in strides else full) for s in strides]
+    w = torch.softmax(torch.randn(len(strides), len(DARTS_PRIMITIVES), dtype=dt), -1)
+    xe = [x.clone().requires_grad_() for x in xs]
+    xf = [x.clone().requires_grad_() for x in xs]
+    we, wf = w.clone().requires_grad_(), w.clone().requires_grad_()
+    oe = sum(op(x, we[j]) for j, (op, x) in enumerate(zip(eager, xe)))
+    of = fused_node(fused, xf, wf)
+    torch.testing.assert_close(of, oe)
+    g = torch.randn_like(oe)
+    oe.backward(g)
+    of.backward(g)
+    for a, b in zip(xf + [wf], xe + [we]):
+        torch.testing.assert_close(a.grad, b.grad)
+    for (n, pe), pf in zip(eager.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(pf.grad, pe.grad, msg=n)
+    for (k, a), b in zip(eager.state_dict().items(), fused.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=k)
 
 
 def test_checkpoints_load_both_ways():

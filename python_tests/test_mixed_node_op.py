@@ -130,6 +130,33 @@ def test_opcheck(batch_stats):
                                batch_stats, out[1].detach(), out[2].detach()))
 
 
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_eager_path_equals_registered_autograd(batch_stats):
+    """ops.mixed_node's eager autograd.Function and the op's registered autograd (what
+    torch.compile and direct torch.ops calls use) give the same outputs and gradients, and both
+    refuse double backward."""
+    prims = [NONE, MAX, AVG, SKIP, EXTRA]
+    xs, w, extras = make(3, prims, (2, 3, 6, 5))
+    rm = None if batch_stats else torch.randn(3, 2, 3, dtype=torch.float64)
+    rv = None if batch_stats else torch.rand(3, 2, 3, dtype=torch.float64) + 0.5
+    tensors = xs + extras + [w]
+    for t in tensors:
+        t.requires_grad_()
+    fast = ops.mixed_node(xs, w, prims, extras, 1, True, batch_stats, rm, rv)
+    registered = torch.ops.hdas.mixed_node(xs, w, prims, extras, 1, True, batch_stats, rm, rv, 1e-5)
+    assert type(fast[0].grad_fn).__name__ != type(registered[0].grad_fn).__name__
+    for a, b in zip(fast, registered):
+        torch.testing.assert_close(a, b)
+    g = torch.randn_like(fast[0])
+    for a, b in zip(grads(fast[0], tensors, g), grads(registered[0], tensors, g)):
+        torch.testing.assert_close(a, b)
+    for call in (ops.mixed_node, torch.ops.hdas.mixed_node):
+        out = call(xs, w, prims, extras, 1, True, batch_stats, rm, rv, 1e-5)[0]
+        first = torch.autograd.grad(out, w, g, create_graph=True)[0]
+        with pytest.raises(RuntimeError, match="differentiate twice|double backward"):
+            first.sum().backward()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_error_within_eager_error(dtype):
     """xformers' rule: the fused error against a float64 reference stays within a small multiple of

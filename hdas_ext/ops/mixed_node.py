@@ -112,6 +112,50 @@ if native_available():
     torch.library.register_autograd("hdas::mixed_node_backward", _no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
 
+class _EagerMixedNode(torch.autograd.Function):
+    """The registered autograd of hdas::mixed_node, for eager calls through mixed_node(): same
+    kernels, same saved tensors, without torch.library's per-call argument flattening (about
+    0.5 ms a call for a cell node's 25 tensors, more than its kernels take on small planes).
+    torch.compile and direct torch.ops.hdas calls use the registered path."""
+
+    @staticmethod
+    def forward(ctx, weights, meta, *tensors):
+        n_in, prims, stride, pool_bn, batch_stats, running_mean, running_var, eps = meta
+        xs, extras = list(tensors[:n_in]), list(tensors[n_in:])
+        with torch._C._AutoDispatchBelowAutograd():
+            out, mean, invstd, var = torch.ops.hdas.mixed_node(xs, weights, prims, extras, stride, pool_bn,
+                                                               batch_stats, running_mean, running_var, eps)
+        ctx.save_for_backward(weights, mean, invstd, *tensors)
+        ctx.meta = (n_in, prims, stride, pool_bn, batch_stats)
+        ctx.mark_non_differentiable(mean, invstd, var)
+        return out, mean, invstd, var
+
+    @staticmethod
+    def backward(ctx, grad_out, *_unused_stat_grads):
+        n_in, prims, stride, pool_bn, batch_stats = ctx.meta
+        weights, mean, invstd, *tensors = ctx.saved_tensors
+        with torch._C._AutoDispatchBelowAutograd():
+            gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, tensors[n_in:],
+                                                           stride, pool_bn, batch_stats, mean, invstd)
+        grads = (gw, *gx, *ge)
+        if torch.is_grad_enabled():  # create_graph=True: these gradients refuse to be differentiated
+            grads = _NoDoubleBackward.apply(len(grads), *grads, weights, *tensors)
+        return (grads[0], None, *grads[1:])
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """Passes the first n tensors through; differentiating them raises (the op has no double
+    backward). The rest, the op's inputs, connect the outputs to the graph."""
+
+    @staticmethod
+    def forward(ctx, n, *tensors):
+        return tuple(t.view_as(t) for t in tensors[:n])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{_OP}: double backward (create_graph=True through the fused op) is not supported")
+
+
 def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_stats=True,
                running_mean=None, running_var=None, eps=1e-5):
     """out = sum_e sum_p weights[e, p] * op_p(inputs[e]) in one fused kernel family.
@@ -125,6 +169,9 @@ def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_
     inputs, extras, prims = list(inputs), list(extras), [int(c) for c in prims]
     check_args(inputs, weights, prims, extras, stride)
     if native_available():
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            meta = (len(inputs), prims, stride, pool_bn, batch_stats, running_mean, running_var, eps)
+            return _EagerMixedNode.apply(weights, meta, *inputs, *extras)
         return torch.ops.hdas.mixed_node(inputs, weights, prims, extras, stride, pool_bn, batch_stats,
                                          running_mean, running_var, eps)
     warn_fallback()
