@@ -16,6 +16,7 @@ compile time (first step) is reported, or that it did not finish in time.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -179,6 +180,15 @@ def _category(name, scope):
     return "other glue"
 
 
+def _node_key(name):
+    """'aten::max_pool2d_with_indices' and its backward node 'MaxPool2DWithIndicesBackward0' map to
+    the same key. An op event's sequence number names the autograd node it created only when that
+    node's key matches: ops that create none (no_grad updates, ops below autograd) carry the number
+    the next node will get, and must not claim that node's backward time."""
+    name = name.split(": ")[-1].replace("aten::", "").replace("hdas::", "hdas")
+    return re.sub(r"Backward\d*$", "", name).replace("_", "").lower()
+
+
 def profile_step(space, variant, args):
     from torch.profiler import ProfilerActivity, profile
 
@@ -210,7 +220,11 @@ def profile_step(space, variant, args):
         elif name == "hdas.zero" and scope == "glue":
             scope = "zero"
         if name.startswith("autograd::engine::evaluate_function"):
-            cat = seq_cat.get(e.sequence_nr)
+            cat = seq_cat.get(e.sequence_nr, {}).get(_node_key(name))
+            if cat is None and ("hdas" in name or "MixedNode" in name):
+                # the fused ops' own backward nodes: the eager autograd.Function's forward op
+                # runs below autograd and carries no sequence number to link it by
+                cat = "fused kernel"
             total += cost(e)
             if cat is not None:
                 glue[cat] = glue.get(cat, 0.0) + cost(e)
@@ -224,7 +238,7 @@ def profile_step(space, variant, args):
                 while stack:
                     s = stack.pop()
                     if s.sequence_nr >= 0:
-                        seq_cat[s.sequence_nr] = cat
+                        seq_cat.setdefault(s.sequence_nr, {})[_node_key(s.name)] = cat
                     stack.extend(s.cpu_children)
             in_op = True
         for c in e.cpu_children:
