@@ -54,13 +54,14 @@ namespace {
 // The pair members as index tensors on the weights' device, built once per call.
 struct Members {
   at::Tensor first, second;
-  Members(const PairConcat& pc, const at::Tensor& w) {
+  int64_t T;
+  Members(const PairConcat& pc, const at::Tensor& w) : T(pc.T) {
     auto opts = at::TensorOptions().dtype(at::kLong);
     first = at::tensor(pc.first, opts).to(w.device());
     second = at::tensor(pc.second, opts).to(w.device());
   }
   // u, v as device tensors: no host round trip for the weights.
-  std::pair<at::Tensor, at::Tensor> weights(int64_t T, const at::Tensor& w) const {
+  std::pair<at::Tensor, at::Tensor> weights(const at::Tensor& w) const {
     return {at::zeros({T}, w.options()).index_add_(0, first, w), at::zeros({T}, w.options()).index_add_(0, second, w)};
   }
 };
@@ -69,17 +70,16 @@ struct Members {
 // position there, or -1. The backward passes only these to the kernels: the others get zero
 // gradients without being read.
 PairConcat referenced(const PairConcat& pc, std::vector<int64_t>& slot) {
-  slot.assign(pc.T, -1);
-  for (auto t : pc.first) slot[t] = 0;
-  for (auto t : pc.second) slot[t] = 0;
+  std::vector<bool> used(pc.T, false);
+  for (auto t : pc.first) used[t] = true;
+  for (auto t : pc.second) used[t] = true;
   PairConcat sub = pc;
   sub.states.clear();
+  slot.assign(pc.T, -1);
   for (int64_t t = 0; t < pc.T; ++t)
-    if (slot[t] == 0) {
+    if (used[t]) {
       slot[t] = static_cast<int64_t>(sub.states.size());
       sub.states.push_back(pc.states[t]);
-    } else {
-      slot[t] = -1;
     }
   sub.T = static_cast<int64_t>(sub.states.size());
   for (auto& t : sub.first) t = slot[t];
@@ -93,7 +93,7 @@ at::Tensor pair_concat_forward(const PairConcatKernels& k, const std::vector<at:
                                const at::Tensor& weights, c10::IntArrayRef pairs) {
   auto pc = make_pair_concat(states, weights, pairs, "hdas::pair_concat");
   const auto w = weights.to(op_math(states[0].scalar_type()));
-  auto [u, v] = Members(pc, w).weights(pc.T, w);
+  auto [u, v] = Members(pc, w).weights(w);
   auto out = at::empty({pc.N, 2 * pc.C, states[0].size(2), states[0].size(3)}, states[0].options());
   k.forward(pc, u, v, out);
   return out.contiguous(output_format(states[0]));
@@ -112,7 +112,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> pair_concat_backward(
   const auto acc = op_math(states[0].scalar_type());
   const auto w = weights.to(acc);
   const Members members(pc, w);
-  auto [u, v] = members.weights(pc.T, w);
+  auto [u, v] = members.weights(w);
   std::vector<at::Tensor> grads;
   for (const auto& s : pc.states) grads.push_back(at::empty_like(s));
   auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, states[0].options().dtype(acc));

@@ -69,6 +69,25 @@ def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+_NO_DOUBLE_BACKWARD = f"{_OP}: double backward (create_graph=True through the fused op) is not supported"
+
+
+def _save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats):
+    """What both autograd paths keep for the backward: the inputs, the conv outputs, the weights and
+    the per-channel statistics."""
+    ctx.save_for_backward(weights, mean, invstd, *xs, *extras)
+    ctx.meta = (len(xs), list(prims), stride, pool_bn, batch_stats)
+
+
+def _saved_backward(ctx, grad_out):
+    """hdas::mixed_node_backward on what _save kept: (weights, inputs + extras, gx, gw, ge)."""
+    n_in, prims, stride, pool_bn, batch_stats = ctx.meta
+    weights, mean, invstd, *tensors = ctx.saved_tensors
+    gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, tensors[n_in:],
+                                                   stride, pool_bn, batch_stats, mean, invstd)
+    return weights, tensors, gx, gw, ge
+
+
 if native_available():
 
     @torch.library.register_fake("hdas::mixed_node")
@@ -92,22 +111,16 @@ if native_available():
     def _setup_context(ctx, inputs, output):
         xs, weights, prims, extras, stride, pool_bn, batch_stats, _, _, _ = inputs
         _, mean, invstd, _ = output
-        ctx.save_for_backward(*xs, weights, *extras, mean, invstd)
-        ctx.meta = (len(xs), len(extras), list(prims), stride, pool_bn, batch_stats)
+        _save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats)
 
     def _backward(ctx, grad_out, *_unused_stat_grads):
-        n_in, n_ex, prims, stride, pool_bn, batch_stats = ctx.meta
-        saved = ctx.saved_tensors
-        xs, weights = list(saved[:n_in]), saved[n_in]
-        extras, (mean, invstd) = list(saved[n_in + 1:n_in + 1 + n_ex]), saved[n_in + 1 + n_ex:]
-        gx, gw, ge = torch.ops.hdas.mixed_node_backward(
-            grad_out, xs, weights, prims, extras, stride, pool_bn, batch_stats, mean, invstd)
+        _, _, gx, gw, ge = _saved_backward(ctx, grad_out)
         return list(gx), gw, None, list(ge), None, None, None, None, None, None
 
     torch.library.register_autograd("hdas::mixed_node", _backward, setup_context=_setup_context)
 
     def _no_double_backward(ctx, *grads):
-        raise RuntimeError("hdas::mixed_node: double backward (create_graph=True through the fused op) is not supported")
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
     torch.library.register_autograd("hdas::mixed_node_backward", _no_double_backward, setup_context=lambda ctx, inputs, output: None)
 
@@ -125,18 +138,14 @@ class _EagerMixedNode(torch.autograd.Function):
         with torch._C._AutoDispatchBelowAutograd():
             out, mean, invstd, var = torch.ops.hdas.mixed_node(xs, weights, prims, extras, stride, pool_bn,
                                                                batch_stats, running_mean, running_var, eps)
-        ctx.save_for_backward(weights, mean, invstd, *tensors)
-        ctx.meta = (n_in, prims, stride, pool_bn, batch_stats)
+        _save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats)
         ctx.mark_non_differentiable(mean, invstd, var)
         return out, mean, invstd, var
 
     @staticmethod
     def backward(ctx, grad_out, *_unused_stat_grads):
-        n_in, prims, stride, pool_bn, batch_stats = ctx.meta
-        weights, mean, invstd, *tensors = ctx.saved_tensors
         with torch._C._AutoDispatchBelowAutograd():
-            gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, tensors[n_in:],
-                                                           stride, pool_bn, batch_stats, mean, invstd)
+            weights, tensors, gx, gw, ge = _saved_backward(ctx, grad_out)
         grads = (gw, *gx, *ge)
         if torch.is_grad_enabled():  # create_graph=True: these gradients refuse to be differentiated
             grads = _NoDoubleBackward.apply(len(grads), *grads, weights, *tensors)
@@ -153,7 +162,7 @@ class _NoDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        raise RuntimeError(f"{_OP}: double backward (create_graph=True through the fused op) is not supported")
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
 def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_stats=True,
