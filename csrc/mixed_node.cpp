@@ -16,6 +16,7 @@ const char* prim_name(int64_t code) {
     case kAvgPool: return "avg_pool_3x3";
     case kSkip: return "skip_connect";
     case kExtra: return "extra";
+    case kAdd: return "add";
     default: return "?";
   }
 }
@@ -55,15 +56,15 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(node.P > 0, op, ": prims must name at least one primitive");
   for (int64_t p = 0; p < node.P; ++p) {
     const int64_t code = prims[p];
-    TORCH_CHECK_VALUE(code >= kNone && code <= kExtra, op, ": prims[", p,
-                      "] must be a primitive code in 0..4 (none, max_pool_3x3, avg_pool_3x3, "
-                      "skip_connect, extra), got ", code);
+    TORCH_CHECK_VALUE(code >= kNone && code <= kAdd, op, ": prims[", p,
+                      "] must be a primitive code in 0..5 (none, max_pool_3x3, avg_pool_3x3, "
+                      "skip_connect, extra, add), got ", code);
     TORCH_CHECK_VALUE(!(code == kSkip && stride != 1), op, ": prims[", p,
                       "] is skip_connect at stride 2, which is FactorizedReduce (a parametric op): "
                       "pass its output as an extra");
     node.prims.push_back(code);
     node.pool_slot.push_back(code == kMaxPool || code == kAvgPool ? node.Q++ : -1);
-    node.extra_slot.push_back(code == kExtra ? node.K++ : -1);
+    node.extra_slot.push_back(code == kExtra || code == kAdd ? node.K++ : -1);
   }
 
   TORCH_CHECK_VALUE(weights.dim() == 2 && weights.size(0) == node.E && weights.size(1) == node.P,
@@ -82,7 +83,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
 
   const int64_t want = node.E * node.K;
   TORCH_CHECK_VALUE(static_cast<int64_t>(extras.size()) == want, op, ": expected ", want,
-                    " extras (num_inputs x number of 'extra' primitives = ", node.E, " x ", node.K,
+                    " extras (num_inputs x number of 'extra' and 'add' primitives = ", node.E, " x ", node.K,
                     "), got ", extras.size());
   const std::vector<int64_t> out_shape{node.N, node.C, node.Ho, node.Wo};
   for (size_t i = 0; i < extras.size(); ++i) {
@@ -98,6 +99,27 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   node.inputs = inputs;
   node.extras = extras;
   return node;
+}
+
+bool MixedNode::weighted_extra(int64_t i) const {
+  const int64_t k = i % K;
+  for (int64_t p = 0; p < P; ++p)
+    if (extra_slot[p] == k) return prims[p] == kExtra;
+  return false;
+}
+
+std::vector<at::Tensor> extra_grads_for(const MixedNode& node) {
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < node.extras.size(); ++i)
+    out.push_back(node.weighted_extra(static_cast<int64_t>(i)) ? at::empty_like(node.extras[i]) : at::Tensor());
+  return out;
+}
+
+std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f) {
+  std::vector<at::Tensor> out;
+  for (auto& g : grads)
+    if (g.defined()) out.push_back(g.contiguous(f));
+  return out;
 }
 
 void check_forward_stats(const MixedNode& node, bool batch_stats, const std::optional<at::Tensor>& running_mean,
@@ -216,8 +238,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_n
   const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
   const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();
 
-  std::vector<at::Tensor> grad_extras;
-  for (const auto& e : node.extras) grad_extras.push_back(at::empty_like(e));
+  auto grad_extras = extra_grads_for(node);
   auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
   kernels.backward_reduce(node, grad, w, partial, grad_extras);
   const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
@@ -234,8 +255,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_n
 
   const auto f = output_format(x0);
   for (auto& g : grad_inputs) g = g.contiguous(f);
-  for (auto& g : grad_extras) g = g.contiguous(f);
-  return {grad_inputs, grad_w.to(weights.scalar_type()), grad_extras};
+  return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), f)};
 }
 
 TORCH_LIBRARY_FRAGMENT(hdas, m) {

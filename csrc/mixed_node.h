@@ -4,8 +4,13 @@
 //   out = sum_e sum_p w[e, p] * op_p(inputs[e])
 //
 // op_p is none (x*0), max/avg 3x3 pool (padding 1, average excludes padding) optionally followed
-// by BatchNorm(affine=False), identity, or "extra": the next precomputed tensor of `extras`
-// (edge-major), e.g. a sep_conv output. One edge is DARTS' MixedOp, several are an Hs-DAS node.
+// by BatchNorm(affine=False), identity, "extra": the next precomputed tensor of `extras`
+// (edge-major), e.g. a sep_conv output, or "add": the next tensor of `extras` added as it is, its
+// weight already applied by the caller (folded into the affine of the op's last BatchNorm, so the
+// kernel neither reads it in the backward nor writes its gradient, which is grad_out itself: the
+// autograd formula passes grad_out on, and mixed_node_backward returns the gradients of the "extra"
+// tensors only; an "add" column of the weights is ignored and gets a zero gradient).
+// One edge is DARTS' MixedOp, several are an Hs-DAS node.
 //
 // The argument checks here are shared by both backends. The CUDA backend supplies the kernels of
 // MixedNodeKernels to the generic mixed_node_forward/backward below; the CPU backend runs its own
@@ -19,7 +24,7 @@
 
 namespace hdas {
 
-enum Prim : int64_t { kNone = 0, kMaxPool = 1, kAvgPool = 2, kSkip = 3, kExtra = 4 };
+enum Prim : int64_t { kNone = 0, kMaxPool = 1, kAvgPool = 2, kSkip = 3, kExtra = 4, kAdd = 5 };
 
 // A validated call: geometry plus, for every primitive p, its pool slot q (or -1) and its extra
 // slot k (or -1). Tensors are already in the layout the backend asked for.
@@ -28,8 +33,11 @@ struct MixedNode {
   std::vector<at::Tensor> extras;  // E*K x [N, C, Ho, Wo], edge-major
   std::vector<int64_t> prims;      // P codes
   std::vector<int64_t> pool_slot;  // P: index q among the pools, or -1
-  std::vector<int64_t> extra_slot; // P: index k among the extras of an edge, or -1
+  std::vector<int64_t> extra_slot; // P: index k among the extras (extra and add) of an edge, or -1
   int64_t E = 0, P = 0, Q = 0, K = 0;
+
+  // The tensors of `extras` whose gradient the backward writes (code extra, not add).
+  bool weighted_extra(int64_t i) const;
   int64_t N = 0, C = 0, H = 0, W = 0, Ho = 0, Wo = 0, stride = 1;
   bool pool_bn = true;
   at::MemoryFormat format = at::MemoryFormat::Contiguous;
@@ -55,6 +63,11 @@ void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, cons
 std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
                                                 double eps, at::ScalarType acc);
 
+// The backward's gradient buffers for node.extras: empty tensors at the "extra" slots, undefined
+// at the "add" slots; returned_extra_grads keeps the defined ones, in layout f.
+std::vector<at::Tensor> extra_grads_for(const MixedNode& node);
+std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f);
+
 inline at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
@@ -72,7 +85,8 @@ struct MixedNodeKernels {
   void (*apply)(const MixedNode& node, const at::Tensor& w, const at::Tensor& mean,
                 const at::Tensor& invstd, at::Tensor& out);
   // partial[n, c, e*P + p] = sum over the output plane of grad * op_p(inputs[e]) (raw pool, no BN),
-  // partial[n, c, E*P] = sum of grad; writes grad_extras[e*K + k] = w[e, p_k] * grad.
+  // partial[n, c, E*P] = sum of grad; writes grad_extras[e*K + k] = w[e, p_k] * grad for the
+  // "extra" codes (undefined tensors at the "add" slots, whose partial sums are 0).
   void (*backward_reduce)(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w,
                           at::Tensor& partial, std::vector<at::Tensor>& grad_extras);
   // grad_w[e, p] and the per-(e, p, c) coefficients of d op_p / d pool: dpool = A*g + B*pool + D.

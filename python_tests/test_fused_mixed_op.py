@@ -94,15 +94,25 @@ def test_checkpoints_load_both_ways():
         assert torch.equal(a, b)
 
 
-def test_momentum_none_and_no_tracking():
-    eager, fused = twins(3, 1, STAGE_PRIMITIVES)
-    for m in [*eager.modules(), *fused.modules()]:
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
+@pytest.mark.parametrize("stride", [1, 2])
+def test_momentum_none_and_no_tracking(stride):
+    """Pool BNs (in the kernel) and the convs' last BNs (weight folded into their affine) update
+    their buffers as nn.BatchNorm2d does: cumulative averages, and no update when not tracking."""
+    eager, fused = twins(4, stride, DARTS_PRIMITIVES)
+    assert fused.codes.count(hdas_ext.ops.ADD) == (5 if stride == 2 else 4)  # convs (+ FactorizedReduce)
+    bns = [m for m in [*eager.modules(), *fused.modules()] if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = None
     for _ in range(3):
-        check_step(eager, fused, torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.rand(4, dtype=torch.float64))
+        check_step(eager, fused, torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.rand(8, dtype=torch.float64))
     for a, b in zip(eager.state_dict().values(), fused.state_dict().values()):
         torch.testing.assert_close(b, a)
+    for m in bns:
+        m.track_running_stats = False
+    before = copy.deepcopy(fused.state_dict())
+    check_step(eager, fused, torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.rand(8, dtype=torch.float64))
+    for k, v in fused.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_weights_length_checked():

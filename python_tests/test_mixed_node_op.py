@@ -8,7 +8,7 @@ import hdas_ext
 from hdas_ext import ops
 from hdas_ext.reference import functional as ref
 
-NONE, MAX, AVG, SKIP, EXTRA = ref.NONE, ref.MAX_POOL, ref.AVG_POOL, ref.SKIP, ref.EXTRA
+NONE, MAX, AVG, SKIP, EXTRA, ADD = ref.NONE, ref.MAX_POOL, ref.AVG_POOL, ref.SKIP, ref.EXTRA, ref.ADD
 pytestmark = pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")
 
 ALL_SUBSETS = [list(s) for r in range(1, 5) for s in itertools.combinations([NONE, MAX, AVG, SKIP], r)]
@@ -19,7 +19,7 @@ def make(E, prims, shape=(3, 4, 7, 6), stride=1, dtype=torch.float64, device="cp
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     xs = [torch.randn(shape, dtype=dtype, device=device).contiguous(memory_format=fmt) for _ in range(E)]
     w = torch.rand(E, len(prims), dtype=dtype, device=device)
-    K = sum(1 for c in prims if c == EXTRA)
+    K = sum(1 for c in prims if c in (EXTRA, ADD))
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     extras = [torch.randn(N, C, Ho, Wo, dtype=dtype, device=device).contiguous(memory_format=fmt) for _ in range(E * K)]
     return xs, w, extras
@@ -57,7 +57,7 @@ def test_forward_backward_every_subset(E, pool_bn, batch_stats):
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 2, 7, 5), (1, 2, 1, 4), (4, 3, 2, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_strides_shapes_formats_with_extras(stride, shape, channels_last):
-    prims = [NONE, MAX, AVG, EXTRA, EXTRA] + ([SKIP] if stride == 1 else [])
+    prims = [NONE, MAX, ADD, AVG, EXTRA, EXTRA] + ([SKIP] if stride == 1 else [])
     xs, w, extras = make(2, prims, shape, stride, channels_last=channels_last)
     leaves = [t.requires_grad_() for t in xs + extras + [w]]
     out = ops.mixed_node(xs, w, prims, extras, stride)[0]
@@ -97,7 +97,7 @@ def test_batch_statistics_outputs():
 @pytest.mark.parametrize("pool_bn,batch_stats", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_gradcheck(pool_bn, batch_stats, stride):
-    prims = [NONE, MAX, AVG, EXTRA] + ([SKIP] if stride == 1 else [])
+    prims = [NONE, MAX, AVG, EXTRA, ADD] + ([SKIP] if stride == 1 else [])
     xs, w, extras = make(2, prims, (2, 2, 5, 4), stride)
     rm = torch.randn(2, 2, 2, dtype=torch.float64)
     rv = torch.rand(2, 2, 2, dtype=torch.float64) + 0.5
@@ -114,7 +114,7 @@ def test_gradcheck(pool_bn, batch_stats, stride):
 
 @pytest.mark.parametrize("batch_stats", [True, False])
 def test_opcheck(batch_stats):
-    prims = [NONE, MAX, AVG, SKIP, EXTRA]
+    prims = [NONE, MAX, ADD, AVG, SKIP, EXTRA]
     for dtype, fmt in [(torch.float32, False), (torch.float64, True)]:
         xs, w, extras = make(2, prims, (2, 3, 6, 5), dtype=dtype, channels_last=fmt)
         for t in xs + extras + [w]:
@@ -135,7 +135,7 @@ def test_eager_path_equals_registered_autograd(batch_stats):
     """ops.mixed_node's eager autograd.Function and the op's registered autograd (what
     torch.compile and direct torch.ops calls use) give the same outputs and gradients, and both
     refuse double backward."""
-    prims = [NONE, MAX, AVG, SKIP, EXTRA]
+    prims = [NONE, MAX, AVG, SKIP, EXTRA, ADD]
     xs, w, extras = make(3, prims, (2, 3, 6, 5))
     rm = None if batch_stats else torch.randn(3, 2, 3, dtype=torch.float64)
     rv = None if batch_stats else torch.rand(3, 2, 3, dtype=torch.float64) + 0.5
@@ -157,11 +157,47 @@ def test_eager_path_equals_registered_autograd(batch_stats):
             first.sum().backward()
 
 
+@pytest.mark.parametrize("registered", [False, True])
+def test_add_extras_pass_grad_out_and_ignore_their_weight(registered):
+    """ADD tensors are summed unweighted; their gradient is grad_out itself, their weight column
+    gets none, the backward op returns the EXTRA gradients only, and the autograd graph keeps no
+    reference to an ADD tensor (a folded conv output is freed after the forward)."""
+    import weakref
+    prims = [MAX, ADD, EXTRA, ADD]
+    xs, w, extras = make(2, prims, (2, 3, 5, 5))
+    tensors = [t.requires_grad_() for t in xs + extras + [w]]
+    call = torch.ops.hdas.mixed_node if registered else ops.mixed_node
+    out = call(xs, w, prims, extras, 1, True, True, None, None, 1e-5)[0]
+    without = ref.mixed_node(xs, w, [MAX, NONE, EXTRA, NONE], [extras[1], extras[4]], 1)
+    # extras: edge 0 -> [ADD, EXTRA, ADD] = extras[0:3], edge 1 -> extras[3:6]; 'none' adds x*0
+    torch.testing.assert_close(out, without + extras[0] + extras[2] + extras[3] + extras[5])
+    g = torch.randn_like(out)
+    got = grads(out, tensors, g)
+    expect = grads(ref.mixed_node(xs, w, prims, extras, 1), tensors, g)
+    torch.testing.assert_close(got, expect)
+    for i in (0, 2, 3, 5):
+        assert torch.equal(got[2 + i], g)
+    assert got[-1][:, [1, 3]].abs().max() == 0
+    _, mean, invstd, _ = call(xs, w, prims, extras, 1, True, True, None, None, 1e-5)
+    gx, gw, ge = torch.ops.hdas.mixed_node_backward(g, xs, w.detach(), prims, [e.detach() for e in extras], 1, True,
+                                                    True, mean, invstd)
+    assert len(ge) == 2
+    torch.testing.assert_close(ge[0], w[0, 2].detach() * g)
+    y = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    z = y * 2
+    alive = weakref.ref(z)
+    out = call([xs[0]], w[:1, :2], [MAX, ADD], [z], 1, True, True, None, None, 1e-5)[0]
+    del z
+    assert alive() is None
+    out.backward(g)
+    torch.testing.assert_close(y.grad, 2 * g)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_error_within_eager_error(dtype):
     """xformers' rule: the fused error against a float64 reference stays within a small multiple of
     eager PyTorch's error in the same dtype."""
-    prims = [NONE, MAX, AVG, SKIP, EXTRA]
+    prims = [NONE, MAX, AVG, SKIP, EXTRA, ADD]
     xs, w, extras = make(3, prims, (8, 4, 12, 12))
     leaves64 = [t.requires_grad_() for t in xs + extras + [w]]
     low = [t.detach().to(dtype).requires_grad_() for t in leaves64]
@@ -218,6 +254,8 @@ def test_max_pool_ties_route_gradient_like_pytorch():
         (dict(prims=[MAX, 9, AVG, SKIP]), ValueError, "prims[1] must be a primitive code"),
         (dict(prims=[MAX, AVG, SKIP, NONE], stride=2), ValueError, "skip_connect at stride 2"),
         (dict(prims=[MAX, AVG, EXTRA, NONE]), ValueError, "expected 1 extras"),
+        (dict(prims=[MAX, ADD, EXTRA, NONE]), ValueError, "expected 2 extras"),
+        (dict(prims=[MAX, 6, AVG, SKIP]), ValueError, "prims[1] must be a primitive code in 0..5"),
         (dict(prims=[MAX, AVG, EXTRA, NONE], extras=[torch.randn(2, 3, 2, 2)]), ValueError, "extras[0] must have the output shape"),
     ],
 )
@@ -248,7 +286,7 @@ def test_eval_mode_requires_running_stats():
 @pytest.mark.parametrize("batch_stats", [True, False])
 def test_cuda_matches_cpu(dtype, channels_last, batch_stats):
     for stride in (1, 2):
-        prims = [NONE, MAX, AVG, EXTRA] + ([SKIP] if stride == 1 else [])
+        prims = [NONE, MAX, AVG, EXTRA, ADD] + ([SKIP] if stride == 1 else [])
         xs, w, extras = make(3, prims, (4, 5, 9, 8), stride, dtype=torch.float64, channels_last=channels_last)
         rm = torch.randn(3, 2, 5, dtype=torch.float64)
         rv = torch.rand(3, 2, 5, dtype=torch.float64) + 0.5
@@ -268,7 +306,7 @@ def test_cuda_matches_cpu(dtype, channels_last, batch_stats):
 
 @pytest.mark.cuda
 def test_cuda_gradcheck_and_opcheck():
-    prims = [NONE, MAX, AVG, SKIP, EXTRA]
+    prims = [NONE, MAX, AVG, SKIP, ADD, EXTRA]
     xs, w, extras = make(2, prims, (2, 2, 5, 4), device="cuda")
     args = [t.requires_grad_() for t in xs + extras + [w]]
     f = lambda *a: ops.mixed_node(list(a[:2]), a[-1], prims, list(a[2:-1]))[0]  # noqa: E731

@@ -24,10 +24,11 @@ std::vector<const T*> ptrs(const std::vector<at::Tensor>& ts) {
   return out;
 }
 
+// nullptr for an undefined tensor (the gradient slot of an "add" extra, never written).
 template <typename T>
 std::vector<T*> mut_ptrs(std::vector<at::Tensor>& ts) {
   std::vector<T*> out;
-  for (auto& t : ts) out.push_back(t.data_ptr<T>());
+  for (auto& t : ts) out.push_back(t.defined() ? t.data_ptr<T>() : nullptr);
   return out;
 }
 
@@ -113,9 +114,10 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
             for (int64_t n = 0; n < g.N; ++n) none_add(g, coef, x + g.in(n, c), acc_at(n));
           } else if (code == kSkip) {
             for (int64_t n = 0; n < g.N; ++n) axpy(g.L, coef, x + g.in(n, c), acc_at(n));
-          } else if (code == kExtra) {
+          } else if (code == kExtra || code == kAdd) {
             const T* y = ex[e * nd.K + nd.extra_slot[p]];
-            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, coef, y + g.out(n, c), acc_at(n));
+            const A a = code == kAdd ? A(1) : coef;
+            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.out(n, c), acc_at(n));
           } else {
             for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp.data(), &pool[n * g.L]);
             A a = coef, shift = 0;
@@ -228,7 +230,9 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
           const int64_t code = nd.prims[p], j = e * nd.P + p;
           const A wep = wp[j];
           A total = 0;
-          if (code == kNone) {
+          if (code == kAdd) {
+            // Weighted by the caller; its gradient is grad_out, passed on by the autograd formula.
+          } else if (code == kNone) {
             for (int64_t n = 0; n < g.N; ++n) total += none_dot(g, grad_at(n), x + g.in(n, c));
           } else if (code == kSkip) {
             for (int64_t n = 0; n < g.N; ++n) total += dot(g.L, grad_at(n), x + g.in(n, c));
@@ -310,9 +314,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
   const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();
 
-  std::vector<at::Tensor> grad_inputs, grad_extras;
+  std::vector<at::Tensor> grad_inputs;
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
-  for (const auto& y : node.extras) grad_extras.push_back(at::empty_like(y));
+  auto grad_extras = extra_grads_for(node);
   auto gw_part = at::empty({node.C, node.E * node.P}, x0.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x0.scalar_type(), "mixed_node_backward", [&] {
     using A = at::opmath_type<scalar_t>;
@@ -325,8 +329,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   const auto grad_w = gw_part.sum(0).view({node.E, node.P}).to(weights.scalar_type());
   const auto f = output_format(x0);
   for (auto& t : grad_inputs) t = t.contiguous(f);
-  for (auto& t : grad_extras) t = t.contiguous(f);
-  return {grad_inputs, grad_w, grad_extras};
+  return {grad_inputs, grad_w, returned_extra_grads(std::move(grad_extras), f)};
 }
 
 }  // namespace

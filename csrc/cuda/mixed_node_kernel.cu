@@ -72,7 +72,7 @@ Ptrs<const T> const_ptrs(const std::vector<at::Tensor>& ts) {
 template <typename T>
 Ptrs<T> mut_ptrs(std::vector<at::Tensor>& ts) {
   Ptrs<T> r{};
-  for (size_t i = 0; i < ts.size(); ++i) r.p[i] = ts[i].data_ptr<T>();
+  for (size_t i = 0; i < ts.size(); ++i) r.p[i] = ts[i].defined() ? ts[i].data_ptr<T>() : nullptr;  // "add" slots
   return r;
 }
 
@@ -151,8 +151,8 @@ __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
           acc += coef * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
         } else if (code == kSkip) {
           acc += coef * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
-        } else if (code == kExtra) {
-          acc += coef * static_cast<A>(ex.p[e * mt.K + mt.extra_slot[p]][i]);
+        } else if (code == kExtra || code == kAdd) {
+          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex.p[e * mt.K + mt.extra_slot[p]][i]);
         } else {
           const A v = pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
           if (mean != nullptr) {
@@ -184,7 +184,8 @@ __global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<
     for (int p = 0; p < mt.P; ++p) {
       const int code = mt.prim[p];
       A sum = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+      // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
+      for (int64_t i = threadIdx.x; code != kAdd && i < L; i += blockDim.x) {
         const int64_t oh = i / g.Wo, ow = i % g.Wo, o = g.out(n, c, oh, ow);
         const A gv = static_cast<A>(grad[o]);
         if (code == kNone) {

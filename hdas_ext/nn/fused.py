@@ -7,7 +7,7 @@ from torch import nn
 from .. import ops
 from .._native import native_available
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .operations import make_op
+from .operations import make_op, takes_scale
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
@@ -18,8 +18,11 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     if not bns:
         return ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=False)[0]
     bn0 = bns[0]
-    tracking = bn0.running_mean is not None
-    batch_stats = training or not tracking
+    # nn.BatchNorm2d's rules: batch statistics in training or without buffers; buffers updated in
+    # training only when tracked.
+    has_buffers = bn0.running_mean is not None
+    batch_stats = training or not has_buffers
+    tracking = has_buffers and bn0.track_running_stats
     E, C = len(inputs), inputs[0].shape[1]
     Q = len(bns) // E
     rm = rv = None
@@ -46,18 +49,27 @@ def fused_node(edges, inputs, weights):
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
-        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum), edge.training)
+        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
         groups.setdefault(key, []).append(j)
     out = None
     for idx in groups.values():
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
         # A slice when the group is a run of edges (always in DARTS cells): no gather in the graph.
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
-        extras = [edge._ops[k](x) for edge, x in zip(group, xs) for k in edge._extra]
+        extras = _extras(group, xs, w)
         bns = [edge._ops[k][1] for edge in group for k in edge._bn]
         y = run_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
+
+
+def _extras(edges, inputs, weights):
+    """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
+    folded into their last BatchNorm (op(x, scale=w)); the kernel adds them as they are."""
+    folded = edges[0]._folded  # the same columns for every edge of a group (same codes)
+    scales = iter(weights[:, folded].flatten().unbind(0)) if folded else None
+    return [edge._ops[k](x, scale=next(scales)) if edge.codes[k] == ops.ADD else edge._ops[k](x)
+            for edge, x in zip(edges, inputs) for k in edge._extra]
 
 
 class FusedMixedOp(nn.Module):
@@ -75,7 +87,8 @@ class FusedMixedOp(nn.Module):
     def _adopt(self, modules, primitives, stride, fused_bn):
         """Kernel code of every primitive. Pools are computed by the kernel when bare or when it
         applies their (affine-free) BN itself; affine pool BNs and all parametric ops run as
-        modules whose outputs the kernel mixes."""
+        modules whose outputs the kernel mixes: weighted by their own last BN when they can fold
+        the weight there (ADD), else by the kernel (EXTRA)."""
         self.primitives, self.stride, self._ops = tuple(primitives), stride, modules
         self.codes = []
         for name, m in zip(self.primitives, modules):
@@ -85,8 +98,9 @@ class FusedMixedOp(nn.Module):
             elif name == "none" or (name == "skip_connect" and stride == 1):
                 self.codes.append(ops.CODES[name])
             else:
-                self.codes.append(ops.EXTRA)
-        self._extra = [k for k, c in enumerate(self.codes) if c == ops.EXTRA]
+                self.codes.append(ops.ADD if takes_scale(m) else ops.EXTRA)
+        self._extra = [k for k, c in enumerate(self.codes) if c in (ops.EXTRA, ops.ADD)]
+        self._folded = [k for k, c in enumerate(self.codes) if c == ops.ADD]
         self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
 
     @classmethod
@@ -104,9 +118,9 @@ class FusedMixedOp(nn.Module):
         if weights.shape != (len(self.primitives),):
             raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
-        extras = [self._ops[k](x) for k in self._extra]
+        w = weights.unsqueeze(0)
         bns = [self._ops[k][1] for k in self._bn]
-        return run_node([x], weights.unsqueeze(0), self.codes, extras, self.stride, bns, self.training)
+        return run_node([x], w, self.codes, _extras([self], [x], w), self.stride, bns, self.training)
 
 
 class FusedStageNode(nn.Module):

@@ -1,12 +1,44 @@
 """DARTS primitive operations (quark0/darts conventions, module and attribute names kept
-so that state dicts interoperate with DARTS-family code)."""
+so that state dicts interoperate with DARTS-family code). The parametric ops end in a BatchNorm2d
+and take an optional `scale`: op(x, scale=w) == w * op(x), with w folded into that BN's affine,
+which is how the fused MixedOps weight them (no separate multiply reads the op's output, and its
+gradient needs no separate pass)."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "OPS", "ReLUConvBN", "DilConv", "SepConv", "Identity", "Zero", "FactorizedReduce",
-    "PoolBN", "make_op",
+    "PoolBN", "make_op", "scaled_batch_norm", "takes_scale",
 ]
+
+
+def scaled_batch_norm(bn, x, scale):
+    """scale * bn(x) as one batch_norm call (scale: a 0-d tensor, e.g. an architecture weight):
+    a BatchNorm with weight scale*gamma and bias scale*beta. bn's buffers are updated exactly as
+    bn(x) updates them (the statistics are those of x)."""
+    bn._check_input_dim(x)
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep = not bn.training or bn.track_running_stats
+    weight = scale.expand(x.shape[1]) if bn.weight is None else bn.weight * scale
+    bias = None if bn.bias is None else bn.bias * scale
+    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None,
+                        weight, bias, batch_stats, factor, bn.eps)
+
+
+def _sequential(seq, x, scale):
+    """seq(x), or scale * seq(x) with the scale folded into seq's last module, a BatchNorm2d."""
+    if scale is None:
+        return seq(x)
+    *body, bn = seq
+    for m in body:
+        x = m(x)
+    return scaled_batch_norm(bn, x, scale)
 
 
 class ReLUConvBN(nn.Module):
@@ -18,8 +50,8 @@ class ReLUConvBN(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x):
-        return self.op(x)
+    def forward(self, x, scale=None):
+        return _sequential(self.op, x, scale)
 
 
 class DilConv(nn.Module):
@@ -33,8 +65,8 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x):
-        return self.op(x)
+    def forward(self, x, scale=None):
+        return _sequential(self.op, x, scale)
 
 
 class SepConv(nn.Module):
@@ -51,8 +83,8 @@ class SepConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x):
-        return self.op(x)
+    def forward(self, x, scale=None):
+        return _sequential(self.op, x, scale)
 
 
 class Identity(nn.Module):
@@ -85,10 +117,16 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x):
+    def forward(self, x, scale=None):
         x = self.relu(x)
         out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
-        return self.bn(out)
+        return self.bn(out) if scale is None else scaled_batch_norm(self.bn, out, scale)
+
+
+def takes_scale(module):
+    """Whether module(x, scale=w) computes w * module(x) (this package's parametric ops; subclasses
+    and DARTS-family code's own classes are not assumed to)."""
+    return type(module) in (ReLUConvBN, DilConv, SepConv, FactorizedReduce)
 
 
 def PoolBN(pool_type, C, stride, affine=True):

@@ -7,5 +7,5 @@
                  hdas_ext/ops/pair_concat.py, reference: hdas_ext.reference.functional.pair_concat,
                  tests: python_tests/test_pair_concat_op.py
 """
-from .mixed_node import CODES, EXTRA, mixed_node
+from .mixed_node import ADD, CODES, EXTRA, mixed_node
 from .pair_concat import pair_concat

@@ -5,7 +5,7 @@ from torch._prims_common import suggest_memory_format
 from .._native import native_available, warn_fallback
 from ..reference import functional as ref
 
-NONE, MAX_POOL, AVG_POOL, SKIP, EXTRA = ref.NONE, ref.MAX_POOL, ref.AVG_POOL, ref.SKIP, ref.EXTRA
+NONE, MAX_POOL, AVG_POOL, SKIP, EXTRA, ADD = ref.NONE, ref.MAX_POOL, ref.AVG_POOL, ref.SKIP, ref.EXTRA, ref.ADD
 CODES = ref.CODES
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _OP = "hdas::mixed_node"
@@ -32,8 +32,9 @@ def check_args(inputs, weights, prims, extras, stride):
     if stride not in (1, 2):
         raise ValueError(f"{_OP}: stride must be 1 or 2, got {stride}")
     for p, code in enumerate(prims):
-        if code not in (NONE, MAX_POOL, AVG_POOL, SKIP, EXTRA):
-            raise ValueError(f"{_OP}: prims[{p}] must be a primitive code in 0..4, got {code}")
+        if code not in (NONE, MAX_POOL, AVG_POOL, SKIP, EXTRA, ADD):
+            raise ValueError(f"{_OP}: prims[{p}] must be a primitive code in 0..5 (none, max_pool_3x3, "
+                             f"avg_pool_3x3, skip_connect, extra, add), got {code}")
         if code == SKIP and stride != 1:
             raise ValueError(f"{_OP}: prims[{p}] is skip_connect at stride 2, which is FactorizedReduce "
                              "(a parametric op): pass its output as an extra")
@@ -43,10 +44,10 @@ def check_args(inputs, weights, prims, extras, stride):
                          f"got {list(weights.shape)}")
     if weights.device != x0.device:
         raise ValueError(f"{_OP}: weights must be on {x0.device} like inputs, got {weights.device}")
-    K = sum(1 for c in prims if c == EXTRA)
+    K = sum(1 for c in prims if c in (EXTRA, ADD))
     if len(extras) != E * K:
-        raise ValueError(f"{_OP}: expected {E * K} extras (num_inputs x number of 'extra' primitives = {E} x {K}), "
-                         f"got {len(extras)}")
+        raise ValueError(f"{_OP}: expected {E * K} extras (num_inputs x number of 'extra' and 'add' primitives = "
+                         f"{E} x {K}), got {len(extras)}")
     N, C, H, W = x0.shape
     out_shape = [N, C, (H - 1) // stride + 1, (W - 1) // stride + 1]
     for i, y in enumerate(extras):
@@ -73,18 +74,34 @@ _NO_DOUBLE_BACKWARD = f"{_OP}: double backward (create_graph=True through the fu
 
 
 def _save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats):
-    """What both autograd paths keep for the backward: the inputs, the conv outputs, the weights and
-    the per-channel statistics."""
-    ctx.save_for_backward(weights, mean, invstd, *xs, *extras)
+    """What both autograd paths keep for the backward: the inputs, the EXTRA tensors (conv outputs),
+    the weights and the per-channel statistics. ADD tensors are not kept (the backward never reads
+    them), so a folded conv output is freed after the forward."""
+    codes = _extra_codes(prims, len(xs))
+    ctx.save_for_backward(weights, mean, invstd, *xs, *(y for y, c in zip(extras, codes) if c == EXTRA))
     ctx.meta = (len(xs), list(prims), stride, pool_bn, batch_stats)
 
 
+def _extra_codes(prims, n_inputs):
+    """The code of every tensor of `extras` (edge-major): EXTRA or ADD."""
+    return [c for _ in range(n_inputs) for c in prims if c in (EXTRA, ADD)]
+
+
 def _saved_backward(ctx, grad_out):
-    """hdas::mixed_node_backward on what _save kept: (weights, inputs + extras, gx, gw, ge)."""
+    """hdas::mixed_node_backward on what _save kept: (weights, inputs + extras, gx, gw, ge), ge
+    holding every extra's gradient: the kernel's for EXTRA, grad_out itself for ADD (the kernel
+    returns the EXTRA ones only)."""
     n_in, prims, stride, pool_bn, batch_stats = ctx.meta
     weights, mean, invstd, *tensors = ctx.saved_tensors
-    gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, tensors[n_in:],
+    codes = _extra_codes(prims, n_in)
+    kept = iter(tensors[n_in:])
+    # grad_out stands in for the ADD tensors: same shape, dtype and device, and never read.
+    stand_in = grad_out.contiguous() if ADD in codes else None
+    extras = [next(kept) if c == EXTRA else stand_in for c in codes]
+    gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, extras,
                                                    stride, pool_bn, batch_stats, mean, invstd)
+    weighted = iter(ge)
+    ge = [next(weighted) if c == EXTRA else grad_out for c in codes]
     return weights, tensors, gx, gw, ge
 
 
@@ -105,8 +122,9 @@ if native_available():
     @torch.library.register_fake("hdas::mixed_node_backward")
     def _fake_backward(grad_out, inputs, weights, prims, extras, stride, pool_bn, batch_stats, save_mean, save_invstd):
         x0 = inputs[0]
+        codes = _extra_codes(prims, len(inputs))
         return ([_empty_like_format(x0, x.shape) for x in inputs], weights.new_empty(weights.shape),
-                [_empty_like_format(x0, y.shape) for y in extras])
+                [_empty_like_format(x0, y.shape) for y, c in zip(extras, codes) if c == EXTRA])
 
     def _setup_context(ctx, inputs, output):
         xs, weights, prims, extras, stride, pool_bn, batch_stats, _, _, _ = inputs
