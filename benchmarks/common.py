@@ -10,6 +10,8 @@ import time
 
 import torch
 
+import hdas_ext
+
 
 def machine(device):
     if device.startswith("cuda"):
@@ -21,7 +23,8 @@ def machine(device):
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    isa = hdas_ext.build_info().get("cpu_isa", "no native build")
+    return f"{model}, {torch.get_num_threads()} threads, {isa} kernels (torch {torch.__version__})"
 
 
 def sync(device):

@@ -14,7 +14,8 @@
 //
 // The argument checks here are shared by both backends. The CUDA backend supplies the kernels of
 // MixedNodeKernels to the generic mixed_node_forward/backward below; the CPU backend runs its own
-// channel-by-channel orchestration (cpu/mixed_node_kernel.cpp) on the same checks.
+// channel-by-channel kernels (cpu/mixed_node_kernel_impl.h, built per instruction set and
+// dispatched in cpu/mixed_node_kernel.cpp) on the same checks.
 #pragma once
 
 #include <ATen/ATen.h>

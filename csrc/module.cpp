@@ -4,6 +4,8 @@
 #include <torch/extension.h>
 #include <torch/version.h>
 
+#include "cpu/mixed_node_kernel.h"
+
 #ifndef HDAS_VERSION
 #define HDAS_VERSION "unknown"
 #endif
@@ -26,6 +28,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("with_openmp") = false;
 #endif
+  m.def("cpu_isa", [] { return hdas::cpu::use_avx2() ? "avx2" : "base"; },
+        "the instruction set of the CPU kernels this process runs (HDAS_CPU_ISA=base forces the baseline)");
   m.def("num_threads", &at::get_num_threads, "intra-op threads at::parallel_for uses now");
   m.def("parallel_info", &at::get_parallel_info, "ATen's description of its parallel backend");
 }

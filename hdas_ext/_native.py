@@ -19,7 +19,8 @@ def native_available():
 
 
 def build_info():
-    """Facts of the native build (version, torch it was built against, CUDA, OpenMP)."""
+    """Facts of the native build (version, torch it was built against, CUDA, OpenMP, the CPU
+    kernels' instruction set in this process)."""
     if _C is None:
         return {"native": False, "error": str(_ERROR)}
     return {
@@ -30,6 +31,7 @@ def build_info():
         "cuda_archs": _C.cuda_archs,
         "with_openmp": _C.with_openmp,
         "num_threads": _C.num_threads(),
+        "cpu_isa": _C.cpu_isa(),
     }
 
 

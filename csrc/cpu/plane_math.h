@@ -5,7 +5,12 @@
 
 #include <cstdint>
 
-namespace hdas::cpu {
+#ifndef HDAS_CPU_ISA
+#define HDAS_CPU_ISA isa_base
+#endif
+
+// Per instruction set (see mixed_node_kernel.h): each kernel build gets its own symbols.
+namespace hdas::cpu::HDAS_CPU_ISA {
 
 constexpr int kLanes = 16;
 
@@ -67,4 +72,4 @@ inline A scale_and_dot(int64_t n, A a, const A* __restrict g, const T* __restric
   });
 }
 
-}  // namespace hdas::cpu
+}  // namespace hdas::cpu::HDAS_CPU_ISA

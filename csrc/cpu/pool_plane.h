@@ -9,7 +9,12 @@
 #include <limits>
 #include <vector>
 
-namespace hdas::cpu {
+#ifndef HDAS_CPU_ISA
+#define HDAS_CPU_ISA isa_base
+#endif
+
+// Per instruction set (see mixed_node_kernel.h): each kernel build gets its own symbols.
+namespace hdas::cpu::HDAS_CPU_ISA {
 
 // PyTorch's max_pool2d rule: strictly greater wins, and a NaN always wins (so the last NaN does).
 template <typename A>
@@ -150,4 +155,4 @@ void window_sum_transpose_add(const A* d, int64_t H, int64_t W, int64_t s, int64
       for (int64_t w = win_lo(ow, s); w <= win_hi(ow, s, W); ++w) gx[h * W + w] += tmp[h * Wo + ow];
 }
 
-}  // namespace hdas::cpu
+}  // namespace hdas::cpu::HDAS_CPU_ISA

@@ -1,6 +1,7 @@
 """The fused ops, torch.ops.hdas.*: schemas and kernels in csrc/, fake kernels and autograd here.
 
-    mixed_node   csrc/mixed_node.cpp, csrc/cpu/mixed_node_kernel.cpp, csrc/cuda/mixed_node_kernel.cu,
+    mixed_node   csrc/mixed_node.cpp, csrc/cpu/mixed_node_kernel.cpp (+ _impl.h, one build per ISA),
+                 csrc/cuda/mixed_node_kernel.cu,
                  hdas_ext/ops/mixed_node.py, reference: hdas_ext.reference.functional.mixed_node,
                  tests: python_tests/test_mixed_node_op.py
     pair_concat  csrc/pair_concat.cpp, csrc/cpu/pair_concat_kernel.cpp, csrc/cuda/pair_concat_kernel.cu,

@@ -1,0 +1,297 @@
+// Kernel bodies of hdas::mixed_node on the CPU, channel by channel. A pool BN's statistics span one
+// channel over the whole batch, so a thread that owns a channel can pool each (n, c) plane once,
+// keep the channel's pooled planes in its scratch, and finish the statistics, the weighted sum
+// (forward) or the weight gradients and the input gradients (backward) without a second pooling
+// pass, a cross-thread reduction or any ATen op between the passes.
+//
+// Included once per instruction set with HDAS_CPU_ISA naming the namespace (see mixed_node_kernel.h):
+// every function here and in the plane headers gets its own symbols per set.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "mixed_node_kernel.h"
+#include "plane_math.h"
+#include "pool_plane.h"
+
+namespace hdas::cpu::HDAS_CPU_ISA {
+namespace {
+
+template <typename T>
+std::vector<const T*> ptrs(const std::vector<at::Tensor>& ts) {
+  std::vector<const T*> out;
+  for (const auto& t : ts) out.push_back(t.const_data_ptr<T>());
+  return out;
+}
+
+// nullptr for an undefined tensor (the gradient slot of an "add" extra, never written).
+template <typename T>
+std::vector<T*> mut_ptrs(std::vector<at::Tensor>& ts) {
+  std::vector<T*> out;
+  for (auto& t : ts) out.push_back(t.defined() ? t.data_ptr<T>() : nullptr);
+  return out;
+}
+
+// Whether T is its own accumulation type, so that kernels can accumulate in the tensors.
+template <typename T, typename A>
+constexpr bool kDirect = std::is_same_v<T, A>;
+
+// Geometry of one channel's planes: plane (n, c) of an [N, C, h, w] tensor starts at (n*C + c)*h*w.
+struct Geometry {
+  int64_t N, C, H, W, s, Ho, Wo, hw, L;
+  explicit Geometry(const MixedNode& nd)
+      : N(nd.N), C(nd.C), H(nd.H), W(nd.W), s(nd.stride), Ho(nd.Ho), Wo(nd.Wo), hw(nd.H * nd.W),
+        L(nd.plane_out()) {}
+  int64_t in(int64_t n, int64_t c) const { return (n * C + c) * hw; }
+  int64_t out(int64_t n, int64_t c) const { return (n * C + c) * L; }
+};
+
+template <typename T, typename A>
+void pool_into(int64_t code, const T* x, const Geometry& g, const A* inv_cnt, A* tmp, A* out) {
+  if (code == kMaxPool)
+    pool_plane<true>(x, g.H, g.W, g.s, g.Ho, g.Wo, inv_cnt, tmp, out);
+  else
+    pool_plane<false>(x, g.H, g.W, g.s, g.Ho, g.Wo, inv_cnt, tmp, out);
+}
+
+// The 'none' primitive is x*0, not 0: NaN and inf in x reach the output as in DARTS' Zero op.
+// acc[o] += coef * (x[i(o)] * 0), i(o) the input element output o sits on.
+template <typename T, typename A>
+void none_add(const Geometry& g, A coef, const T* __restrict x, A* __restrict acc) {
+  if (g.s == 1) {
+    for (int64_t i = 0; i < g.L; ++i) acc[i] += coef * (static_cast<A>(x[i]) * A(0));
+    return;
+  }
+  for (int64_t oh = 0; oh < g.Ho; ++oh)
+    for (int64_t ow = 0; ow < g.Wo; ++ow)
+      acc[oh * g.Wo + ow] += coef * (static_cast<A>(x[oh * g.s * g.W + ow * g.s]) * A(0));
+}
+
+// sum_o grad[o] * (x[i(o)] * 0): the weight gradient of 'none'.
+template <typename T, typename A>
+A none_dot(const Geometry& g, const A* __restrict grad, const T* __restrict x) {
+  if (g.s == 1) return lane_sum<A>(g.L, [grad, x](int64_t i) { return grad[i] * (static_cast<A>(x[i]) * A(0)); });
+  A total = 0;
+  for (int64_t oh = 0; oh < g.Ho; ++oh)
+    for (int64_t ow = 0; ow < g.Wo; ++ow)
+      total += grad[oh * g.Wo + ow] * (static_cast<A>(x[oh * g.s * g.W + ow * g.s]) * A(0));
+  return total;
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+
+// Statistics: [E, Q, C] in A. Batch statistics (mean, invstd, unbiased variance) are written here;
+// in eval, mean/invstd are read from the running statistics.
+template <typename A>
+struct Stats {
+  bool bn = false, batch = false;
+  A eps = 0;
+  A *mean = nullptr, *invstd = nullptr, *var_u = nullptr;
+};
+
+template <typename T, typename A>
+void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op) {
+  const Geometry g(nd);
+  const auto xs = ptrs<T>(nd.inputs);
+  const auto ex = ptrs<T>(nd.extras);
+  const auto inv_cnt = inverse_counts<A>(g.H, g.W, g.s, g.Ho, g.Wo);
+  const A M = static_cast<A>(nd.count());
+  at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> tmp(g.H * std::max(g.W, g.Wo)), pool(g.N * g.L), acc_buf(kDirect<T, A> ? 0 : g.N * g.L);
+    for (int64_t c = begin; c < end; ++c) {
+      // Plane n's accumulator: the output plane itself when it holds A (float, double).
+      auto acc_at = [&](int64_t n) -> A* {
+        if constexpr (kDirect<T, A>) return op + g.out(n, c);
+        else return &acc_buf[n * g.L];
+      };
+      for (int64_t n = 0; n < g.N; ++n) std::fill(acc_at(n), acc_at(n) + g.L, A(0));
+      for (int64_t e = 0; e < nd.E; ++e) {
+        const T* x = xs[e];
+        for (int64_t p = 0; p < nd.P; ++p) {
+          const int64_t code = nd.prims[p];
+          const A coef = wp[e * nd.P + p];
+          if (code == kNone) {
+            for (int64_t n = 0; n < g.N; ++n) none_add(g, coef, x + g.in(n, c), acc_at(n));
+          } else if (code == kSkip) {
+            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, coef, x + g.in(n, c), acc_at(n));
+          } else if (code == kExtra || code == kAdd) {
+            const T* y = ex[e * nd.K + nd.extra_slot[p]];
+            const A a = code == kAdd ? A(1) : coef;
+            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.out(n, c), acc_at(n));
+          } else {
+            for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp.data(), &pool[n * g.L]);
+            A a = coef, shift = 0;
+            if (st.bn) {
+              const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
+              if (st.batch) {
+                // Two passes, each summed plane by plane: exact mean, then squared deviations.
+                A s = 0, m2 = 0;
+                for (int64_t n = 0; n < g.N; ++n) s += sum(g.L, &pool[n * g.L]);
+                const A mu = s / M;
+                for (int64_t n = 0; n < g.N; ++n) m2 += sum_sq_dev(g.L, &pool[n * g.L], mu);
+                st.mean[k] = mu;
+                st.invstd[k] = A(1) / std::sqrt(m2 / M + st.eps);
+                st.var_u[k] = m2 / (M - 1);
+              }
+              a = coef * st.invstd[k];
+              shift = -a * st.mean[k];
+            }
+            for (int64_t n = 0; n < g.N; ++n) axpb(g.L, a, &pool[n * g.L], shift, acc_at(n));
+          }
+        }
+      }
+      if constexpr (!kDirect<T, A>)
+        for (int64_t n = 0; n < g.N; ++n) convert(g.L, acc_at(n), op + g.out(n, c));
+    }
+  });
+}
+
+// ---- backward --------------------------------------------------------------------------------
+//
+// With y_p the output of primitive p on edge e and G = grad_out, for channel c:
+//   grad_w[e, p] += sum G * y_p          (for a pool with BN: invstd * (sum G*pool - mean * sum G))
+//   d loss / d pool = a*G + b*pool + d   (a = w*invstd; b, d the batch-statistics terms, else 0)
+// and grad_inputs[e] collects w_skip*G plus each pool's transpose applied to that.
+
+template <typename T, typename A>
+void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp, const A* ip, bool batch_stats,
+                     std::vector<T*>& gxs, std::vector<T*>& gex, A* gw_part /* [C, E*P] */) {
+  const Geometry g(nd);
+  const auto xs = ptrs<T>(nd.inputs);
+  const auto ex = ptrs<T>(nd.extras);
+  const auto inv_cnt = inverse_counts<A>(g.H, g.W, g.s, g.Ho, g.Wo);
+  const A M = static_cast<A>(nd.count());
+  const int64_t EP = nd.E * nd.P, NL = g.N * g.L;
+  at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> grad_buf(kDirect<T, A> ? 0 : NL), pools(nd.E * nd.Q * NL), a(EP), b(EP), d(EP);
+    std::vector<int32_t> idx(nd.E * nd.Q * NL);
+    std::vector<A> tmp(g.H * std::max(g.W, g.Wo)), tv(g.H * g.Wo), dpool(g.L), buf(g.hw),
+        gx_buf(kDirect<T, A> ? 0 : g.hw);
+    std::vector<int32_t> ti(g.H * g.Wo);
+    for (int64_t c = begin; c < end; ++c) {
+      // grad_out's plane n in A: the tensor itself when it holds A, else a converted copy.
+      auto grad_at = [&](int64_t n) -> const A* {
+        if constexpr (kDirect<T, A>) return gp + g.out(n, c);
+        else return &grad_buf[n * g.L];
+      };
+      A sg = 0;
+      for (int64_t n = 0; n < g.N; ++n) {
+        if constexpr (!kDirect<T, A>) convert(g.L, gp + g.out(n, c), &grad_buf[n * g.L]);
+        sg += sum(g.L, grad_at(n));
+      }
+      // Pass 1: every primitive's sum G*y over the channel (pools kept), then its coefficients.
+      for (int64_t e = 0; e < nd.E; ++e) {
+        const T* x = xs[e];
+        for (int64_t p = 0; p < nd.P; ++p) {
+          const int64_t code = nd.prims[p], j = e * nd.P + p;
+          const A wep = wp[j];
+          A total = 0;
+          if (code == kAdd) {
+            // Weighted by the caller; its gradient is grad_out, passed on by the autograd formula.
+          } else if (code == kNone) {
+            for (int64_t n = 0; n < g.N; ++n) total += none_dot(g, grad_at(n), x + g.in(n, c));
+          } else if (code == kSkip) {
+            for (int64_t n = 0; n < g.N; ++n) total += dot(g.L, grad_at(n), x + g.in(n, c));
+          } else if (code == kExtra) {
+            const int64_t k = e * nd.K + nd.extra_slot[p];
+            for (int64_t n = 0; n < g.N; ++n)
+              total += scale_and_dot(g.L, wep, grad_at(n), ex[k] + g.out(n, c), gex[k] + g.out(n, c));
+          } else {
+            const int64_t slot = (e * nd.Q + nd.pool_slot[p]) * NL;
+            for (int64_t n = 0; n < g.N; ++n) {
+              A* pv = &pools[slot + n * g.L];
+              if (code == kMaxPool)
+                argmax_plane(x + g.in(n, c), g.H, g.W, g.s, g.Ho, g.Wo, tv.data(), ti.data(), pv, &idx[slot + n * g.L]);
+              else
+                pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp.data(), pv);
+              total += dot(g.L, grad_at(n), pv);
+            }
+          }
+          a[j] = wep;
+          b[j] = d[j] = 0;
+          if (mp && nd.pool_slot[p] >= 0) {
+            const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
+            const A mu = mp[k], is = ip[k];
+            total = is * (total - mu * sg);  // sum of G * BN output
+            a[j] = wep * is;
+            if (batch_stats) {
+              b[j] = -a[j] * is * total / M;
+              d[j] = -a[j] * sg / M + a[j] * mu * is * total / M;
+            }
+          }
+          gw_part[c * EP + j] = total;
+        }
+      }
+      // Pass 2: the input gradients, plane by plane.
+      for (int64_t e = 0; e < nd.E; ++e) {
+        for (int64_t n = 0; n < g.N; ++n) {
+          const A* gn = grad_at(n);
+          A* gx;
+          if constexpr (kDirect<T, A>) gx = gxs[e] + g.in(n, c);
+          else gx = gx_buf.data();
+          std::fill(gx, gx + g.hw, A(0));
+          for (int64_t p = 0; p < nd.P; ++p) {
+            const int64_t code = nd.prims[p], j = e * nd.P + p;
+            if (code == kSkip) {
+              axpy(g.L, a[j], gn, gx);
+            } else if (code == kMaxPool || code == kAvgPool) {
+              const int64_t off = (e * nd.Q + nd.pool_slot[p]) * NL + n * g.L;
+              const A* pv = &pools[off];
+              if (code == kMaxPool) {
+                const int32_t* ix = &idx[off];
+                for (int64_t o = 0; o < g.L; ++o) gx[ix[o]] += a[j] * gn[o] + b[j] * pv[o] + d[j];
+              } else {
+                for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[j] * gn[o] + b[j] * pv[o] + d[j]) * inv_cnt[o];
+                window_sum_transpose_add(dpool.data(), g.H, g.W, g.s, g.Ho, g.Wo, tmp.data(), buf.data(), gx);
+              }
+            }
+          }
+          if constexpr (!kDirect<T, A>) convert(g.hw, gx, gxs[e] + g.in(n, c));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void forward(const MixedNode& node, const at::Tensor& w, bool bn, bool batch_stats, double eps, at::Tensor& mean,
+             at::Tensor& invstd, at::Tensor& var_u, at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "mixed_node_forward", [&] {
+    using A = at::opmath_type<scalar_t>;
+    Stats<A> st;
+    st.bn = bn;
+    st.batch = batch_stats;
+    st.eps = static_cast<A>(eps);
+    if (bn) {
+      st.mean = mean.data_ptr<A>();
+      st.invstd = invstd.data_ptr<A>();
+      if (batch_stats) st.var_u = var_u.data_ptr<A>();
+    }
+    forward_kernel<scalar_t, A>(node, w.const_data_ptr<A>(), st, out.data_ptr<scalar_t>());
+  });
+}
+
+void backward(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w, const at::Tensor& mean,
+              const at::Tensor& invstd, bool bn, bool batch_stats, std::vector<at::Tensor>& grad_inputs,
+              std::vector<at::Tensor>& grad_extras, at::Tensor& gw_part) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "mixed_node_backward", [&] {
+    using A = at::opmath_type<scalar_t>;
+    auto gxs = mut_ptrs<scalar_t>(grad_inputs);
+    auto gex = mut_ptrs<scalar_t>(grad_extras);
+    backward_kernel<scalar_t, A>(node, grad.const_data_ptr<scalar_t>(), w.const_data_ptr<A>(),
+                                 bn ? mean.const_data_ptr<A>() : nullptr, bn ? invstd.const_data_ptr<A>() : nullptr,
+                                 batch_stats, gxs, gex, gw_part.data_ptr<A>());
+  });
+}
+
+}  // namespace hdas::cpu::HDAS_CPU_ISA
