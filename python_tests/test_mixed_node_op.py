@@ -231,13 +231,16 @@ def test_max_pool_ties_route_gradient_like_pytorch():
     """Ties (e.g. post-ReLU zeros) must send the gradient where max_pool2d sends it."""
     x = torch.zeros(2, 2, 6, 6, dtype=torch.float64)
     x[:, :, ::3, ::2] = 1.0
-    x.requires_grad_()
-    w = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
-    for stride in (1, 2):
-        out = ops.mixed_node([x], w, [MAX], [], stride, pool_bn=False)[0]
-        expect = reference([x], w, [MAX], [], stride, False, True)
-        g = torch.randn_like(out)
-        torch.testing.assert_close(grads(out, [x], g), grads(expect, [x], g))
+    relu = torch.randn(2, 3, 32, 32, dtype=torch.float64).relu().round()  # many ties, 0 and 1
+    for x in (x, relu, relu[:, :, :2, :2], relu[:, :, :5, :9], relu[:, :, :2, :7]):
+        x = x.detach().contiguous().requires_grad_()
+        w = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
+        for stride in (1, 2):
+            out = ops.mixed_node([x], w, [MAX], [], stride, pool_bn=False)[0]
+            expect = reference([x], w, [MAX], [], stride, False, True)
+            torch.testing.assert_close(out, expect)
+            g = torch.randn_like(out)
+            torch.testing.assert_close(grads(out, [x], g), grads(expect, [x], g))
 
 
 @pytest.mark.parametrize(

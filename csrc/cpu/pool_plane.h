@@ -38,6 +38,22 @@ std::vector<A> inverse_counts(int64_t H, int64_t W, int64_t s, int64_t Ho, int64
 template <bool kMax, typename T, typename A>
 void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* out) {
   auto f = [](A m, A v) { return kMax ? (takes_over(v, m) ? v : m) : m + v; };
+  if (s == 1 && H >= 2 && W >= 2) {
+    // Stride 1: each pass is one loop over the whole plane (rows of 32 are too short to vectorise
+    // well one by one), then the clipped windows at the row (column) ends are redone. Same
+    // operands in the same order as the row-by-row code below: bit-identical results.
+    const int64_t n = H * W;
+    for (int64_t i = 1; i < n - 1; ++i) tmp[i] = f(f(static_cast<A>(x[i - 1]), static_cast<A>(x[i])), static_cast<A>(x[i + 1]));
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t a = h * W, b = a + W - 1;
+      tmp[a] = f(static_cast<A>(x[a]), static_cast<A>(x[a + 1]));
+      tmp[b] = f(static_cast<A>(x[b - 1]), static_cast<A>(x[b]));
+    }
+    for (int64_t i = 0; i < W; ++i) out[i] = f(tmp[i], tmp[i + W]);
+    for (int64_t i = W; i < n - W; ++i) out[i] = f(f(tmp[i - W], tmp[i]), tmp[i + W]);
+    for (int64_t i = n - W; i < n; ++i) out[i] = f(tmp[i - W], tmp[i]);
+    return;
+  }
   // Outputs 1 .. wi_end-1 have their whole window inside the row.
   const int64_t wi_end = W >= 2 ? std::min<int64_t>((W - 2) / s + 1, Wo) : 1;
   for (int64_t h = 0; h < H; ++h) {
@@ -90,6 +106,49 @@ void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64
     m = take ? v : m;
     b = take ? i : b;
   };
+  if (s == 1 && H >= 2 && W >= 2) {
+    // As in window_reduce: whole-plane passes, then the row (column) ends redone; candidates are
+    // challenged in the same order as below, so the same element wins.
+    const int64_t n = H * W;
+    for (int64_t i = 1; i < n - 1; ++i) {
+      A m = static_cast<A>(x[i - 1]);
+      int32_t b = static_cast<int32_t>(i - 1);
+      step(m, b, static_cast<A>(x[i]), static_cast<int32_t>(i));
+      step(m, b, static_cast<A>(x[i + 1]), static_cast<int32_t>(i + 1));
+      tv[i] = m;
+      ti[i] = b;
+    }
+    // Output o at a row end has the window {a, a+1}: a = o at the start, o-1 at the end.
+    auto row_end = [&](int64_t o, int64_t a) {
+      A m = static_cast<A>(x[a]);
+      int32_t b = static_cast<int32_t>(a);
+      step(m, b, static_cast<A>(x[a + 1]), static_cast<int32_t>(a + 1));
+      tv[o] = m;
+      ti[o] = b;
+    };
+    for (int64_t h = 0; h < H; ++h) {
+      row_end(h * W, h * W);
+      row_end(h * W + W - 1, h * W + W - 2);
+    }
+    auto column = [&](int64_t i, int64_t lo, int64_t hi) {
+      A m = tv[lo];
+      int32_t b = ti[lo];
+      for (int64_t j = lo + W; j <= hi; j += W) step(m, b, tv[j], ti[j]);
+      mv[i] = m;
+      idx[i] = b;
+    };
+    for (int64_t i = 0; i < W; ++i) column(i, i, i + W);
+    for (int64_t i = W; i < n - W; ++i) {
+      A m = tv[i - W];
+      int32_t b = ti[i - W];
+      step(m, b, tv[i], ti[i]);
+      step(m, b, tv[i + W], ti[i + W]);
+      mv[i] = m;
+      idx[i] = b;
+    }
+    for (int64_t i = n - W; i < n; ++i) column(i, i - W, i);
+    return;
+  }
   const int64_t wi_end = W >= 2 ? std::min<int64_t>((W - 2) / s + 1, Wo) : 1;
   for (int64_t h = 0; h < H; ++h) {
     const T* __restrict r = x + h * W;
