@@ -7,7 +7,7 @@ from torch import nn
 from .. import ops
 from .._native import native_available
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .operations import make_op, takes_scale
+from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
@@ -18,11 +18,7 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     if not bns:
         return ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=False)[0]
     bn0 = bns[0]
-    # nn.BatchNorm2d's rules: batch statistics in training or without buffers; buffers updated in
-    # training only when tracked.
-    has_buffers = bn0.running_mean is not None
-    batch_stats = training or not has_buffers
-    tracking = has_buffers and bn0.track_running_stats
+    batch_stats, update = batch_norm_rules(bn0, training)
     E, C = len(inputs), inputs[0].shape[1]
     Q = len(bns) // E
     rm = rv = None
@@ -31,11 +27,11 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
         rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
     out, mean, _, var = ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=True,
                                        batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
-    if training and tracking:
+    if update:
         with torch.no_grad():
             counts = [b.num_batches_tracked for b in bns]
             torch._foreach_add_(counts, 1)
-            factor = bn0.momentum if bn0.momentum is not None else 1.0 / float(bn0.num_batches_tracked)
+            factor = momentum_factor(bn0)
             dtype = bn0.running_mean.dtype
             torch._foreach_lerp_([b.running_mean for b in bns], list(mean.to(dtype).view(E * Q, C).unbind(0)), factor)
             torch._foreach_lerp_([b.running_var for b in bns], list(var.to(dtype).view(E * Q, C).unbind(0)), factor)

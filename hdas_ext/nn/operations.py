@@ -9,8 +9,22 @@ from torch import nn
 
 __all__ = [
     "OPS", "ReLUConvBN", "DilConv", "SepConv", "Identity", "Zero", "FactorizedReduce",
-    "PoolBN", "make_op", "scaled_batch_norm", "takes_scale",
+    "PoolBN", "make_op", "batch_norm_rules", "momentum_factor", "scaled_batch_norm", "takes_scale",
 ]
+
+
+def batch_norm_rules(bn, training):
+    """nn.BatchNorm2d's rules for one forward of `bn` in mode `training`, for code that runs its
+    normalisation without calling it: (normalise with batch statistics, update the buffers).
+    Batch statistics in training or without buffers; buffer updates in training when tracked."""
+    has_buffers = bn.running_mean is not None
+    return training or not has_buffers, training and bn.track_running_stats and has_buffers
+
+
+def momentum_factor(bn):
+    """The running-average factor of a buffer update, num_batches_tracked already counted:
+    bn.momentum, or the cumulative average's 1/num_batches_tracked when momentum is None."""
+    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
 
 def scaled_batch_norm(bn, x, scale):
@@ -18,17 +32,13 @@ def scaled_batch_norm(bn, x, scale):
     a BatchNorm with weight scale*gamma and bias scale*beta. bn's buffers are updated exactly as
     bn(x) updates them (the statistics are those of x)."""
     bn._check_input_dim(x)
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+    batch_stats, update = batch_norm_rules(bn, bn.training)
+    if update:
         bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            factor = 1.0 / float(bn.num_batches_tracked)
-    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-    keep = not bn.training or bn.track_running_stats
+    buffers = (bn.running_mean, bn.running_var) if update or not batch_stats else (None, None)
     weight = scale.expand(x.shape[1]) if bn.weight is None else bn.weight * scale
     bias = None if bn.bias is None else bn.bias * scale
-    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None,
-                        weight, bias, batch_stats, factor, bn.eps)
+    return F.batch_norm(x, *buffers, weight, bias, batch_stats, momentum_factor(bn) if update else 0.0, bn.eps)
 
 
 def _sequential(seq, x, scale):
