@@ -9,18 +9,6 @@ namespace hdas {
 
 namespace {
 
-const char* prim_name(int64_t code) {
-  switch (code) {
-    case kNone: return "none";
-    case kMaxPool: return "max_pool_3x3";
-    case kAvgPool: return "avg_pool_3x3";
-    case kSkip: return "skip_connect";
-    case kExtra: return "extra";
-    case kAdd: return "add";
-    default: return "?";
-  }
-}
-
 bool supported_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }

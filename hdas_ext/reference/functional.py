@@ -23,8 +23,9 @@ def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, traini
                running_mean=None, running_var=None, momentum=0.1, eps=1e-5):
     """out = sum_e sum_p weights[e, p] * op_p(inputs[e]); op_p for code EXTRA is the next tensor
     of `extras` (edge-major); code ADD takes the next tensor too and adds it unweighted (the caller
-    has applied its weight; weights[e, p] is ignored there). Pools are followed by BatchNorm(affine=False) when pool_bn; running
-    statistics ([m, Q, C], one row per pool primitive) are updated in place in training."""
+    has applied its weight; weights[e, p] is ignored there). Pools are followed by
+    BatchNorm(affine=False) when pool_bn; running statistics ([m, Q, C], one row per pool
+    primitive) are updated in place in training."""
     extras = list(extras)
     k_per_edge = sum(1 for c in prims if c in (EXTRA, ADD))
     out = 0
