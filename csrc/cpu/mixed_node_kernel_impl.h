@@ -41,6 +41,16 @@ std::vector<T*> mut_ptrs(std::vector<at::Tensor>& ts) {
   return out;
 }
 
+// Per-thread scratch buffer number kSlot, kept between calls and grown as needed: a call then
+// allocates nothing, so it takes no page faults and zero-fills nothing (every pass writes the
+// scratch it later reads).
+template <typename U, int kSlot>
+U* scratch(int64_t n) {
+  thread_local std::vector<U> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+  return buf.data();
+}
+
 // Whether T is its own accumulation type, so that kernels can accumulate in the tensors.
 template <typename T, typename A>
 constexpr bool kDirect = std::is_same_v<T, A>;
@@ -106,7 +116,9 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
   const auto inv_cnt = inverse_counts<A>(g.H, g.W, g.s, g.Ho, g.Wo);
   const A M = static_cast<A>(nd.count());
   at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> tmp(g.H * std::max(g.W, g.Wo)), pool(g.N * g.L), acc_buf(kDirect<T, A> ? 0 : g.N * g.L);
+    A* tmp = scratch<A, 0>(g.H * std::max(g.W, g.Wo));
+    A* pool = scratch<A, 1>(g.N * g.L);
+    A* acc_buf = scratch<A, 2>(kDirect<T, A> ? 0 : g.N * g.L);
     for (int64_t c = begin; c < end; ++c) {
       // Plane n's accumulator: the output plane itself when it holds A (float, double).
       auto acc_at = [&](int64_t n) -> A* {
@@ -128,7 +140,7 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
             const A a = code == kAdd ? A(1) : coef;
             for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.out(n, c), acc_at(n));
           } else {
-            for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp.data(), &pool[n * g.L]);
+            for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp, &pool[n * g.L]);
             A a = coef, shift = 0;
             if (st.bn) {
               const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
@@ -172,11 +184,21 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
   const A M = static_cast<A>(nd.count());
   const int64_t EP = nd.E * nd.P, NL = g.N * g.L;
   at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> grad_buf(kDirect<T, A> ? 0 : NL), pools(nd.E * nd.Q * NL), a(EP), b(EP), d(EP);
-    std::vector<int32_t> idx(nd.E * nd.Q * NL);
-    std::vector<A> tmp(g.H * std::max(g.W, g.Wo)), tv(g.H * g.Wo), dpool(g.L), buf(g.hw),
-        gx_buf(kDirect<T, A> ? 0 : g.hw);
-    std::vector<int32_t> ti(g.H * g.Wo);
+    A* grad_buf = scratch<A, 3>(kDirect<T, A> ? 0 : NL);
+    // One edge's pools and max-pool argmax choices (argmax_plane's ci and ti) per pool and plane,
+    // and its primitives' gradient coefficients.
+    const int64_t TL = g.H * g.Wo;
+    A* pools = scratch<A, 4>(nd.Q * NL);
+    int32_t* ci = scratch<int32_t, 0>(nd.Q * NL);
+    int32_t* ti = scratch<int32_t, 1>(nd.Q * g.N * TL);
+    A* a = scratch<A, 5>(nd.P);
+    A* b = scratch<A, 6>(nd.P);
+    A* d = scratch<A, 7>(nd.P);
+    A* tmp = scratch<A, 8>(g.H * std::max(g.W, g.Wo));
+    A* tv = scratch<A, 9>(TL);
+    A* dpool = scratch<A, 10>(g.L);
+    A* buf = scratch<A, 11>(g.hw);
+    A* gx_buf = scratch<A, 12>(kDirect<T, A> ? 0 : g.hw);
     for (int64_t c = begin; c < end; ++c) {
       // grad_out's plane n in A: the tensor itself when it holds A, else a converted copy.
       auto grad_at = [&](int64_t n) -> const A* {
@@ -188,7 +210,9 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
         if constexpr (!kDirect<T, A>) convert(g.L, gp + g.out(n, c), &grad_buf[n * g.L]);
         sg += sum(g.L, grad_at(n));
       }
-      // Pass 1: every primitive's sum G*y over the channel (pools kept), then its coefficients.
+      // Edge by edge (its pools, argmax choices and input planes stay in cache between the two
+      // passes): pass 1, every primitive's sum G*y over the channel (pools kept), then its
+      // coefficients; pass 2, the edge's input gradient, plane by plane.
       for (int64_t e = 0; e < nd.E; ++e) {
         const T* x = xs[e];
         for (int64_t p = 0; p < nd.P; ++p) {
@@ -206,56 +230,51 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
             for (int64_t n = 0; n < g.N; ++n)
               total += scale_and_dot(g.L, wep, grad_at(n), ex[k] + g.out(n, c), gex[k] + g.out(n, c));
           } else {
-            const int64_t slot = (e * nd.Q + nd.pool_slot[p]) * NL;
+            const int64_t q = nd.pool_slot[p];
             for (int64_t n = 0; n < g.N; ++n) {
-              A* pv = &pools[slot + n * g.L];
+              A* pv = &pools[q * NL + n * g.L];
               if (code == kMaxPool)
-                argmax_plane(x + g.in(n, c), g.H, g.W, g.s, g.Ho, g.Wo, tv.data(), ti.data(), pv, &idx[slot + n * g.L]);
+                argmax_plane(x + g.in(n, c), g.H, g.W, g.s, g.Ho, g.Wo, tv, &ti[(q * g.N + n) * TL], pv,
+                             &ci[q * NL + n * g.L]);
               else
-                pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp.data(), pv);
+                pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp, pv);
               total += dot(g.L, grad_at(n), pv);
             }
           }
-          a[j] = wep;
-          b[j] = d[j] = 0;
+          a[p] = wep;
+          b[p] = d[p] = 0;
           if (mp && nd.pool_slot[p] >= 0) {
             const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
             const A mu = mp[k], is = ip[k];
             total = is * (total - mu * sg);  // sum of G * BN output
-            a[j] = wep * is;
+            a[p] = wep * is;
             if (batch_stats) {
-              b[j] = -a[j] * is * total / M;
-              d[j] = -a[j] * sg / M + a[j] * mu * is * total / M;
+              b[p] = -a[p] * is * total / M;
+              d[p] = -a[p] * sg / M + a[p] * mu * is * total / M;
             }
           }
           gw_part[c * EP + j] = total;
         }
-      }
-      // Pass 2: the input gradients, plane by plane.
-      for (int64_t e = 0; e < nd.E; ++e) {
         for (int64_t n = 0; n < g.N; ++n) {
           const A* gn = grad_at(n);
           A* gx;
           if constexpr (kDirect<T, A>) gx = gxs[e] + g.in(n, c);
-          else gx = gx_buf.data();
+          else gx = gx_buf;
           std::fill(gx, gx + g.hw, A(0));
           for (int64_t p = 0; p < nd.P; ++p) {
-            const int64_t code = nd.prims[p], j = e * nd.P + p;
+            const int64_t code = nd.prims[p];
             if (code == kSkip) {
-              axpy(g.L, a[j], gn, gx);
+              axpy(g.L, a[p], gn, gx);
             } else if (code == kMaxPool || code == kAvgPool) {
-              const int64_t off = (e * nd.Q + nd.pool_slot[p]) * NL + n * g.L;
+              const int64_t q = nd.pool_slot[p], off = q * NL + n * g.L;
               const A* pv = &pools[off];
               if (code == kMaxPool) {
-                const int32_t* ix = &idx[off];
-                for (int64_t o = 0; o < g.L; ++o) dpool[o] = a[j] * gn[o] + b[j] * pv[o] + d[j];
-                // Neighbouring windows often share their maximum, so a scatter in output order
-                // waits on its previous store; outputs 3 apart in a row never share it.
-                for (int64_t r = 0; r < 3; ++r)
-                  for (int64_t o = r; o < g.L; o += 3) gx[ix[o]] += dpool[o];
+                for (int64_t o = 0; o < g.L; ++o) dpool[o] = a[p] * gn[o] + b[p] * pv[o] + d[p];
+                argmax_transpose_add(dpool, &ci[off], &ti[(q * g.N + n) * TL], g.H, g.W, g.s, g.Ho, g.Wo,
+                                     tv, gx);
               } else {
-                for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[j] * gn[o] + b[j] * pv[o] + d[j]) * inv_cnt[o];
-                window_sum_transpose_add(dpool.data(), g.H, g.W, g.s, g.Ho, g.Wo, tmp.data(), buf.data(), gx);
+                for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[p] * gn[o] + b[p] * pv[o] + d[p]) * inv_cnt[o];
+                window_sum_transpose_add(dpool, g.H, g.W, g.s, g.Ho, g.Wo, tmp, buf, gx);
               }
             }
           }

@@ -34,10 +34,15 @@ std::vector<A> inverse_counts(int64_t H, int64_t W, int64_t s, int64_t Ho, int64
   return inv;
 }
 
-// out[Ho*Wo] = max or sum over each 3x3 window, with tmp[H*Wo] scratch.
-template <bool kMax, typename T, typename A>
+// out[Ho*Wo] = max or sum over each 3x3 window, with tmp[H*Wo] scratch. kAccumulate: out += instead
+// (only for the whole-plane case, stride 1 on planes of 2x2 and up).
+template <bool kMax, typename T, typename A, bool kAccumulate = false>
 void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* out) {
   auto f = [](A m, A v) { return kMax ? (takes_over(v, m) ? v : m) : m + v; };
+  auto put = [](A& o, A v) {
+    if constexpr (kAccumulate) o += v;
+    else o = v;
+  };
   if (s == 1 && H >= 2 && W >= 2) {
     // Stride 1: each pass is one loop over the whole plane (rows of 32 are too short to vectorise
     // well one by one), then the clipped windows at the row (column) ends are redone. Same
@@ -49,9 +54,9 @@ void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int6
       tmp[a] = f(static_cast<A>(x[a]), static_cast<A>(x[a + 1]));
       tmp[b] = f(static_cast<A>(x[b - 1]), static_cast<A>(x[b]));
     }
-    for (int64_t i = 0; i < W; ++i) out[i] = f(tmp[i], tmp[i + W]);
-    for (int64_t i = W; i < n - W; ++i) out[i] = f(f(tmp[i - W], tmp[i]), tmp[i + W]);
-    for (int64_t i = n - W; i < n; ++i) out[i] = f(tmp[i - W], tmp[i]);
+    for (int64_t i = 0; i < W; ++i) put(out[i], f(tmp[i], tmp[i + W]));
+    for (int64_t i = W; i < n - W; ++i) put(out[i], f(f(tmp[i - W], tmp[i]), tmp[i + W]));
+    for (int64_t i = n - W; i < n; ++i) put(out[i], f(tmp[i - W], tmp[i]));
     return;
   }
   // Outputs 1 .. wi_end-1 have their whole window inside the row.
@@ -94,12 +99,14 @@ void pool_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t
     for (int64_t i = 0; i < Ho * Wo; ++i) out[i] *= inv_cnt[i];
 }
 
-// idx[Ho*Wo]: the element (h*W + w) max_pool2d picks for each output: the first maximum in
-// row-major window order (the last NaN). Separable: the leftmost maximum of each row's window,
-// then the topmost of those rows -- the same element, found with vectorisable passes.
+// max_pool2d's argmax of one plane, as the two choices of a separable scan: ti[H*Wo] holds, for
+// each row window, the element (h*W + w) of its leftmost maximum; ci[Ho*Wo] holds, for each
+// output, the row-pass entry (h*Wo + ow) of the topmost of those. ti[ci[o]] is the element
+// max_pool2d picks: the first maximum in row-major window order (the last NaN). Keeping both
+// choices lets the backward route the gradient back pass by pass (argmax_transpose_add).
 template <typename T, typename A>
 void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tv, int32_t* ti,
-                  A* mv, int32_t* idx) {
+                  A* mv, int32_t* ci) {
   // One candidate (value m, index b) challenged by element i: the scan step of max_pool2d.
   auto step = [](A& m, int32_t& b, A v, int32_t i) {
     const bool take = takes_over(v, m);
@@ -132,19 +139,19 @@ void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64
     }
     auto column = [&](int64_t i, int64_t lo, int64_t hi) {
       A m = tv[lo];
-      int32_t b = ti[lo];
-      for (int64_t j = lo + W; j <= hi; j += W) step(m, b, tv[j], ti[j]);
+      int32_t b = static_cast<int32_t>(lo);
+      for (int64_t j = lo + W; j <= hi; j += W) step(m, b, tv[j], static_cast<int32_t>(j));
       mv[i] = m;
-      idx[i] = b;
+      ci[i] = b;
     };
     for (int64_t i = 0; i < W; ++i) column(i, i, i + W);
     for (int64_t i = W; i < n - W; ++i) {
       A m = tv[i - W];
-      int32_t b = ti[i - W];
-      step(m, b, tv[i], ti[i]);
-      step(m, b, tv[i + W], ti[i + W]);
+      int32_t b = static_cast<int32_t>(i - W);
+      step(m, b, tv[i], static_cast<int32_t>(i));
+      step(m, b, tv[i + W], static_cast<int32_t>(i + W));
       mv[i] = m;
-      idx[i] = b;
+      ci[i] = b;
     }
     for (int64_t i = n - W; i < n; ++i) column(i, i - W, i);
     return;
@@ -184,34 +191,78 @@ void argmax_plane(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
     A* __restrict m = mv + oh * Wo;
-    int32_t* __restrict b = idx + oh * Wo;
+    int32_t* __restrict b = ci + oh * Wo;
     std::copy(tv + lo * Wo, tv + (lo + 1) * Wo, m);
-    std::copy(ti + lo * Wo, ti + (lo + 1) * Wo, b);
+    for (int64_t ow = 0; ow < Wo; ++ow) b[ow] = static_cast<int32_t>(lo * Wo + ow);
     for (int64_t h = lo + 1; h <= hi; ++h) {
       const A* __restrict t = tv + h * Wo;
-      const int32_t* __restrict ix = ti + h * Wo;
-      for (int64_t ow = 0; ow < Wo; ++ow) step(m[ow], b[ow], t[ow], ix[ow]);
+      for (int64_t ow = 0; ow < Wo; ++ow) step(m[ow], b[ow], t[ow], static_cast<int32_t>(h * Wo + ow));
     }
   }
 }
 
+// gx[H*W] += the max-pool gradient d[Ho*Wo] sent to the elements argmax_plane chose. At stride 1
+// on planes of 2x2 and up: the transpose of its column pass (into t[H*Wo]), then of its row pass,
+// each entry gathering the (at most three) entries whose window holds it and that chose it: a
+// branch-free loop where a scatter in output order would wait on its previous store whenever
+// neighbouring windows share their maximum, as they mostly do.
+template <typename A>
+void argmax_transpose_add(const A* d, const int32_t* ci, const int32_t* ti, int64_t H, int64_t W, int64_t s,
+                          int64_t Ho, int64_t Wo, A* t, A* gx) {
+  auto pick = [](int32_t choice, int64_t j, A v) { return choice == static_cast<int32_t>(j) ? v : A(0); };
+  if (s == 1 && H >= 2 && W >= 2) {
+    const int64_t n = H * W;
+    for (int64_t j = 0; j < W; ++j) t[j] = pick(ci[j], j, d[j]) + pick(ci[j + W], j, d[j + W]);
+    for (int64_t j = W; j < n - W; ++j)
+      t[j] = pick(ci[j - W], j, d[j - W]) + pick(ci[j], j, d[j]) + pick(ci[j + W], j, d[j + W]);
+    for (int64_t j = n - W; j < n; ++j) t[j] = pick(ci[j - W], j, d[j - W]) + pick(ci[j], j, d[j]);
+    // A row's first (last) window never picks from the previous (next) row, so one loop over the
+    // whole plane is exact; only the plane's first and last elements lack a neighbour.
+    gx[0] += pick(ti[0], 0, t[0]) + pick(ti[1], 0, t[1]);
+    for (int64_t k = 1; k < n - 1; ++k)
+      gx[k] += pick(ti[k - 1], k, t[k - 1]) + pick(ti[k], k, t[k]) + pick(ti[k + 1], k, t[k + 1]);
+    gx[n - 1] += pick(ti[n - 2], n - 1, t[n - 2]) + pick(ti[n - 1], n - 1, t[n - 1]);
+    return;
+  }
+  // Stride 2 (windows overlap by one element) and thin planes: scattered, outputs 3 apart first
+  // so that consecutive stores rarely hit the same element.
+  for (int64_t r = 0; r < 3; ++r)
+    for (int64_t o = r; o < Ho * Wo; o += 3) gx[ti[ci[o]]] += d[o];
+}
+
 // gx[H*W] += transpose of sum-pooling applied to d[Ho*Wo] (each output adds d to its window).
-// Stride 1: the 3x3 box sum is its own transpose. Stride 2: scattered row by row.
+// Stride 1: the 3x3 box sum is its own transpose. Stride 2: gathered, rows then columns (row h
+// sums the output rows whose window holds it: h/2 when even, (h-1)/2 and (h+1)/2 when odd).
 template <typename A>
 void window_sum_transpose_add(const A* d, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp,
                               A* buf, A* gx) {
+  if (s == 1 && H >= 2 && W >= 2) {
+    window_reduce<false, A, A, /*kAccumulate=*/true>(d, H, W, 1, H, W, tmp, gx);
+    return;
+  }
   if (s == 1) {
     window_reduce<false>(d, H, W, 1, H, W, tmp, buf);
     for (int64_t i = 0; i < H * W; ++i) gx[i] += buf[i];
     return;
   }
-  std::fill(tmp, tmp + H * Wo, A(0));
-  for (int64_t oh = 0; oh < Ho; ++oh)
-    for (int64_t h = win_lo(oh, s); h <= win_hi(oh, s, H); ++h)
-      for (int64_t ow = 0; ow < Wo; ++ow) tmp[h * Wo + ow] += d[oh * Wo + ow];
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t ow = 0; ow < Wo; ++ow)
-      for (int64_t w = win_lo(ow, s); w <= win_hi(ow, s, W); ++w) gx[h * W + w] += tmp[h * Wo + ow];
+  for (int64_t h = 0; h < H; ++h) {
+    A* t = tmp + h * Wo;
+    const A* a = d + (h / 2) * Wo;
+    if (h % 2 == 0) {
+      std::copy(a, a + Wo, t);
+    } else if ((h + 1) / 2 < Ho) {
+      const A* b = a + Wo;
+      for (int64_t ow = 0; ow < Wo; ++ow) t[ow] = a[ow] + b[ow];
+    } else {
+      std::copy(a, a + Wo, t);
+    }
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const A* t = tmp + h * Wo;
+    A* g = gx + h * W;
+    for (int64_t w = 0; w < W; w += 2) g[w] += t[w / 2];
+    for (int64_t w = 1; w < W; w += 2) g[w] += (w + 1) / 2 < Wo ? t[(w - 1) / 2] + t[(w + 1) / 2] : t[(w - 1) / 2];
+  }
 }
 
 }  // namespace hdas::cpu::HDAS_CPU_ISA
