@@ -47,25 +47,27 @@ def fused_node(edges, inputs, weights):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
         groups.setdefault(key, []).append(j)
+    # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
+    rows = list(weights.flatten().unbind(0)) if any(edge._folded for edge in edges) else None
+    P = weights.shape[1]
     out = None
     for idx in groups.values():
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
         # A slice when the group is a run of edges (always in DARTS cells): no gather in the graph.
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
-        extras = _extras(group, xs, w)
+        extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
         bns = [edge._ops[k][1] for edge in group for k in edge._bn]
         y = run_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
 
-def _extras(edges, inputs, weights):
+def _extras(edges, inputs, rows):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
-    folded into their last BatchNorm (op(x, scale=w)); the kernel adds them as they are."""
-    folded = edges[0]._folded  # the same columns for every edge of a group (same codes)
-    scales = iter(weights[:, folded].flatten().unbind(0)) if folded else None
-    return [edge._ops[k](x, scale=next(scales)) if edge.codes[k] == ops.ADD else edge._ops[k](x)
-            for edge, x in zip(edges, inputs) for k in edge._extra]
+    (rows[edge][k], a 0-d tensor) folded into their last BatchNorm (op(x, scale=w)); the kernel
+    adds them as they are."""
+    return [edge._ops[k](x, scale=row[k]) if edge.codes[k] == ops.ADD else edge._ops[k](x)
+            for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)) for k in edge._extra]
 
 
 class FusedMixedOp(nn.Module):
@@ -114,9 +116,10 @@ class FusedMixedOp(nn.Module):
         if weights.shape != (len(self.primitives),):
             raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
-        w = weights.unsqueeze(0)
+        rows = [weights.unbind(0)] if self._folded else None
         bns = [self._ops[k][1] for k in self._bn]
-        return run_node([x], w, self.codes, _extras([self], [x], w), self.stride, bns, self.training)
+        return run_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride, bns,
+                        self.training)
 
 
 class FusedStageNode(nn.Module):
