@@ -1,8 +1,8 @@
 """One full search step (architecture step + weight step, first order) of every supernet: fused vs
 eager vs torch.compile of the eager supernet, side by side: median time, peak memory, and a
-profile of one eager and one fused step that splits out the glue (pools, pool BN, the zero op,
-scalar multiplies and sums of the mixed ops; everything inside MixedOp/StageNode/pair concat
-except the parametric ops' own modules).
+profile of eager and fused steps (--profile-steps each, interleaved, medians) that splits out the
+glue (pools, pool BN, the zero op, scalar multiplies and sums of the mixed ops; everything inside
+MixedOp/StageNode/pair concat except the parametric ops' own modules).
 
     python benchmarks/bench_search_step.py                        # CPU, batch 8
     python benchmarks/bench_search_step.py --device cuda --json $OUT/search_step.json
@@ -189,12 +189,17 @@ def _node_key(name):
     return re.sub(r"Backward\d*$", "", name).replace("_", "").lower()
 
 
-def profile_step(space, variant, args):
-    from torch.profiler import ProfilerActivity, profile
-
+def step_profiler(space, variant, args):
+    """A function that profiles one more search step of a fresh supernet and returns its glue."""
     model, opt = build(space, args.C, variant == "fused", args.device)
     step = step_fn(opt, batches(args.batch, args.image_size, args.device))
     step()
+    return lambda: _profile(model, step, args)
+
+
+def _profile(model, step, args):
+    from torch.profiler import ProfilerActivity, profile
+
     handles = _label_modules(model)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with profile(activities=acts) as prof:
@@ -252,6 +257,27 @@ def profile_step(space, variant, args):
             "clock": "device" if cuda else "cpu"}
 
 
+def profile_glue(space, args):
+    """Eager and fused glue over --profile-steps profiled steps, the two variants interleaved:
+    per variant the median of each figure, and each step pair's glue removed (one step moves by
+    several points on a shared machine)."""
+    runs = {v: step_profiler(space, v, args) for v in ("eager", "fused")}
+    steps = {v: [] for v in runs}
+    for _ in range(args.profile_steps):
+        for v, run in runs.items():
+            steps[v].append(run())
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    prof = {}
+    for v, ps in steps.items():
+        cats = {k for p in ps for k in p["glue"]}
+        glue = {k: med([p["glue"].get(k, 0.0) for p in ps]) for k in cats}
+        prof[v] = {"total_ms": med([p["total_ms"] for p in ps]), "glue_ms": med([p["glue_ms"] for p in ps]),
+                   "glue": dict(sorted(glue.items(), key=lambda kv: -kv[1])), "clock": ps[0]["clock"],
+                   "steps_glue_ms": [p["glue_ms"] for p in ps]}
+    prof["removed_per_step"] = [1 - f["glue_ms"] / e["glue_ms"] for e, f in zip(steps["eager"], steps["fused"])]
+    return prof
+
+
 # ---- largest batch -----------------------------------------------------------------------------
 def max_batch(space, variant, args, limit=4096):
     """Largest power-of-two batch (from --batch up) whose search step runs without OOM (CUDA)."""
@@ -283,6 +309,7 @@ def main():
     p.add_argument("--compile-timeout", type=float, default=None,
                    help="cap in seconds for compile + timing (default 120 on CUDA, 300 on CPU)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--profile-steps", type=int, default=3, help="profiled steps per variant (median; default 3)")
     p.add_argument("--max-batch", action="store_true", help="CUDA: largest power-of-two batch, fused vs eager")
     p.add_argument("--json", default=None)
     p.add_argument("--_compile-worker", dest="compile_worker", default=None, help=argparse.SUPPRESS)
@@ -323,15 +350,18 @@ def main():
         results["rows"][s] = row
         sys.stdout.flush()
     if args.profile:
-        print("\n# glue profile of one step (ms, " + ("device" if cuda else "CPU") + " time)")
+        print(f"\n# glue profile, median of {args.profile_steps} steps per variant (ms, "
+              + ("device" if cuda else "CPU") + " time)")
         results["profile"] = {}
         for s in spaces:
-            prof = {v: profile_step(s, v, args) for v in ("eager", "fused")}
+            prof = profile_glue(s, args)
             results["profile"][s] = prof
             e, f = prof["eager"], prof["fused"]
             cut = 100 * (1 - f["glue_ms"] / e["glue_ms"]) if e["glue_ms"] else float("nan")
+            per_step = " / ".join(f"{100 * r:.0f}" for r in prof["removed_per_step"])
             print(f"{s:<13} eager: glue {e['glue_ms']:.1f} of {e['total_ms']:.1f} ({100 * e['glue_ms'] / e['total_ms']:.0f}%)"
-                  f"  fused: glue {f['glue_ms']:.1f} of {f['total_ms']:.1f}  glue time removed: {cut:.0f}%")
+                  f"  fused: glue {f['glue_ms']:.1f} of {f['total_ms']:.1f}  glue time removed: {cut:.0f}%"
+                  f" (step pairs: {per_step} %)")
             print("    eager glue: " + ", ".join(f"{k} {v:.1f}" for k, v in e["glue"].items()))
             print("    fused glue: " + ", ".join(f"{k} {v:.1f}" for k, v in f["glue"].items()))
             sys.stdout.flush()

@@ -29,7 +29,7 @@ fi
 # Benchmarks: each with its own time cap so one slow part cannot eat the budget.
 timeout 80 $PY benchmarks/bench_mixed_op.py --device cuda --large --json "$OUT/mixed_op.json" 2>&1 | tee "$OUT/mixed_op.txt" | tail -20
 timeout 40 $PY benchmarks/bench_stage_node.py --device cuda --json "$OUT/stage_node.json" 2>&1 | tee "$OUT/stage_node.txt" | tail -12
-timeout 100 $PY benchmarks/bench_search_step.py --device cuda --reps 5 --compile-timeout 40 --max-batch \
+timeout 100 $PY benchmarks/bench_search_step.py --device cuda --reps 5 --compile-timeout 40 --profile-steps 1 --max-batch \
   --json "$OUT/search_step.json" 2>&1 | tail -30 > "$OUT/search_step.txt"
 timeout 40 $PY benchmarks/bench_train_step.py --device cuda --amp bf16 --batch 96 --steps 20 --warmup 5 \
   --modes eager,channels_last --json "$OUT/train_step.json" 2>&1 | tail -20 > "$OUT/train_step.txt"
