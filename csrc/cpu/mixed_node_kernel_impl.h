@@ -197,8 +197,7 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
     A* tmp = scratch<A, 8>(g.H * std::max(g.W, g.Wo));
     A* tv = scratch<A, 9>(TL);
     A* dpool = scratch<A, 10>(g.L);
-    A* buf = scratch<A, 11>(g.hw);
-    A* gx_buf = scratch<A, 12>(kDirect<T, A> ? 0 : g.hw);
+    A* gx_buf = scratch<A, 11>(kDirect<T, A> ? 0 : g.hw);
     for (int64_t c = begin; c < end; ++c) {
       // grad_out's plane n in A: the tensor itself when it holds A, else a converted copy.
       auto grad_at = [&](int64_t n) -> const A* {
@@ -274,7 +273,7 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
                                      tv, gx);
               } else {
                 for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[p] * gn[o] + b[p] * pv[o] + d[p]) * inv_cnt[o];
-                window_sum_transpose_add(dpool, g.H, g.W, g.s, g.Ho, g.Wo, tmp, buf, gx);
+                window_sum_transpose_add(dpool, g.H, g.W, g.s, g.Ho, g.Wo, tmp, gx);
               }
             }
           }

@@ -34,8 +34,7 @@ std::vector<A> inverse_counts(int64_t H, int64_t W, int64_t s, int64_t Ho, int64
   return inv;
 }
 
-// out[Ho*Wo] = max or sum over each 3x3 window, with tmp[H*Wo] scratch. kAccumulate: out += instead
-// (only for the whole-plane case, stride 1 on planes of 2x2 and up).
+// out[Ho*Wo] = max or sum over each 3x3 window, with tmp[H*Wo] scratch. kAccumulate: out += instead.
 template <bool kMax, typename T, typename A, bool kAccumulate = false>
 void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* out) {
   auto f = [](A m, A v) { return kMax ? (takes_over(v, m) ? v : m) : m + v; };
@@ -83,6 +82,14 @@ void window_reduce(const T* x, int64_t H, int64_t W, int64_t s, int64_t Ho, int6
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const int64_t lo = win_lo(oh, s), hi = win_hi(oh, s, H);
     A* o = out + oh * Wo;
+    if constexpr (kAccumulate) {  // out holds other terms: reduce each window before adding it
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        A v = tmp[lo * Wo + ow];
+        for (int64_t h = lo + 1; h <= hi; ++h) v = f(v, tmp[h * Wo + ow]);
+        put(o[ow], v);
+      }
+      continue;
+    }
     std::copy(tmp + lo * Wo, tmp + (lo + 1) * Wo, o);
     for (int64_t h = lo + 1; h <= hi; ++h) {
       const A* t = tmp + h * Wo;
@@ -234,23 +241,15 @@ void argmax_transpose_add(const A* d, const int32_t* ci, const int32_t* ti, int6
 // Stride 1: the 3x3 box sum is its own transpose. Stride 2: gathered, rows then columns (row h
 // sums the output rows whose window holds it: h/2 when even, (h-1)/2 and (h+1)/2 when odd).
 template <typename A>
-void window_sum_transpose_add(const A* d, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp,
-                              A* buf, A* gx) {
-  if (s == 1 && H >= 2 && W >= 2) {
-    window_reduce<false, A, A, /*kAccumulate=*/true>(d, H, W, 1, H, W, tmp, gx);
-    return;
-  }
+void window_sum_transpose_add(const A* d, int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, A* tmp, A* gx) {
   if (s == 1) {
-    window_reduce<false>(d, H, W, 1, H, W, tmp, buf);
-    for (int64_t i = 0; i < H * W; ++i) gx[i] += buf[i];
+    window_reduce<false, A, A, /*kAccumulate=*/true>(d, H, W, 1, H, W, tmp, gx);
     return;
   }
   for (int64_t h = 0; h < H; ++h) {
     A* t = tmp + h * Wo;
     const A* a = d + (h / 2) * Wo;
-    if (h % 2 == 0) {
-      std::copy(a, a + Wo, t);
-    } else if ((h + 1) / 2 < Ho) {
+    if (h % 2 == 1 && (h + 1) / 2 < Ho) {
       const A* b = a + Wo;
       for (int64_t ow = 0; ow < Wo; ++ow) t[ow] = a[ow] + b[ow];
     } else {
