@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -86,7 +87,7 @@ def measure(space, variants, args):
         else:  # resident-memory peak, measured in a child process whose freed memory returns to the OS
             spec = {"space": space, "variant": v, "C": args.C, "batch": args.batch, "size": args.image_size}
             peak = common.cpu_memory(__file__, spec).get("peak_mb")
-        rows[v] = {"ms": sorted(times[v])[len(times[v]) // 2], "peak_mb": peak}
+        rows[v] = {"ms": statistics.median_high(times[v]), "peak_mb": peak}
     return rows
 
 
@@ -266,7 +267,7 @@ def profile_glue(space, args):
     for _ in range(args.profile_steps):
         for v, run in runs.items():
             steps[v].append(run())
-    med = lambda xs: sorted(xs)[len(xs) // 2]
+    med = statistics.median_high
     prof = {}
     for v, ps in steps.items():
         cats = {k for p in ps for k in p["glue"]}

@@ -48,7 +48,7 @@ def fused_node(edges, inputs, weights):
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
         groups.setdefault(key, []).append(j)
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
-    rows = list(weights.flatten().unbind(0)) if any(edge._folded for edge in edges) else None
+    rows = weights.flatten().unbind(0) if any(edge._folded for edge in edges) else None
     P = weights.shape[1]
     out = None
     for idx in groups.values():
