@@ -131,9 +131,10 @@ def main(argv=None):
         for shape in shapes:
             rows.append(run_case(shape, set_name, args.device, dtype, reps, args.compile))
             print(table(rows[-1:], args.device).splitlines()[-1], flush=True)
+            # after every row: a run stopped at its time cap keeps the rows it finished
+            write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})
     print()
     print(table(rows, args.device))
-    write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ N_max=8, N_min=4). torch.compile runs in a child process capped by --compile-tim
 compile time (first step) is reported, or that it did not finish in time.
 """
 import argparse
+import gc
 import json
 import os
 import re
@@ -281,21 +282,26 @@ def profile_glue(space, args):
 
 # ---- largest batch -----------------------------------------------------------------------------
 def max_batch(space, variant, args, limit=4096):
-    """Largest power-of-two batch (from --batch up) whose search step runs without OOM (CUDA)."""
-    ok, b = None, args.batch
+    """Largest power-of-two batch (from --batch up) whose search step runs (CUDA), and why the next
+    one did not: an out-of-memory error, or another error at that size (cuDNN and cuBLAS report a
+    failed workspace allocation as a plain RuntimeError)."""
+    ok, b, why = None, args.batch, f"reached the limit {limit}"
     while b <= limit:
+        model = opt = None
         try:
             model, opt = build(space, args.C, variant == "fused", args.device)
             step_fn(opt, batches(b, args.image_size, args.device))()
             torch.cuda.synchronize()
             ok = b
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
+            why = f"batch {b}: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             break
         finally:
             model = opt = None
+            gc.collect()
             torch.cuda.empty_cache()
         b *= 2
-    return ok
+    return {"batch": ok, "next": why}
 
 
 def main():
@@ -349,6 +355,7 @@ def main():
                 note = f"compile {r['compile_s']:.1f} s " + note
             print(f"{s:<13}{v:<9}{fmt(r.get('ms'), '.1f'):>10}{fmt(r.get('peak_mb'), '.0f'):>10}{speed:>10}  {note}")
         results["rows"][s] = row
+        write_json(args.json, results)  # kept if a time cap stops the run later
         sys.stdout.flush()
     if args.profile:
         print(f"\n# glue profile, median of {args.profile_steps} steps per variant (ms, "
@@ -357,6 +364,7 @@ def main():
         for s in spaces:
             prof = profile_glue(s, args)
             results["profile"][s] = prof
+            write_json(args.json, results)  # kept if a time cap stops the run later
             e, f = prof["eager"], prof["fused"]
             cut = 100 * (1 - f["glue_ms"] / e["glue_ms"]) if e["glue_ms"] else float("nan")
             per_step = " / ".join(f"{100 * r:.0f}" for r in prof["removed_per_step"])
@@ -372,8 +380,9 @@ def main():
         for s in spaces:
             mb = {v: max_batch(s, v, args) for v in ("eager", "fused")}
             results["max_batch"][s] = mb
-            print(f"{s:<13} eager {mb['eager']}  fused {mb['fused']}")
-    write_json(args.json, results)
+            write_json(args.json, results)  # kept if a time cap stops the run later
+            print(f"{s:<13} eager {mb['eager']['batch']}  fused {mb['fused']['batch']}"
+                  f"  (eager {mb['eager']['next']}; fused {mb['fused']['next']})", flush=True)
 
 
 if __name__ == "__main__":

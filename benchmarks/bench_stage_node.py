@@ -129,9 +129,10 @@ def main(argv=None):
         for case in cases[:1] if args.only_first else cases:
             rows.append(run_row(kind, case, args.device, dtype, reps, args.compile))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+            # after every row: a run stopped at its time cap keeps the rows it finished
+            write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})
     print()
     print(table(rows))
-    write_json(args.json, {"machine": machine(args.device), "dtype": args.dtype, "rows": rows})
 
 
 if __name__ == "__main__":

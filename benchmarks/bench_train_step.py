@@ -143,6 +143,9 @@ def main(argv=None):
             continue
         r = json.loads(line[0][7:])
         results.append(r)
+        if args.json:  # after every mode: a run stopped by an outer time cap keeps the modes it finished
+            with open(args.json, "w") as f:
+                json.dump(dict(args=vars(args), results=results), f, indent=2)
         mem = f", peak {r['peak_mem_gib']:.2f} GiB" if "peak_mem_gib" in r else ""
         print(f"{mode:>22}: {r['images_per_s']:9.1f} img/s  {r['step_ms']:8.1f} ms/step  warm-up "
               f"{r['warmup_s']:6.1f} s  -> {args.epochs} epochs x {args.train_images} images: "
