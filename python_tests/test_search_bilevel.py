@@ -126,11 +126,13 @@ def test_second_order_runs_a_full_step_at_darts_radius():
     assert stats["train_loss"] > 0 and stats["val_loss"] > 0
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_mixed_precision_step(dtype):
-    """The autocast / loss-scaling path (CUDA in practice; CPU autocast exercises the same code)."""
+def test_mixed_precision_step(dtype, fused):
+    """The autocast / loss-scaling path (CUDA in practice; CPU autocast exercises the same code),
+    with the eager and the fused mixed ops."""
     torch.manual_seed(0)
-    model = HsDasSearch(C=4, cells_per_stage=2, fused=False)
+    model = HsDasSearch(C=4, cells_per_stage=2, fused=fused)
     scalers = {}
     if dtype == torch.float16:
         scalers = dict(w_scaler=torch.amp.GradScaler("cpu", init_scale=256.0),

@@ -19,11 +19,11 @@ TINY = {
 }
 
 
-def twins(space, dtype=torch.float32):
+def twins(space, dtype=torch.float32, device="cpu"):
     cls, kw = TINY[space]
     torch.manual_seed(0)
-    eager = cls(fused=False, **kw).to(dtype)
-    fused = cls(fused=True, **kw).to(dtype)
+    eager = cls(fused=False, **kw).to(device, dtype)
+    fused = cls(fused=True, **kw).to(device, dtype)
     assert list(fused.state_dict()) == list(eager.state_dict())
     kinds = {type(m).__name__ for m in fused.modules()}
     assert kinds & {"FusedMixedOp", "FusedStageNode"}, "fused=True built no fused module"
@@ -77,11 +77,16 @@ def test_fused_equals_eager_float32(space):
         torch.testing.assert_close(sf[k], se[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-@pytest.mark.parametrize("space,order", [("cells", 1), ("hc", 1), ("hs", 1), ("hs", 2),
-                                         ("distribution", 1), ("distribution", 2)])
-def test_fused_search_step_equals_eager(space, order):
+def on_cuda(*args):
+    return pytest.param(*args, "cuda", marks=pytest.mark.cuda)
+
+
+@pytest.mark.parametrize("space,order,device", [("cells", 1, "cpu"), ("hc", 1, "cpu"), ("hs", 1, "cpu"), ("hs", 2, "cpu"),
+                                                ("distribution", 1, "cpu"), ("distribution", 2, "cpu"),
+                                                on_cuda("hc", 1), on_cuda("hs", 2), on_cuda("distribution", 1)])
+def test_fused_search_step_equals_eager(space, order, device):
     """Two full search steps (architecture step with the auxiliary losses, weight step), float64."""
-    eager, fused = twins(space, torch.float64)
+    eager, fused = twins(space, torch.float64, device)
     stage = space in ("hs", "distribution")
     opts = []
     for m in (eager, fused):
@@ -90,8 +95,8 @@ def test_fused_search_step_equals_eager(space, order):
         opts.append(BilevelOptimizer(m, w, a, order=order, delta=1.0 if stage else 0.0,
                                      gamma=0.4 if space == "distribution" else 0.0))
     gen = torch.Generator().manual_seed(1)
-    batch = lambda: (torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64),
-                     torch.randint(0, 10, (4,), generator=gen))
+    batch = lambda: (torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64).to(device),
+                     torch.randint(0, 10, (4,), generator=gen).to(device))
     for _ in range(2):
         train, val = [batch()], [batch()]
         (se, *_), (sf, *_) = (o.step(train, val, lr=0.05) for o in opts)
@@ -100,3 +105,20 @@ def test_fused_search_step_equals_eager(space, order):
     for (n, pe), pf in zip(eager.named_parameters(), fused.parameters()):
         torch.testing.assert_close(pf, pe, rtol=1e-7, atol=1e-9, msg=n)
     assert fused.genotype() == eager.genotype()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("space", ["hc", "distribution"])
+def test_fused_autocast_bf16_on_cuda(space):
+    """Under CUDA autocast (the search's --amp bf16) the fused supernet runs its kernels on the
+    dtypes autocast hands it and stays within bf16 rounding of its eager twin."""
+    eager, fused = twins(space, torch.float32, "cuda")
+    x = torch.randn(4, 3, 8, 8, device="cuda")
+    outs = []
+    for m in (eager, fused):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = m(x)
+        y.float().square().sum().backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+        outs.append(y.float())
+    torch.testing.assert_close(outs[1], outs[0], rtol=5e-2, atol=5e-2)
