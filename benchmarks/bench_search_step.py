@@ -30,6 +30,7 @@ import common  # noqa: E402
 from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 from hdas_ext.nn import FactorizedReduce, Zero  # noqa: E402
+from hdas_ext.nn.operations import leading_relu, takes_scale  # noqa: E402
 from hdas_ext.search.bilevel import BilevelOptimizer  # noqa: E402
 from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch  # noqa: E402
 
@@ -161,6 +162,8 @@ def _label_modules(model):
             for name, op in zip(m.primitives, m._ops):
                 if name not in PARAM_FREE or isinstance(op, FactorizedReduce):
                     wrap(op, "hdas.param_op")
+                    if takes_scale(op):  # a fused MixedOp runs it alone, once for all its ops
+                        wrap(leading_relu(op), "hdas.param_op")
                 elif isinstance(op, Zero):
                     wrap(op, "hdas.zero")
     return handles

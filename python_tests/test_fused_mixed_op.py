@@ -83,6 +83,22 @@ def test_fused_node_equals_sum_of_edges(strides, train):
         torch.testing.assert_close(b, a, msg=k)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_relu_for_all_parametric_ops(stride):
+    """The fused MixedOp's parametric ops share one relu(x): one ReLU module runs per call (the
+    eager MixedOp runs one per op), and the result is the eager one (checked above)."""
+    counts = {}
+    for model in twins(4, stride, DARTS_PRIMITIVES):
+        calls = []
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                m.register_forward_hook(lambda *_: calls.append(1))
+        model(torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.rand(8, dtype=torch.float64))
+        counts[type(model).__name__] = len(calls)
+    # eager: sep_conv x 2 ReLUs each, dil_conv x 1 each, FactorizedReduce 1 at stride 2
+    assert counts == {"MixedOp": 6 + (1 if stride == 2 else 0), "FusedMixedOp": 1 + 2}
+
+
 def test_checkpoints_load_both_ways():
     eager, fused = twins(6, 1, DARTS_PRIMITIVES, dtype=torch.float32)
     x = torch.randn(2, 6, 8, 8)

@@ -7,7 +7,7 @@ from torch import nn
 from .. import ops
 from .._native import native_available
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
+from .operations import batch_norm_rules, leading_relu, make_op, momentum_factor, takes_scale
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
@@ -65,9 +65,14 @@ def fused_node(edges, inputs, weights):
 def _extras(edges, inputs, rows):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm (op(x, scale=w)); the kernel
-    adds them as they are."""
-    return [edge._ops[k](x, scale=row[k]) if edge.codes[k] == ops.ADD else edge._ops[k](x)
-            for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)) for k in edge._extra]
+    adds them as they are. They share one relu(x) per edge, computed by the first one's ReLU
+    module (op(relu(x), activated=True)): one ReLU output kept for the backward instead of one per op."""
+    out = []
+    for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
+        r = leading_relu(edge._ops[edge._folded[0]])(x) if edge._folded else None
+        out += [edge._ops[k](r, scale=row[k], activated=True) if edge.codes[k] == ops.ADD else edge._ops[k](x)
+                for k in edge._extra]
+    return out
 
 
 class FusedMixedOp(nn.Module):

@@ -2,14 +2,16 @@
 so that state dicts interoperate with DARTS-family code). The parametric ops end in a BatchNorm2d
 and take an optional `scale`: op(x, scale=w) == w * op(x), with w folded into that BN's affine,
 which is how the fused MixedOps weight them (no separate multiply reads the op's output, and its
-gradient needs no separate pass)."""
+gradient needs no separate pass). They all begin with ReLU(x); op(r, activated=True) takes
+r = relu(x) instead, so that a MixedOp computes (and keeps for the backward) one ReLU of its
+input for all of its parametric ops instead of one each."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "OPS", "ReLUConvBN", "DilConv", "SepConv", "Identity", "Zero", "FactorizedReduce",
-    "PoolBN", "make_op", "batch_norm_rules", "momentum_factor", "scaled_batch_norm", "takes_scale",
+    "PoolBN", "make_op", "batch_norm_rules", "momentum_factor", "scaled_batch_norm", "takes_scale", "leading_relu",
 ]
 
 
@@ -41,14 +43,15 @@ def scaled_batch_norm(bn, x, scale):
     return F.batch_norm(x, *buffers, weight, bias, batch_stats, momentum_factor(bn) if update else 0.0, bn.eps)
 
 
-def _sequential(seq, x, scale):
-    """seq(x), or scale * seq(x) with the scale folded into seq's last module, a BatchNorm2d."""
-    if scale is None:
+def _sequential(seq, x, scale, activated):
+    """seq(x), or scale * seq(x) with the scale folded into seq's last module, a BatchNorm2d;
+    activated: x is already relu(x), and seq's first module, its ReLU, is skipped."""
+    if scale is None and not activated:
         return seq(x)
-    *body, bn = seq
+    *body, bn = seq[1:] if activated else seq
     for m in body:
         x = m(x)
-    return scaled_batch_norm(bn, x, scale)
+    return bn(x) if scale is None else scaled_batch_norm(bn, x, scale)
 
 
 class ReLUConvBN(nn.Module):
@@ -60,8 +63,8 @@ class ReLUConvBN(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x, scale=None):
-        return _sequential(self.op, x, scale)
+    def forward(self, x, scale=None, activated=False):
+        return _sequential(self.op, x, scale, activated)
 
 
 class DilConv(nn.Module):
@@ -75,8 +78,8 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x, scale=None):
-        return _sequential(self.op, x, scale)
+    def forward(self, x, scale=None, activated=False):
+        return _sequential(self.op, x, scale, activated)
 
 
 class SepConv(nn.Module):
@@ -93,8 +96,8 @@ class SepConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x, scale=None):
-        return _sequential(self.op, x, scale)
+    def forward(self, x, scale=None, activated=False):
+        return _sequential(self.op, x, scale, activated)
 
 
 class Identity(nn.Module):
@@ -127,16 +130,23 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x, scale=None):
-        x = self.relu(x)
+    def forward(self, x, scale=None, activated=False):
+        x = x if activated else self.relu(x)
         out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
         return self.bn(out) if scale is None else scaled_batch_norm(self.bn, out, scale)
 
 
 def takes_scale(module):
-    """Whether module(x, scale=w) computes w * module(x) (this package's parametric ops; subclasses
-    and DARTS-family code's own classes are not assumed to)."""
+    """Whether module(x, scale=w) computes w * module(x), and module(relu(x), activated=True)
+    module(x) (this package's parametric ops; subclasses and DARTS-family code's own classes are
+    not assumed to)."""
     return type(module) in (ReLUConvBN, DilConv, SepConv, FactorizedReduce)
+
+
+def leading_relu(module):
+    """The ReLU module a takes_scale op begins with (so that a caller can run it once for several
+    ops of the same input, then call them with activated=True)."""
+    return module.relu if isinstance(module, FactorizedReduce) else module.op[0]
 
 
 def PoolBN(pool_type, C, stride, affine=True):
