@@ -178,18 +178,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
 
   at::Tensor mean, invstd, var_unbiased;
   if (bn && batch_stats) {
-    auto partial = at::empty({node.N, node.C, node.E * node.Q, 2}, stat_opts);
-    kernels.pool_stats(node, partial);
-    // Chan et al.'s pairwise combination of per-plane (mean, M2): stable where sum/sumsq is not.
-    const auto plane_mean = partial.select(3, 0);
-    const auto m = plane_mean.mean(0);  // [C, EQ]
-    const auto m2 = partial.select(3, 1).sum(0) +
-                    (plane_mean - m).square().sum(0) * static_cast<double>(node.plane_out());
-    const double n = static_cast<double>(node.count());
-    mean = m.t().reshape({node.E, node.Q, node.C}).contiguous();
-    const auto m2t = m2.t().reshape({node.E, node.Q, node.C});
-    invstd = (m2t / n + eps).rsqrt().contiguous();
-    var_unbiased = (m2t / (n - 1)).contiguous();
+    mean = at::empty({node.E, node.Q, node.C}, stat_opts);
+    invstd = at::empty_like(mean);
+    var_unbiased = at::empty_like(mean);
+    kernels.batch_stats(node, eps, mean, invstd, var_unbiased);
   } else if (bn) {
     std::tie(mean, invstd) = running_stats(*running_mean, *running_var, eps, acc);
     var_unbiased = at::empty({0}, stat_opts);

@@ -77,9 +77,10 @@ inline void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
 
 // The CUDA backend's kernels. Statistic tensors are in the op-math type (float, or double for double).
 struct MixedNodeKernels {
-  // partial[n, c, e*Q + q, 0 / 1] = mean / M2 (sum of squared deviations) of pool_q(inputs[e])
-  // over the output plane (n, c).
-  void (*pool_stats)(const MixedNode& node, at::Tensor& partial);
+  // Batch statistics of every pool over N and the output plane, [E, Q, C] each: mean, 1/sqrt(var
+  // + eps) and the unbiased variance (for the running-statistics update).
+  void (*batch_stats)(const MixedNode& node, double eps, at::Tensor& mean, at::Tensor& invstd,
+                      at::Tensor& var_unbiased);
   // out = sum_e sum_p coef(e, p, c) * op_p(inputs[e]) + bias(c), where for pools with BN
   // coef = w * invstd and bias collects -w * invstd * mean; w is [E, P] in op-math type, mean and
   // invstd [E, Q, C] (undefined when !pool_bn).

@@ -297,11 +297,13 @@ def test_cuda_matches_cpu(dtype, channels_last, batch_stats):
         vb = None if batch_stats else rv
         cpu = [t.requires_grad_() for t in xs + extras + [w]]
         gpu = [t.detach().to("cuda", dtype).requires_grad_() for t in cpu]
-        o_cpu = ops.mixed_node(cpu[:3], cpu[-1], prims, cpu[3:-1], stride, True, batch_stats, sb, vb)[0]
-        o_gpu = ops.mixed_node(gpu[:3], gpu[-1], prims, gpu[3:-1], stride, True, batch_stats,
-                               None if sb is None else sb.cuda(), None if vb is None else vb.cuda())[0]
+        o_cpu, *stats_cpu = ops.mixed_node(cpu[:3], cpu[-1], prims, cpu[3:-1], stride, True, batch_stats, sb, vb)
+        o_gpu, *stats_gpu = ops.mixed_node(gpu[:3], gpu[-1], prims, gpu[3:-1], stride, True, batch_stats,
+                                           None if sb is None else sb.cuda(), None if vb is None else vb.cuda())
         tol = dict(atol=3e-2, rtol=3e-2) if dtype in (torch.float16, torch.bfloat16) else {}
         torch.testing.assert_close(o_gpu.double().cpu(), o_cpu, **tol)
+        for a, b in zip(stats_gpu, stats_cpu):  # batch mean, invstd, unbiased variance (or the running ones)
+            torch.testing.assert_close(a.double().cpu(), b.double(), **tol)
         g = torch.randn_like(o_cpu)
         for a, b in zip(grads(o_gpu, gpu, g.to("cuda", dtype)), grads(o_cpu, cpu, g)):
             torch.testing.assert_close(a.double().cpu(), b, **tol)

@@ -135,6 +135,31 @@ __global__ void pool_stats_kernel(Ptrs<const T> xs, Geo g, Meta mt, A* partial) 
     }
 }
 
+// One thread per (e*Q + q, c): Chan et al.'s pairwise combination of the N planes' (mean, M2),
+// stable where a sum / sum of squares is not. Every plane has L values.
+template <typename A>
+__global__ void combine_stats_kernel(const A* partial, int64_t N, int64_t C, int64_t EQ, int64_t L, A eps, A* mean,
+                                     A* invstd, A* var_u) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < EQ * C; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t eq = j / C, c = j % C;
+    auto plane = [&](int64_t n) { return partial + ((n * C + c) * EQ + eq) * 2; };
+    A m = 0;
+    for (int64_t n = 0; n < N; ++n) m += plane(n)[0];
+    m /= static_cast<A>(N);
+    A m2 = 0, spread = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const A d = plane(n)[0] - m;
+      m2 += plane(n)[1];
+      spread += d * d;
+    }
+    m2 += spread * static_cast<A>(L);
+    const A count = static_cast<A>(N * L);
+    mean[j] = m;
+    invstd[j] = A(1) / sqrt(m2 / count + eps);
+    var_u[j] = m2 / (count - A(1));
+  }
+}
+
 template <typename T, typename A>
 __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt, const A* w, const A* mean,
                              const A* invstd, T* out) {
@@ -278,13 +303,20 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
 #define HDAS_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-void pool_stats(const MixedNode& nd, at::Tensor& partial) {
+void batch_stats(const MixedNode& nd, double eps, at::Tensor& mean, at::Tensor& invstd, at::Tensor& var_u) {
   const Geo g = geo_of(nd);
   const Meta mt = meta_of(nd);
-  HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_pool_stats_cuda", [&] {
+  const int64_t EQ = nd.E * nd.Q;
+  auto partial = at::empty({nd.N, nd.C, EQ, 2}, mean.options());  // per plane: mean, M2
+  HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_batch_stats_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    pool_stats_kernel<scalar_t, A><<<nd.N * nd.C, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        const_ptrs<scalar_t>(nd.inputs), g, mt, partial.data_ptr<A>());
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    pool_stats_kernel<scalar_t, A><<<nd.N * nd.C, kThreads, 0, stream>>>(const_ptrs<scalar_t>(nd.inputs), g, mt,
+                                                                       partial.data_ptr<A>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    combine_stats_kernel<A><<<grid_for(EQ * nd.C), kThreads, 0, stream>>>(
+        partial.const_data_ptr<A>(), nd.N, nd.C, EQ, nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(),
+        invstd.data_ptr<A>(), var_u.data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -345,7 +377,7 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
   });
 }
 
-const MixedNodeKernels kKernels{pool_stats, apply, backward_reduce, finalize, backward_input};
+const MixedNodeKernels kKernels{batch_stats, apply, backward_reduce, finalize, backward_input};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
