@@ -290,7 +290,6 @@ def max_batch(space, variant, args, limit=4096):
     failed workspace allocation as a plain RuntimeError)."""
     ok, b, why = None, args.batch, f"reached the limit {limit}"
     while b <= limit:
-        model = opt = None
         try:
             model, opt = build(space, args.C, variant == "fused", args.device)
             step_fn(opt, batches(b, args.image_size, args.device))()

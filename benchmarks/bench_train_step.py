@@ -19,6 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("eager", "channels_last", "compile", "compile_channels_last")
 
 
+def write_results(args, results):
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(args=vars(args), results=results), f, indent=2)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -143,9 +149,7 @@ def main(argv=None):
             continue
         r = json.loads(line[0][7:])
         results.append(r)
-        if args.json:  # after every mode: a run stopped by an outer time cap keeps the modes it finished
-            with open(args.json, "w") as f:
-                json.dump(dict(args=vars(args), results=results), f, indent=2)
+        write_results(args, results)  # after every mode: a run stopped by an outer time cap keeps them
         mem = f", peak {r['peak_mem_gib']:.2f} GiB" if "peak_mem_gib" in r else ""
         print(f"{mode:>22}: {r['images_per_s']:9.1f} img/s  {r['step_ms']:8.1f} ms/step  warm-up "
               f"{r['warmup_s']:6.1f} s  -> {args.epochs} epochs x {args.train_images} images: "
@@ -157,9 +161,7 @@ def main(argv=None):
             for r in ok:
                 r["speedup_vs_eager"] = r["images_per_s"] / eager["images_per_s"]
             print("speed-up vs eager: " + ", ".join(f"{r['mode']} {r['speedup_vs_eager']:.2f}x" for r in ok))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), results=results), f, indent=2)
+    write_results(args, results)
     return 0
 
 

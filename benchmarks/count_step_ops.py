@@ -22,12 +22,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_search_step as B  # noqa: E402
 
-# Views, allocation and metadata: no kernel runs.
+# Allocation and metadata ops (views are recognised by their schema): no kernel runs.
 NO_KERNEL = {
-    "view", "_unsafe_view", "unbind", "select", "slice", "t", "transpose", "permute", "expand", "as_strided", "detach",
-    "alias", "unsqueeze", "squeeze", "split", "split_with_sizes", "chunk", "narrow", "_reshape_alias", "lift_fresh",
-    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "reshape", "flatten", "view_as",
-    "is_same_size", "_has_compatible_shallow_copy_type", "set_", "sym_size", "sym_stride", "sym_numel",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "set_",
+    "is_same_size", "_has_compatible_shallow_copy_type", "sym_size", "sym_stride", "sym_numel",
     "sym_storage_offset", "is_nonzero", "_local_scalar_dense", "result_type", "size", "stride", "dim",
     "_record_function_enter_new", "_record_function_exit",
 }
@@ -41,7 +39,7 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
-        if name.split("::")[-1] not in NO_KERNEL:
+        if not func.is_view and name.split("::")[-1] not in NO_KERNEL:
             self.counts[self.bucket][name] += 1
         return func(*args, **(kwargs or {}))
 
@@ -74,6 +72,10 @@ def count(space, fused):
     return counter.counts
 
 
+def top(counts, k):
+    return ", ".join(f"{name.split('::')[-1]} {n}" for name, n in counts.most_common(k))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spaces", default="cells,hc,hs,distribution")
@@ -87,9 +89,8 @@ def main():
         em, fm = sum(e["model"].values()), sum(f["model"].values())
         print(f"| {space} | {em} / {sum(e['optimiser'].values())} | {fm} / {sum(f['optimiser'].values())} "
               f"| {em / fm:.2f}x |", flush=True)
-        gone = (e["model"] - f["model"]).most_common(args.top)
-        details.append(f"{space}: eager-only ops {', '.join(f'{k.split(chr(58))[-1]} {v}' for k, v in gone)}; "
-                       f"fused model ops {', '.join(f'{k.split(chr(58))[-1]} {v}' for k, v in f['model'].most_common(args.top))}")
+        details.append(f"{space}: eager-only ops {top(e['model'] - f['model'], args.top)}; "
+                       f"fused model ops {top(f['model'], args.top)}")
     print()
     print("\n".join(details))
 
