@@ -32,7 +32,9 @@ def momentum_factor(bn):
 def scaled_batch_norm(bn, x, scale):
     """scale * bn(x) as one batch_norm call (scale: a 0-d tensor, e.g. an architecture weight):
     a BatchNorm with weight scale*gamma and bias scale*beta. bn's buffers are updated exactly as
-    bn(x) updates them (the statistics are those of x)."""
+    bn(x) updates them (the statistics are those of x). scale None: bn(x)."""
+    if scale is None:
+        return bn(x)
     bn._check_input_dim(x)
     batch_stats, update = batch_norm_rules(bn, bn.training)
     if update:
@@ -51,7 +53,7 @@ def _sequential(seq, x, scale, activated):
     *body, bn = seq[1:] if activated else seq
     for m in body:
         x = m(x)
-    return bn(x) if scale is None else scaled_batch_norm(bn, x, scale)
+    return scaled_batch_norm(bn, x, scale)
 
 
 class ReLUConvBN(nn.Module):
@@ -133,7 +135,7 @@ class FactorizedReduce(nn.Module):
     def forward(self, x, scale=None, activated=False):
         x = x if activated else self.relu(x)
         out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
-        return self.bn(out) if scale is None else scaled_batch_norm(self.bn, out, scale)
+        return scaled_batch_norm(self.bn, out, scale)
 
 
 def takes_scale(module):
