@@ -103,6 +103,11 @@ std::vector<at::Tensor> extra_grads_for(const MixedNode& node) {
   return out;
 }
 
+void backward_extras(MixedNode& node, const at::Tensor& grad, at::MemoryFormat f) {
+  for (size_t i = 0; i < node.extras.size(); ++i)
+    node.extras[i] = node.weighted_extra(static_cast<int64_t>(i)) ? node.extras[i].contiguous(f) : grad;
+}
+
 std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f) {
   std::vector<at::Tensor> out;
   for (auto& g : grads)
@@ -140,12 +145,17 @@ void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, cons
                     ", ", node.Wo, "], got ", grad_out.sizes());
   TORCH_CHECK_TYPE(grad_out.scalar_type() == x0.scalar_type(), op, ": grad_out must have dtype ",
                    x0.scalar_type(), ", got ", grad_out.scalar_type());
+  // A tensor on another device would reach the kernels as a foreign pointer.
+  TORCH_CHECK_VALUE(grad_out.device() == x0.device(), op, ": grad_out must be on ", x0.device(), ", got ",
+                    grad_out.device());
   if (node.pool_bn && node.Q > 0) {
     for (const auto* s : {&save_mean, &save_invstd}) {
-      TORCH_CHECK_VALUE(s->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ",
-                        s == &save_mean ? "save_mean" : "save_invstd",
+      const char* name = s == &save_mean ? "save_mean" : "save_invstd";
+      TORCH_CHECK_VALUE(s->sizes() == c10::IntArrayRef({node.E, node.Q, node.C}), op, ": ", name,
                         " must have shape [num_inputs, num_pools, C] = [", node.E, ", ", node.Q,
                         ", ", node.C, "], got ", s->sizes());
+      TORCH_CHECK_VALUE(s->device() == x0.device(), op, ": ", name, " must be on ", x0.device(), ", got ",
+                        s->device());
     }
   }
 }
@@ -211,9 +221,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_n
   const auto acc = op_math(x0.scalar_type());
   const auto stat_opts = x0.options().dtype(acc);
   to_format(node.inputs, compute_format);
-  to_format(node.extras, compute_format);
   node.format = compute_format;
   const auto grad = grad_out.contiguous(compute_format);
+  backward_extras(node, grad, compute_format);
   const at::Tensor w = weights.to(acc).contiguous();
   const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
   const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();

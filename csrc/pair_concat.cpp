@@ -51,15 +51,20 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
 
 namespace {
 
-// The pair members as index tensors on the weights' device, built once per call.
+// The pair members as index tensors on the weights' device, built once per call. On a GPU they
+// travel from pinned memory without blocking: a copy from pageable memory would make the host wait
+// for every queued kernel, twice per call.
+at::Tensor on_device(const std::vector<int64_t>& idx, const at::Device& device) {
+  auto host = at::tensor(idx, at::TensorOptions().dtype(at::kLong));
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 struct Members {
   at::Tensor first, second;
   int64_t T;
-  Members(const PairConcat& pc, const at::Tensor& w) : T(pc.T) {
-    auto opts = at::TensorOptions().dtype(at::kLong);
-    first = at::tensor(pc.first, opts).to(w.device());
-    second = at::tensor(pc.second, opts).to(w.device());
-  }
+  Members(const PairConcat& pc, const at::Tensor& w)
+      : first(on_device(pc.first, w.device())), second(on_device(pc.second, w.device())), T(pc.T) {}
   // u, v as device tensors: no host round trip for the weights.
   std::pair<at::Tensor, at::Tensor> weights(const at::Tensor& w) const {
     return {at::zeros({T}, w.options()).index_add_(0, first, w), at::zeros({T}, w.options()).index_add_(0, second, w)};
@@ -104,9 +109,12 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> pair_concat_backward(
     const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat_backward";
   const auto all = make_pair_concat(states, weights, pairs, op);
-  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == all.N && grad_out.size(1) == 2 * all.C &&
-                        grad_out.size(2) * grad_out.size(3) == all.HW,
-                    op, ": grad_out must have shape [N, 2C, H, W], got ", grad_out.sizes());
+  const auto& s0 = states[0];
+  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({all.N, 2 * all.C, s0.size(2), s0.size(3)}), op,
+                    ": grad_out must have shape [N, 2C, H, W] = [", all.N, ", ", 2 * all.C, ", ", s0.size(2), ", ",
+                    s0.size(3), "], got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.device() == s0.device(), op, ": grad_out must be on ", s0.device(), ", got ",
+                    grad_out.device());
   std::vector<int64_t> slot;
   const auto pc = referenced(all, slot);
   const auto acc = op_math(states[0].scalar_type());

@@ -1,5 +1,6 @@
 """hdas::mixed_node against hdas_ext.reference.functional.mixed_node (eager PyTorch)."""
 import itertools
+import re
 
 import pytest
 import torch
@@ -269,9 +270,9 @@ def test_bad_input_errors(kwargs, err, words):
     if "inputs" in kwargs and "weights" not in kwargs:
         args["weights"] = torch.rand(max(len(args["inputs"]), 1), 4)
     # Python check (before any kernel) and the C++ TORCH_CHECK say the same thing.
-    with pytest.raises(err, match=pytest.importorskip("re").escape(words)):
+    with pytest.raises(err, match=re.escape(words)):
         ops.mixed_node(**args)
-    with pytest.raises(err, match=pytest.importorskip("re").escape(words)):
+    with pytest.raises(err, match=re.escape(words)):
         torch.ops.hdas.mixed_node(args["inputs"], args["weights"], args["prims"], args["extras"], args["stride"],
                                   True, True, None, None, 1e-5)
 
@@ -281,6 +282,30 @@ def test_eval_mode_requires_running_stats():
         torch.ops.hdas.mixed_node([torch.randn(2, 3, 4, 4)], torch.rand(1, 1), [MAX], [], 1, True, False, None, None, 1e-5)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         ops.mixed_node([torch.randn(1, 3, 1, 1)], torch.rand(1, 1), [MAX])
+
+
+def test_backward_bad_input_errors():
+    xs, w, _ = make(1, [MAX, AVG], shape=(2, 3, 4, 5))
+    _, mean, invstd, _ = torch.ops.hdas.mixed_node(xs, w, [MAX, AVG], [], 1, True, True, None, None, 1e-5)
+    back = lambda g, m=mean, s=invstd: torch.ops.hdas.mixed_node_backward(  # noqa: E731
+        g, xs, w, [MAX, AVG], [], 1, True, True, m, s)
+    with pytest.raises(ValueError, match=re.escape("grad_out must have the output shape [2, 3, 4, 5], got [2, 3, 5, 4]")):
+        back(torch.randn(2, 3, 5, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match="grad_out must have dtype Double"):
+        back(torch.randn(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=re.escape("save_invstd must have shape [num_inputs, num_pools, C] = [1, 2, 3]")):
+        back(torch.randn(2, 3, 4, 5, dtype=torch.float64), s=invstd[:, :1])
+
+
+@pytest.mark.cuda
+def test_cuda_backward_rejects_other_devices():
+    xs, w, _ = make(1, [MAX, AVG], shape=(2, 3, 4, 5), device="cuda")
+    _, mean, invstd, _ = torch.ops.hdas.mixed_node(xs, w, [MAX, AVG], [], 1, True, True, None, None, 1e-5)
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64, device="cuda")
+    for args, name in (((g.cpu(), mean, invstd), "grad_out"), ((g, mean.cpu(), invstd), "save_mean"),
+                       ((g, mean, invstd.cpu()), "save_invstd")):
+        with pytest.raises(ValueError, match=f"{name} must be on cuda"):
+            torch.ops.hdas.mixed_node_backward(args[0], xs, w, [MAX, AVG], [], 1, True, True, *args[1:])
 
 
 @pytest.mark.cuda

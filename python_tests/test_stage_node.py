@@ -122,6 +122,11 @@ def test_pair_concat_errors():
     if hdas_ext.native_available():
         with pytest.raises(ValueError, match="index 7 is out of range"):
             torch.ops.hdas.pair_concat(states, w, [1, 2, 3, 7, 0, 1])
+        # A transposed grad_out has the right number of elements per plane, not the right shape.
+        states, w, _ = pair_case(T=3, K=1, shape=(2, 3, 4, 5))
+        with pytest.raises(ValueError, match=re.escape("grad_out must have shape [N, 2C, H, W] = [2, 6, 4, 5]")):
+            torch.ops.hdas.pair_concat_backward(torch.randn(2, 6, 5, 4, dtype=torch.float64),
+                                                [s.detach() for s in states], w.detach(), [0, 2])
 
 
 @pytest.mark.cuda
@@ -135,3 +140,7 @@ def test_stage_ops_on_cuda():
     states = [s.detach().cuda().requires_grad_() for s in states]
     wp = wp.detach().cuda().requires_grad_()
     assert torch.autograd.gradcheck(lambda *a: ops.pair_concat(list(a[:-1]), a[-1], pairs), states + [wp])
+    flat = [v for p in pairs for v in p]
+    g = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="grad_out must be on cuda"):
+        torch.ops.hdas.pair_concat_backward(g, [s.detach() for s in states], wp.detach(), flat)
