@@ -67,6 +67,9 @@ std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, 
 // The backward's gradient buffers for node.extras: empty tensors at the "extra" slots, undefined
 // at the "add" slots; returned_extra_grads keeps the defined ones, in layout f.
 std::vector<at::Tensor> extra_grads_for(const MixedNode& node);
+// The backward's view of node.extras: the "extra" tensors in layout f, and grad (already in f) at
+// the "add" slots, which the backward never reads: no copy of a tensor it does not need.
+void backward_extras(MixedNode& node, const at::Tensor& grad, at::MemoryFormat f);
 std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f);
 
 inline at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }

@@ -53,8 +53,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   const auto acc = op_math(x0.scalar_type());
   const bool bn = pool_bn && node.Q > 0;
   to_format(node.inputs, at::MemoryFormat::Contiguous);
-  to_format(node.extras, at::MemoryFormat::Contiguous);
   const auto grad = grad_out.contiguous();
+  backward_extras(node, grad, at::MemoryFormat::Contiguous);
   const at::Tensor w = weights.to(acc).contiguous();
   const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
   const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();

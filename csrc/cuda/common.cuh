@@ -16,6 +16,12 @@ inline int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 16)));
 }
 
+// One block per (n, c) plane: the grid's x dimension holds at most 2^31 - 1 blocks.
+inline unsigned plane_blocks(int64_t planes, const char* op) {
+  TORCH_CHECK_VALUE(planes <= INT32_MAX, op, " (CUDA): N * C must be at most ", INT32_MAX, ", got ", planes);
+  return static_cast<unsigned>(planes);
+}
+
 // Sum of v over the block, returned to every thread. smem holds at least 32 values.
 template <typename A>
 __device__ A block_sum(A v, A* smem) {

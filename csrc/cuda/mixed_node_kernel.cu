@@ -311,8 +311,8 @@ void batch_stats(const MixedNode& nd, double eps, at::Tensor& mean, at::Tensor& 
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_batch_stats_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    pool_stats_kernel<scalar_t, A><<<nd.N * nd.C, kThreads, 0, stream>>>(const_ptrs<scalar_t>(nd.inputs), g, mt,
-                                                                       partial.data_ptr<A>());
+    pool_stats_kernel<scalar_t, A><<<plane_blocks(nd.N * nd.C, "hdas::mixed_node"), kThreads, 0, stream>>>(
+        const_ptrs<scalar_t>(nd.inputs), g, mt, partial.data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     combine_stats_kernel<A><<<grid_for(EQ * nd.C), kThreads, 0, stream>>>(
         partial.const_data_ptr<A>(), nd.N, nd.C, EQ, nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(),
@@ -341,7 +341,8 @@ void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tens
   const Meta mt = meta_of(nd);
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    backward_reduce_kernel<scalar_t, A><<<nd.N * nd.C, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    const unsigned blocks = plane_blocks(nd.N * nd.C, "hdas::mixed_node_backward");
+    backward_reduce_kernel<scalar_t, A><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         const_ptrs<scalar_t>(nd.inputs), const_ptrs<scalar_t>(nd.extras), mut_ptrs<scalar_t>(grad_extras),
         grad.const_data_ptr<scalar_t>(), g, mt, w.const_data_ptr<A>(), partial.data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

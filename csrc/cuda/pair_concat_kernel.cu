@@ -90,7 +90,8 @@ void backward(const PairConcat& pc, const at::Tensor& grad, const at::Tensor& u,
               std::vector<at::Tensor>& grad_states, at::Tensor& dots) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "pair_concat_backward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t, A><<<pc.N * pc.C, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    const unsigned blocks = plane_blocks(pc.N * pc.C, "hdas::pair_concat_backward");
+    backward_kernel<scalar_t, A><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         states_of<scalar_t>(pc, &grad_states), static_cast<int>(pc.T), pc.C, pc.HW, grad.const_data_ptr<scalar_t>(),
         u.const_data_ptr<A>(), v.const_data_ptr<A>(), dots.data_ptr<A>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

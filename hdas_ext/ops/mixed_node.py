@@ -96,8 +96,7 @@ def _saved_backward(ctx, grad_out):
     codes = _extra_codes(prims, n_in)
     kept = iter(tensors[n_in:])
     # grad_out stands in for the ADD tensors: same shape, dtype and device, and never read.
-    stand_in = grad_out.contiguous() if ADD in codes else None
-    extras = [next(kept) if c == EXTRA else stand_in for c in codes]
+    extras = [next(kept) if c == EXTRA else grad_out for c in codes]
     gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, extras,
                                                    stride, pool_bn, batch_stats, mean, invstd)
     weighted = iter(ge)
