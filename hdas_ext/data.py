@@ -31,6 +31,7 @@ DATASET_SHAPES = {"digits": (10, 3, 16), "cifar10": (10, 3, 32), "imagenet": (10
 # DARTS' CIFAR-10 statistics (utils.py of quark0/darts) and the usual ImageNet ones.
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+CIFAR10_CROP_FILL = 128 / 255  # the released H-DAS recipe (spec §6.1, §8): crops padded with grey
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -82,7 +83,7 @@ def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=Fa
         labels = torch.tensor(reader.targets, dtype=torch.long)
         return InMemoryImages(images, labels, CIFAR10_MEAN, CIFAR10_STD,
                               crop_padding=4 if augment else 0, flip=augment,
-                              cutout=cutout if augment else 0)
+                              cutout=cutout if augment else 0, crop_fill=CIFAR10_CROP_FILL)
     return _imagenet(root, train, augment, cutout, color_jitter)
 
 
@@ -157,9 +158,9 @@ class _Cutout:
         return augment_batch(img.unsqueeze(0), cutout=self.size).squeeze(0)
 
 
-def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, generator=None):
+def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, generator=None, crop_fill=0.0):
     """Augment a float batch [B, C, H, W] with every sample drawn independently: random crop of
-    the original size from the zero-padded image, horizontal flip with probability 1/2, then
+    the original size from the image padded with `crop_fill` (a value in x's [0, 1] scale), horizontal flip with probability 1/2, then
     normalisation with (mean, std) when given, then DARTS' Cutout (a square of side `cutout`
     centred uniformly at random, clipped at the border, set to 0). `generator` must live on
     x's device; None uses the global RNG."""
@@ -167,7 +168,7 @@ def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, 
     dev = x.device
     if crop_padding:
         p = crop_padding
-        xp = F.pad(x, (p, p, p, p))
+        xp = F.pad(x, (p, p, p, p), value=crop_fill)
         oy = torch.randint(0, 2 * p + 1, (B,), device=dev, generator=generator)
         ox = torch.randint(0, 2 * p + 1, (B,), device=dev, generator=generator)
         rows = (oy[:, None] + torch.arange(H, device=dev))[:, None, :, None].expand(B, C, H, W + 2 * p)
@@ -198,13 +199,13 @@ class InMemoryImages(Dataset):
     """Images held as one tensor ([N, C, H, W], uint8 in [0, 255] or float in [0, 1]) with labels;
     items are normalised float tensors, augmented per sample with the global RNG."""
 
-    def __init__(self, images, labels, mean, std, crop_padding=0, flip=False, cutout=0):
+    def __init__(self, images, labels, mean, std, crop_padding=0, flip=False, cutout=0, crop_fill=0.0):
         if images.dim() != 4 or images.shape[0] != labels.shape[0]:
             raise ValueError(f"images must be [N, C, H, W] with N == len(labels), got "
                              f"{tuple(images.shape)} and {tuple(labels.shape)}")
         self.images, self.labels = images, labels
         self.mean, self.std = tuple(mean), tuple(std)
-        self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
+        self.crop_padding, self.flip, self.cutout, self.crop_fill = crop_padding, flip, cutout, crop_fill
 
     def __len__(self):
         return self.images.shape[0]
@@ -215,7 +216,7 @@ class InMemoryImages(Dataset):
     def transform(self, x, generator=None):
         """Augment and normalise a raw batch (uint8 or float [0, 1])."""
         return augment_batch(self.to_float(x), self.crop_padding, self.flip, self.cutout,
-                             self.mean, self.std, generator)
+                             self.mean, self.std, generator, self.crop_fill)
 
     def __getitem__(self, i):
         return self.transform(self.images[i:i + 1]).squeeze(0), int(self.labels[i])
@@ -224,8 +225,13 @@ class InMemoryImages(Dataset):
         """The first n items, same augmentation (quick runs)."""
         if not 0 < n <= len(self):
             raise ValueError(f"subset size must be in [1, {len(self)}], got {n}")
-        return InMemoryImages(self.images[:n], self.labels[:n], self.mean, self.std,
-                              self.crop_padding, self.flip, self.cutout)
+        return self.select(slice(0, n))
+
+    def select(self, idx):
+        """The items at idx (a slice or an index tensor/list), same augmentation."""
+        idx = idx if isinstance(idx, slice) else torch.as_tensor(idx)
+        return InMemoryImages(self.images[idx], self.labels[idx], self.mean, self.std, self.crop_padding,
+                              self.flip, self.cutout, self.crop_fill)
 
 
 class ShardedSampler(torch.utils.data.Sampler):

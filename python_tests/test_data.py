@@ -47,6 +47,12 @@ def test_random_crop_is_a_window_of_the_padded_image():
     # a seeded generator reproduces the draw
     again = augment_batch(x, crop_padding=2, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, again)
+    # the padding holds crop_fill; the windows drawn are the same
+    grey = augment_batch(x, crop_padding=2, generator=torch.Generator().manual_seed(1), crop_fill=0.5)
+    xp = torch.nn.functional.pad(x, (2, 2, 2, 2), value=0.5)
+    for b in range(6):
+        assert any(torch.equal(grey[b], xp[b, :, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+    assert torch.equal(grey == 0.5, out == 0) and (out == 0).any()  # same windows, padding filled
 
 
 def test_flip_and_cutout():
@@ -93,6 +99,8 @@ def test_cifar10_reads_the_real_pickle_format(tmp_path):
     assert y == labels[1]
     aug = get_dataset("cifar10", root=str(tmp_path), train=True, augment=True, cutout=16)
     assert aug[0][0].shape == (3, 32, 32) and (aug.crop_padding, aug.flip, aug.cutout) == (4, True, 16)
+    assert aug.crop_fill == 128 / 255  # the released H-DAS recipe pads with grey
+    assert aug.select([0, 2]).crop_fill == aug.subset(1).crop_fill == 128 / 255
 
 
 def test_cifar10_missing_root_is_a_clear_error(tmp_path):

@@ -55,9 +55,7 @@ def split_indices(n, train_portion):
 
 def _half(dataset, idx):
     if isinstance(dataset, InMemoryImages):
-        sel = torch.tensor(idx)
-        return InMemoryImages(dataset.images[sel], dataset.labels[sel], dataset.mean, dataset.std,
-                              dataset.crop_padding, dataset.flip, dataset.cutout)
+        return dataset.select(idx)
     return Subset(dataset, idx)
 
 
