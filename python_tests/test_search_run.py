@@ -2,6 +2,8 @@
 checkpoint ends where an uninterrupted one does, and the command line writes its outputs."""
 import json
 import os
+import re
+import warnings
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from hdas_ext.genotypes import from_json
 from hdas_ext.search import SearchConfig, run_search
 from hdas_ext.search.bilevel import BilevelOptimizer
 from hdas_ext.search.runner import Search
+from hdas_ext.search.data import SearchData
+from hdas_ext.utils import get_rng_state, set_rng_state
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -76,10 +80,51 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     assert [r["epoch"] for r in records(tmp_path / "killed")] == [0, 1, 2]
 
 
+class NoisyImages(torch.utils.data.Dataset):
+    """A dataset that is not held in memory by hdas_ext (so it goes through a DataLoader) and
+    augments with the worker's torch RNG."""
+
+    def __len__(self):
+        return 32
+
+    def __getitem__(self, i):
+        return torch.full((1, 4, 4), float(i)) + torch.rand(1, 4, 4), i % 3
+
+
+def test_dataloader_workers_draw_the_same_after_a_resume():
+    # A resume restores the global RNG at an epoch boundary; the workers of the next epoch must be
+    # seeded from it, not keep the RNG of workers started epochs earlier.
+    def epoch_batches(data, epoch):
+        data.set_epoch(epoch)
+        return [x for chunks in data.epoch() for half in chunks for x, _ in half]
+
+    torch.manual_seed(0)
+    data = SearchData(NoisyImages(), NoisyImages(), 8, 0, torch.device("cpu"), workers=1)
+    epoch_batches(data, 0)
+    state = get_rng_state()
+    uninterrupted = epoch_batches(data, 1)
+    set_rng_state(state)
+    resumed = epoch_batches(SearchData(NoisyImages(), NoisyImages(), 8, 0, torch.device("cpu"), workers=1), 1)
+    assert len(resumed) == 4
+    for a, b in zip(uninterrupted, resumed):
+        assert torch.equal(a, b)
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     run_search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1))
     with pytest.raises(ValueError, match="window"):
         Search(tiny(tmp_path, epochs=1, window=2, resume=True))
+    # the loaded optimisers and cosine schedule would keep the old values: refused, not ignored
+    with pytest.raises(ValueError, match=re.escape("epochs=1 (now 4)")):
+        Search(tiny(tmp_path, epochs=4, steps_per_epoch=1, eval_batches=1, resume=True))
+    with pytest.raises(ValueError, match=re.escape("arch_lr=0.0003 (now 0.01)")):
+        Search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1, arch_lr=0.01, resume=True))
+    # honoured, with a warning; where it runs and what it reports may change silently
+    with pytest.warns(UserWarning, match=r"changed settings \['delta'\]"):
+        Search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1, delta=0.5, resume=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1, fused=True, log_every=3, resume=True))
 
 
 def test_cli_search_writes_outputs(tmp_path, capsys):

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -145,6 +146,19 @@ def test_resume_of_a_finished_run_returns_its_summary(tmp_path):
     assert again["last_top1"] == first["last_top1"] and again["best_top1"] == first["best_top1"]
     with pytest.raises(FileNotFoundError, match="resume"):
         train(tiny(tmp_path, "x", resume=str(tmp_path / "missing.pt")))
+
+
+def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
+    # The loaded optimiser and LR schedule keep the old learning rate and period: a change of them
+    # would be ignored without a word, so it is refused; other changes are honoured with a warning.
+    cfg = tiny(tmp_path, epochs=1)
+    train(cfg)
+    with pytest.raises(ValueError, match=re.escape(f"lr={cfg.lr!r} (now 0.5)")):
+        train(tiny(tmp_path, epochs=1, lr=0.5, resume="auto"))
+    with pytest.raises(ValueError, match=re.escape("epochs=1 (now 2)")):
+        train(tiny(tmp_path, epochs=2, resume="auto"))
+    with pytest.warns(UserWarning, match="changed options.*grad_clip"):
+        train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume="auto"))
 
 
 # ---- command line ---------------------------------------------------------------------------------------

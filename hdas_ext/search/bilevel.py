@@ -7,7 +7,8 @@
   eps = 0.01 / ||dw'|| (the released code multiplied by eps/2 instead of dividing by 2 eps).
 
 Every gradient is averaged over the micro-batches ("chunks") of a step and then across DDP ranks,
-so 2 ranks x 1 chunk and 1 rank x 2 chunks compute the same update. Weight steps go through the
+so 2 ranks x 1 chunk and 1 rank x 2 chunks compute the same update from the same samples (the
+same images, too, without augmentation: each rank draws its own). Weight steps go through the
 DDP wrapper (if any); architecture gradients are taken on the bare net with autograd.grad, so
 they never trigger DDP's reducer, and are averaged across ranks by hand.
 """

@@ -1,8 +1,8 @@
 """Search data: the training set split into a weight half and an architecture half (spec §6.1),
 each served by one persistent loader per epoch. Every step's global batch is cut into per-rank,
 per-chunk micro-batches; the order depends only on (seed, epoch, half), so a resumed run sees the
-same batches as an uninterrupted one, and N ranks x 1 chunk see exactly what 1 rank x N chunks
-sees. In-memory datasets ('digits', 'cifar10') are batched and augmented on the compute device
+same batches as an uninterrupted one, and N ranks x 1 chunk see exactly the samples that 1 rank x
+N chunks sees (their random augmentations differ: each rank draws its own). In-memory datasets ('digits', 'cifar10') are batched and augmented on the compute device
 (hdas_ext.data.DeviceLoader); others go through a DataLoader."""
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -77,9 +77,10 @@ class SearchData:
             if isinstance(half, InMemoryImages):
                 self.loaders.append(DeviceLoader(half, micro, sampler, device, seed=seed * 2 + salt, drop_last=True))
             else:
+                # Workers are not persistent: each epoch's iterator seeds them from the global RNG,
+                # which the checkpoint restores, so augmentation is the same after a resume.
                 self.loaders.append(DataLoader(half, batch_size=micro, sampler=sampler, drop_last=True,
-                                               num_workers=workers, persistent_workers=workers > 0,
-                                               pin_memory=device.type == "cuda"))
+                                               num_workers=workers, pin_memory=device.type == "cuda"))
         eval_half = _half(eval_dataset, a_idx)
         eval_sampler = ShardedSampler(len(a_idx), shuffle=False, rank=rank, world=world)
         eval_batch = max(1, batch_size // world)

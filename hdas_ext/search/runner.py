@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -20,9 +21,16 @@ from .data import SearchData
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-# Fields that must match between a checkpoint and the resuming run (the rest may change).
+# Fields that must match between a checkpoint and the resuming run: those that shape the supernet
+# and its data, and those that the checkpoint's optimiser and LR-schedule states would silently
+# override (a resumed run keeps the old learning rates and cosine period).
 _STRUCTURAL = ("space", "dataset", "C", "layers", "cells_per_stage", "window", "n_max", "n_min", "genotype",
-               "batch_size", "seed", "order", "train_portion", "accumulate")
+               "batch_size", "seed", "order", "train_portion", "accumulate",
+               "epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas", "arch_weight_decay")
+# Fields that change where a search runs or what it reports, not what it computes; a change of any
+# other field is honoured with a warning that the run will differ from an uninterrupted one.
+_RESUME_FREE = ("out", "data_root", "download", "device", "fused", "deterministic", "workers", "resume", "progress",
+                "tensorboard", "plot", "log_every")
 
 
 def genotype_analysis(genotype):
@@ -122,11 +130,16 @@ class Search:
                     json.dump(self.cfg.to_dict(), f, indent=1)
             return
         state = load_checkpoint(path, map_location=self.device)
-        old = state["config"]
-        diff = [k for k in _STRUCTURAL if old.get(k) != self.cfg.to_dict()[k]]
-        if diff:
+        old, new = state["config"], self.cfg.to_dict()
+        changed = [k for k in new if k not in _RESUME_FREE and old.get(k) != new[k]]
+        refused = [k for k in changed if k in _STRUCTURAL]
+        if refused:
             raise ValueError(f"cannot resume {path}: settings differ from the checkpoint's: "
-                             + ", ".join(f"{k}={old.get(k)!r} (now {self.cfg.to_dict()[k]!r})" for k in diff))
+                             + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in refused)
+                             + "; start a new search (another --out) to change them")
+        if changed and self.main:
+            warnings.warn(f"resuming with changed settings {changed}: the search will differ from an "
+                          "uninterrupted one")
         if old.get("world", 1) != self.world:
             raise ValueError(f"cannot resume {path}: it was written by {old.get('world', 1)} processes, now {self.world}")
         self.model.load_state_dict(state["model"])

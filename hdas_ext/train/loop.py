@@ -24,6 +24,10 @@ CHECKPOINT, LAST, BEST, LOG = "checkpoint.pt", "last.pt", "best.pt", "log.jsonl"
 FORMAT = "hdas_ext.train/1"
 # Options that may differ between a run and its resumption without changing its results.
 _RESUME_FREE = {"resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root"}
+# Options a resumed run cannot change: the checkpoint's optimiser and LR-schedule states (learning
+# rates, the schedule's period and steps per epoch) would silently override them.
+_RESUME_FIXED = {"lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
+                 "warmup_epochs", "batch_size", "max_train_steps", "train_subset"}
 
 
 def build_model(cfg):
@@ -204,6 +208,11 @@ def train(cfg, on_epoch_end=None):
                 raise ValueError(f"{resume_from}: not a training checkpoint of this package")
             changed = sorted(k for k, v in ck["config"].items()
                              if k not in _RESUME_FREE and getattr(cfg, k, None) != v)
+            fixed = [k for k in changed if k in _RESUME_FIXED]
+            if fixed:
+                raise ValueError(f"cannot resume {resume_from} with changed " + ", ".join(
+                    f"{k}={ck['config'][k]!r} (now {getattr(cfg, k)!r})" for k in fixed)
+                    + ": the checkpoint's optimiser and LR schedule would override them; start a new run")
             if changed and ctx.main:
                 warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
                               f"uninterrupted one")
