@@ -1,5 +1,6 @@
 """Derivation on hand-constructed weights whose answers are known."""
 import math
+import re
 
 import pytest
 import torch
@@ -50,6 +51,10 @@ def test_cell_rules(primitives):
     # one stacked 14 x P array gives the same answer as the per-node list
     stacked = torch.tensor([r for node in rows for r in node])
     assert G.derive_cell(stacked, primitives, rule="darts")[0] == darts
+    # the concat is the last `multiplier` nodes, the states the searched cell concatenated
+    assert G.derive_cell(stacked, primitives, multiplier=2) == (darts, [4, 5])
+    with pytest.raises(ValueError, match=re.escape("multiplier must be an int in [1, 4]")):
+        G.derive_cell(stacked, primitives, multiplier=5)
     g = G.derive_genotype(stacked, stacked, primitives, rule="hdas")
     assert G.validate(g).normal == hdas
 

@@ -47,6 +47,10 @@ def test_hc_das_assigns_stage_specific_sets():
     d = DartsCellSearch(C=4, layers=8, fused=False)
     assert d.net.cell_sets == [0, 0, 1, 0, 0, 1, 0, 0]
     assert isinstance(d.genotype(), Genotype)
+    # the derived cells concatenate the states the searched cells did: the last `multiplier`
+    g = DartsCellSearch(C=4, layers=5, steps=3, multiplier=2, fused=False).genotype()
+    assert g.normal_concat == g.reduce_concat == [3, 4]
+    assert HcDasSearch(C=4, layers=5, steps=3, multiplier=2, fused=False).genotype().normal2_concat == [3, 4]
 
 
 @pytest.mark.parametrize("window", [2, 3, 4])

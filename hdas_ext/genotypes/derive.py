@@ -112,13 +112,18 @@ def stage_edge_counts(n, window):
     return [min(j + 2, window) for j in range(n)]
 
 
-def derive_cell(alpha_rows, primitives=DARTS_PRIMITIVES, rule="darts", k=2):
-    """Derive a DARTS-style cell. Returns ``(flat_gene, concat)`` with concat = all nodes."""
+def derive_cell(alpha_rows, primitives=DARTS_PRIMITIVES, rule="darts", k=2, multiplier=None):
+    """Derive a DARTS-style cell. Returns ``(flat_gene, concat)`` with concat = the last
+    `multiplier` nodes, the states the searched cell concatenated (None: all nodes), as DARTS does."""
     nodes = _split(alpha_rows, cell_edge_counts, "derive_cell")
+    n = len(nodes)
+    multiplier = n if multiplier is None else multiplier
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int) or not 1 <= multiplier <= n:
+        raise ValueError(f"multiplier must be an int in [1, {n}] (the cell's nodes), got {multiplier!r}")
     gene = []
     for rows in nodes:
         gene.extend(_select(rows, tuple(primitives), rule, k, 0))
-    return gene, list(range(2, len(nodes) + 2))
+    return gene, list(range(n + 2 - multiplier, n + 2))
 
 
 def derive_stage(alpha_rows, primitives=STAGE_PRIMITIVES, window=3, k=2, rule="hdas"):

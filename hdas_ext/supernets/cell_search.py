@@ -93,7 +93,7 @@ class _CellSupernet(Supernet):
         check_int("num_classes", num_classes, 1)
         check_int("steps", steps, 1)
         check_int("multiplier", multiplier, 1, steps)
-        self.steps, self.layers, self.fused = steps, layers, fused
+        self.steps, self.multiplier, self.layers, self.fused = steps, multiplier, layers, fused
         self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
                                  [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
                                  in_channels=in_channels, fused=fused)
@@ -108,8 +108,7 @@ class _CellSupernet(Supernet):
         return ([F.softmax(a, dim=-1) for a in self.alpha_sets()],)
 
     def _derive(self, alpha):
-        gene, concat = derive_cell(alpha, self.PRIMITIVES, rule=self.RULE, k=2)
-        return gene, concat
+        return derive_cell(alpha, self.PRIMITIVES, rule=self.RULE, k=2, multiplier=self.multiplier)
 
 
 class DartsCellSearch(_CellSupernet):
