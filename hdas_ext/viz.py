@@ -10,7 +10,7 @@ import os
 
 import graphviz
 
-from .genotypes import Genotype2, cell_nodes, cells, dead_cells, stages
+from .genotypes import Genotype2, cell_nodes, cells, dead_cells, flatten_nodes, stages
 
 FORMATS = ("png", "svg", "pdf")
 CELL_COLOURS = {"input": "darkseagreen2", "node": "lightblue", "output": "palegoldenrod"}
@@ -67,7 +67,7 @@ def _digraph(caption=None):
 def cell_graph(flat, concat, caption=None):
     """One DARTS cell (flat or nested gene)."""
     if flat and isinstance(flat[0], list):
-        flat = [p for node in flat for p in node]
+        flat = flatten_nodes(flat)
     g = _digraph(caption)
     _add_cell(g, flat, concat)
     return g

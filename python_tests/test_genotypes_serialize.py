@@ -1,5 +1,6 @@
 """Genotype types, library, safe parser and JSON round trips."""
 import json
+import re
 
 import pytest
 
@@ -103,6 +104,43 @@ def test_library_facts():
 def test_malformed_inputs_say_where(text, where):
     with pytest.raises(ValueError, match=where):
         G.parse(text)
+
+
+def test_nested_cells_need_two_pairs_per_node():
+    # A flat gene is read two pairs at a time, so a nested node of another size would be regrouped
+    # into a different cell without a word.
+    a, b, c = ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 2)
+    text = f"Genotype(normal=[[{a}, {b}, {a}], [{a}, {b}, {c}]], normal_concat=[2, 3], reduce=[[{a}, {b}]], reduce_concat=[2])"
+    with pytest.raises(ValueError, match=re.escape("normal[0]: a cell node takes 2 (op, input) pairs, got 3")):
+        G.parse(text)
+    with pytest.raises(ValueError, match=re.escape("cell[1]: a cell node takes 2 (op, input) pairs, got 1")):
+        G.flatten_nodes([[a, b], [a]])
+
+
+def test_huge_range_is_refused_before_it_is_expanded():
+    text = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
+            "reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=range(2, 10**12))")
+    with pytest.raises(ValueError, match="not allowed|unexpected"):  # 10**12 is an expression
+        G.parse(text)
+    with pytest.raises(ValueError, match="range\\(\\) spans 999999999998 states"):
+        G.parse(text.replace("10**12", "1000000000000"))
+
+
+def test_line_numbers_are_the_texts_own():
+    text = "\n\n" + repr(G.DARTS_V2).replace("'sep_conv_3x3'", "'conv_9x9'", 1)
+    with pytest.raises(ValueError, match="^line 3, "):
+        G.parse(text)
+    assert G.parse("\n  " + G.to_json(G.DARTS_V2)) == G.DARTS_V2
+
+
+def test_resolve_names_strings_and_objects():
+    assert G.resolve("P-DARTS") == G.PDARTS
+    assert G.resolve(f"MINE = {G.HC_DAS!r}") == G.HC_DAS
+    assert G.resolve(G.to_json(G.HS_DAS_CIFAR), types=(G.Genotype2,)) == G.HS_DAS_CIFAR
+    with pytest.raises(TypeError, match="cell must be a Genotype2"):
+        G.resolve("DARTS_V2", "cell", (G.Genotype2,))
+    with pytest.raises(ValueError, match="cell: unknown genotype name 'NASNET'"):
+        G.resolve("NASNET", "cell")
 
 
 def test_no_eval_side_effects(tmp_path):

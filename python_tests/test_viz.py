@@ -55,6 +55,10 @@ def test_cli_plot(tmp_path, capsys):
     geno_file.write_text(G.to_json(G.HS_DAS_IMAGENET))
     assert main(["plot", str(geno_file), "--format", "pdf", "--out", str(tmp_path / "mine.pdf")]) == 0
     assert (tmp_path / "mine.pdf").read_bytes()[:5] == b"%PDF-"
+    # genotype text as the search logs it, NAME = Genotype(...)
+    out = tmp_path / "named.svg"
+    assert main(["plot", f"MINE = {G.DARTS_V2!r}", "--out", str(out)]) == 0
+    assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
 
 
 def test_cli_plot_errors():

@@ -25,10 +25,8 @@ def load(spec):
     if os.path.isfile(spec):
         with open(spec) as f:
             return genotypes.parse(f.read()), os.path.splitext(os.path.basename(spec))[0]
-    stripped = spec.strip()
-    if stripped.startswith(("Genotype", "{")):
-        return genotypes.parse(stripped), "genotype"
-    return genotypes.get(spec), spec
+    text = spec.strip()
+    return genotypes.resolve(text), "genotype" if "(" in text or text.startswith("{") else text
 
 
 def run(args):

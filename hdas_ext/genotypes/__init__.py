@@ -3,7 +3,7 @@ from .types import (GENOTYPE_TYPES, KNOWN_OPS, Genotype, Genotype2, Genotype3, c
                     flatten_nodes, stages, validate)
 from .library import (DARTS, DARTS_V1, DARTS_V2, HC_DAS, HS_DAS_CIFAR, HS_DAS_IMAGENET, LIBRARY, PDARTS,
                       PC_DARTS_cifar, PC_DARTS_image, get, names, noisy_darts_a)
-from .serialize import from_json, parse, to_json
+from .serialize import from_json, parse, resolve, to_json
 from .analysis import (average_path_length, dead_cells, expected_depth, live_states, path_stats,
                        prune_dead_cells, stage_depth)
 from .derive import (RULES, cell_edge_counts, derive_cell, derive_genotype, derive_genotype2,

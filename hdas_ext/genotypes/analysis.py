@@ -82,10 +82,11 @@ def average_path_length(dag, concat):
 
 
 def expected_depth(dag, concat):
-    """The discrete form of the H-DAS depth recursion (spec §3): d(input) = 0, a cell's depth is the
-    mean over its inputs of (d(src) + 1); the stage value is the mean over the concat states.
-    Equals the expected path length of a random walk from the output back to an input that picks
-    each incoming edge with equal probability."""
+    """Expected depth of the stage output: d(input) = 0, a cell's depth is the mean over its
+    inputs of (d(src) + 1) (the H-DAS depth recursion of spec §3 with equal edge weights), and the
+    stage value is the mean over the concat states: the expected number of cells on a path walked
+    back from the output that picks each incoming edge with equal probability. Not the depth
+    loss's stage value, which averages d over all cells (search.losses)."""
     _check_stage(dag, concat)
     d = [Fraction(0), Fraction(0)]
     for cell in dag:

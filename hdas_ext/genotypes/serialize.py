@@ -6,7 +6,11 @@ Never uses ``eval``: the text is parsed with :mod:`ast` and only literal nodes a
 import ast
 import json
 
+from .library import get, names
 from .types import GENOTYPE_TYPES, Genotype2, cell_nodes, flatten_nodes, validate
+
+
+_MAX_RANGE = 1024  # far beyond any cell or stage; keeps range(2, 10**9) from filling memory
 
 
 class _Range(list):
@@ -39,7 +43,11 @@ def _literal(node):
                 raise ValueError(f"{_where(node)}: range() arguments must be ints, got {args}")
             if len(args) == 3 and args[2] == 0:
                 raise ValueError(f"{_where(node)}: range() step must not be zero")
-            return _Range(range(*args))
+            span = range(*args)
+            if len(span) > _MAX_RANGE:  # measured before it is expanded
+                raise ValueError(f"{_where(node)}: range() spans {len(span)} states; a concat lists at most "
+                                 f"{_MAX_RANGE}")
+            return _Range(span)
         if name in GENOTYPE_TYPES:
             return _build_call(name, node)
         raise ValueError(f"{_where(node)}: call of {name!r} not allowed; expected "
@@ -116,7 +124,7 @@ def build(type_name, fields):
             nodes = v if _is_nested(v) else cell_nodes(_pairs(v, field))
             values.append([_pairs(n, f"{field}[{j}]") for j, n in enumerate(nodes)])
         else:
-            flat = flatten_nodes(v) if _is_nested(v) else v
+            flat = flatten_nodes(v, field) if _is_nested(v) else v
             values.append(_pairs(flat, field))
     return validate(cls(*values))
 
@@ -131,9 +139,11 @@ def parse(text):
     if not stripped:
         raise ValueError("parse(text): empty genotype string")
     if stripped.startswith("{"):
-        return from_json(stripped)
+        return from_json(text)
+    # Leading blank lines are kept (as newlines) so that reported line numbers are the text's own.
+    lead = text[:len(text) - len(text.lstrip())].count("\n")
     try:
-        tree = ast.parse(stripped, mode="exec")
+        tree = ast.parse("\n" * lead + stripped, mode="exec")
     except SyntaxError as e:
         raise ValueError(f"genotype string is not valid syntax at line {e.lineno}, column {e.offset}: {e.msg}") from None
     if len(tree.body) != 1:
@@ -177,3 +187,24 @@ def from_json(text):
     if extra or missing:
         raise ValueError(f"genotype JSON for {type_name}: missing {missing}, unexpected {extra}")
     return build(type_name, {f: doc[f] for f in fields})
+
+
+def resolve(value, what="genotype", types=tuple(GENOTYPE_TYPES.values())):
+    """A validated genotype from a library name, a repr string (``NAME = Genotype(...)`` too) or
+    JSON, or an object of `types`; `what` names the argument in errors."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text in names() or not (text.startswith("{") or "(" in text):
+            try:
+                g = get(text)
+            except KeyError as e:
+                raise ValueError(f"{what}: {e.args[0]}") from None
+        else:
+            g = parse(text)
+    else:
+        g = value
+    if not isinstance(g, types):
+        kinds = " or ".join(t.__name__ for t in types)
+        raise TypeError(f"{what} must be a {kinds} (a library name, a genotype string or object), "
+                        f"got {type(g).__name__}")
+    return validate(g)

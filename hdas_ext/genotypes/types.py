@@ -54,8 +54,12 @@ def cell_nodes(flat):
     return [[tuple(flat[2 * i]), tuple(flat[2 * i + 1])] for i in range(len(flat) // 2)]
 
 
-def flatten_nodes(nodes):
-    """Inverse of :func:`cell_nodes`: nested node list -> flat list of pairs."""
+def flatten_nodes(nodes, what="cell"):
+    """Inverse of :func:`cell_nodes`: nested node list -> flat list of pairs. Every node must hold
+    exactly two pairs: the flat form cannot say where a node of another size ends."""
+    for j, node in enumerate(nodes):
+        if len(node) != 2:
+            raise ValueError(f"{what}[{j}]: a cell node takes 2 (op, input) pairs, got {len(node)}")
     return [tuple(pair) for node in nodes for pair in node]
 
 

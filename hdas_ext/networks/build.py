@@ -1,30 +1,11 @@
 """build_eval_network: one entry point for every evaluation network."""
 from .. import genotypes as G
+from ..genotypes import resolve as resolve_genotype
 from ..data import DATASET_SHAPES
 from .chain import ChainNetwork, chain_cell_genes
 from .stage import StageNetwork
 
 __all__ = ["build_eval_network", "resolve_genotype", "cell_sets"]
-
-
-def resolve_genotype(value, what, types):
-    """A genotype object from a library name, a repr/JSON string, or an object of `types`."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text in G.names() or not (text.startswith("{") or "(" in text):
-            try:
-                g = G.get(text)
-            except KeyError as e:
-                raise ValueError(f"{what}: {e.args[0]}") from None
-        else:
-            g = G.parse(text)
-    else:
-        g = value
-    if not isinstance(g, types):
-        names = " or ".join(t.__name__ for t in types)
-        raise TypeError(f"{what} must be a {names} (a library name, a genotype string or object), "
-                        f"got {type(g).__name__}")
-    return G.validate(g)
 
 
 def cell_sets(g):

@@ -9,7 +9,8 @@ Two definitions are provided, selected by `mode`:
   that decides the derived connections). Depth recursion (Eq. 2):
       d(stage inputs) = 0,   d_j = sum_e w[j,e] * (d(src_e) + 1),
   i.e. the expected number of cells on a path walked back from cell j picking edges with
-  probability w (its discrete form with two equal edges is genotypes.expected_depth).
+  probability w (with two equal edges this is the per-cell recursion of genotypes.expected_depth,
+  which then averages over the output cells, not over all cells).
   Stage depth D_s = mean_j d_j; L_depth = -sum_s D_s.
   With beta (Eq. 4): the last cell of candidate pair k, j = N_min-1+k, is weighted
       d_j <- d_j * (1 + j * b_k),  b = softmax(beta_s),
