@@ -66,6 +66,11 @@ def test_presets_and_validation(tmp_path):
         make_config("digits", schedule="linear")
     with pytest.raises(ValueError, match="lr must be"):
         make_config("digits", lr=0.0)
+    with pytest.raises(ValueError, match="warmup_epochs must be 0 unless schedule is 'warmup_cosine'"):
+        make_config("imagenet", data_root="/data", warmup_epochs=5)  # the step schedule would ignore it
+    # an auxiliary head whose loss weighs 0 is not built (DDP refuses parameters without gradients)
+    assert not hasattr(build_model(make_config("digits", auxiliary_weight=0.0)), "auxiliary_head")
+    assert hasattr(build_model(make_config("digits")), "auxiliary_head")
     with pytest.raises(ValueError, match="preset"):
         make_config("mnist")
     with pytest.raises(TypeError, match="TrainConfig"):

@@ -2,6 +2,7 @@ import collections
 import json
 import os
 import random
+import re
 
 import pytest
 import torch
@@ -52,6 +53,23 @@ def test_sampled_stages_respect_the_window(n):
     assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
 
 
+def test_sampled_distribution_stages_draw_their_length():
+    # The distribution search also searches the output pair: a random stage of its space is an
+    # N_max-cell DAG with the pair (N, N+1), N uniform in N_min..N_max, and dead cells after it.
+    rng = random.Random(0)
+    lengths = set()
+    for _ in range(200):
+        g2 = sample_genotype2(rng, (6, 6, 6), window=3, n_min=4)
+        for dag, concat in G.stages(g2):
+            assert len(dag) == 6 and concat == [concat[0], concat[0] + 1] and 4 <= concat[0] <= 6
+            lengths.add(concat[0])
+            assert set(G.dead_cells(dag, concat)) >= set(range(concat[0], 6))
+    assert lengths == {4, 5, 6}
+    net = build_eval_network("DARTS_V2", sample_genotype2(rng, (3, 4, 3), n_min=2), dataset="digits",
+                             init_channels=4)
+    assert net(torch.randn(2, 3, 16, 16))[0].shape == (2, 10)
+
+
 def test_relative_improvement():
     assert relative_improvement(97.5, 97.0) == pytest.approx(100 * 0.5 / 97.0)
     assert relative_improvement(90.0, 90.0) == 0.0
@@ -92,6 +110,14 @@ def test_cell_baseline_with_given_accuracy_and_errors(tmp_path, capsys):
         run_random_baseline(tiny(tmp_path), space="stage", samples=1)
     with pytest.raises(ValueError, match="space"):
         run_random_baseline(cfg, space="macro")
+    with pytest.raises(ValueError, match="window must be an int >= 2"):
+        run_random_baseline(cfg, space="stage", window=1, searched_acc=50.0)
+    with pytest.raises(ValueError, match=re.escape("n_min must be in [1, 2]")):
+        run_random_baseline(cfg, space="distribution", cells_per_stage=(2, 3, 2), n_min=3, searched_acc=50.0)
+    d = run_random_baseline(tiny(tmp_path, output=str(tmp_path / "dist")), space="distribution", samples=1,
+                            cells_per_stage=(3, 3, 3), n_min=2, searched_acc=50.0)
+    assert d["space"] == "distribution"
+    assert all(2 <= c[0] <= 3 for _, c in G.stages(G.parse(d["random"][0]["stages"])))
     out = str(tmp_path / "cli")
     assert cli_main(["random-baseline", "--space", "stage", "--samples", "1", "--cells-per-stage", "2,2,2",
                      "--searched-acc", "40", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",

@@ -19,17 +19,21 @@ def _cells_per_stage(text):
 def register(subparsers):
     p = subparsers.add_parser(
         "random-baseline", help="train uniformly sampled architectures and report the relative improvement RI",
-        description="Samples cells (--space cell) or stage DAGs under the search window (--space stage) "
-                    "uniformly, trains each with the recipe (same options as `hdas train`), trains the "
+        description="Samples cells (--space cell), stage DAGs under the search window (--space stage) or "
+                    "stages of the cell-distribution search (--space distribution: N_max-cell DAGs with a "
+                    "length drawn in N_min..N_max) uniformly, trains each with the recipe (same options as `hdas train`), trains the "
                     "searched architecture (--cell/--stages) unless --searched-acc is given, and writes "
                     "OUTPUT/random_baseline.json. Rerunning continues unfinished runs.")
     p.add_argument("--preset", default="digits", choices=sorted(PRESETS))
-    p.add_argument("--space", default="stage", choices=("cell", "stage"))
+    p.add_argument("--space", default="stage", choices=("cell", "stage", "distribution"))
     p.add_argument("--samples", type=int, default=8, help="number of random architectures (default 8)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sampler")
     p.add_argument("--cells-per-stage", default=None,
-                   help="stage space: cells per stage as 'a,b,c' (default: those of --stages, else 6,6,6)")
-    p.add_argument("--window", type=int, default=3, help="stage space: sliding-window size (default 3)")
+                   help="stage spaces: cells per stage as 'a,b,c' (default: those of --stages, else 6,6,6; "
+                        "for the distribution space, N_max)")
+    p.add_argument("--window", type=int, default=3, help="stage spaces: sliding-window size (default 3)")
+    p.add_argument("--n-min", type=int, default=4,
+                   help="distribution space: fewest cells per stage (N_max: --cells-per-stage; default 4)")
     p.add_argument("--searched-acc", type=float, default=None,
                    help="accuracy (percent) of the searched architecture, to skip training it")
     p.add_argument("--metric", default="best", choices=("best", "last"),
@@ -48,7 +52,7 @@ def run(args):
     cps = _cells_per_stage(args.cells_per_stage) if args.cells_per_stage else None
     summary = run_random_baseline(cfg, space=args.space, samples=args.samples, sample_seed=args.sample_seed,
                                   cells_per_stage=cps, window=args.window, searched_acc=args.searched_acc,
-                                  metric=args.metric)
+                                  metric=args.metric, n_min=args.n_min)
     import os
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: summary[k] for k in ("space", "samples", "random_mean", "random_std",

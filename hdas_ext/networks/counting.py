@@ -16,7 +16,8 @@ def count_params(model, exclude="auxiliary"):
 def count_multiply_adds(model, input_size, device="meta"):
     """Multiply-adds of one image through `model` in eval mode (so the auxiliary head, which runs
     only in training, is not counted), counting convolutions (output elements x input channels
-    per group x kernel area) and linear layers, the convention behind DARTS' '574 M'.
+    per group x kernel area) and linear layers, as quark0/darts#46 counts (523 M for DARTS_V2 on
+    ImageNet; this gives 529.9 M; the 574 M DARTS reports is not reached by this convention).
     input_size: (C, H, W). The count runs on a copy on the 'meta' device: shapes only, no
     arithmetic and no memory; pass device='cpu' for a real forward pass."""
     if len(input_size) != 3:

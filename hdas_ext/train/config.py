@@ -74,8 +74,8 @@ PRESETS = {
                     weight_decay=3e-4, grad_clip=5.0, cutout=16, auxiliary=True,
                     auxiliary_weight=0.4, drop_path_prob=0.2, init_channels=36, layers=20,
                     label_smoothing=0.0, num_workers=2),
-    # DARTS train_imagenet.py: StepLR x0.97 per epoch; pass --schedule warmup_cosine
-    # --warmup-epochs 5 for the H-DAS DDP recipe.
+    # DARTS train_imagenet.py: StepLR x0.97 per epoch; for the H-DAS DDP recipe (spec §7.3) pass
+    # --schedule warmup_cosine --warmup-epochs 10 --lr-min 1e-4 (10 warm-up epochs, cosine to 1e-3 lr).
     "imagenet": dict(dataset="imagenet", epochs=250, batch_size=128, lr=0.1, schedule="step",
                      decay=0.97, weight_decay=3e-5, grad_clip=5.0, cutout=0, auxiliary=True,
                      auxiliary_weight=0.4, drop_path_prob=0.0, init_channels=48, layers=14,
@@ -125,6 +125,8 @@ def validate(cfg):
     _need(0 < cfg.decay <= 1, "decay", "in (0, 1]", cfg.decay)
     _need(cfg.warmup_epochs < cfg.epochs or cfg.schedule != "warmup_cosine", "warmup_epochs",
           f"< epochs={cfg.epochs}", cfg.warmup_epochs)
+    _need(cfg.warmup_epochs == 0 or cfg.schedule == "warmup_cosine", "warmup_epochs",
+          f"0 unless schedule is 'warmup_cosine' (the {cfg.schedule!r} schedule has no warm-up)", cfg.warmup_epochs)
     _need(0 <= cfg.momentum < 1, "momentum", "in [0, 1)", cfg.momentum)
     _need(cfg.weight_decay >= 0, "weight_decay", ">= 0", cfg.weight_decay)
     _need(cfg.grad_clip >= 0, "grad_clip", ">= 0 (0 = off)", cfg.grad_clip)

@@ -31,9 +31,11 @@ _RESUME_FIXED = {"lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs
 
 
 def build_model(cfg):
+    # A head whose loss has weight 0 is not built: its parameters would get no gradient, which
+    # DistributedDataParallel refuses.
     return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
-                              layers=cfg.layers, auxiliary=cfg.auxiliary, drop_path_prob=0.0,
-                              pool_bn=cfg.pool_bn)
+                              layers=cfg.layers, auxiliary=cfg.auxiliary and cfg.auxiliary_weight > 0,
+                              drop_path_prob=0.0, pool_bn=cfg.pool_bn)
 
 
 def _dataset(cfg, ctx, train):

@@ -15,7 +15,7 @@ from .loop import train
 
 CELL_OPS = tuple(p for p in HDAS_PRIMITIVES if p != "none")
 STAGE_OPS = tuple(p for p in STAGE_PRIMITIVES if p != "none")
-SPACES = ("cell", "stage")
+SPACES = ("cell", "stage", "distribution")
 
 
 def sample_cell(rng, nodes=4, ops=CELL_OPS, k=2):
@@ -52,10 +52,17 @@ def sample_stage(rng, n, window=3, ops=STAGE_OPS, k=2):
     return dag, [n, n + 1]
 
 
-def sample_genotype2(rng, cells_per_stage=(6, 6, 6), window=3):
+def sample_genotype2(rng, cells_per_stage=(6, 6, 6), window=3, n_min=None):
+    """Three stages under the window. With n_min, each is a stage of the cell-distribution search
+    (spec §2.3): a DAG of cells_per_stage[s] = N_max cells and an output pair (states N, N+1)
+    drawn uniformly for N in n_min..N_max; the cells after the pair are dead (pruned when built)."""
     values = []
     for n in cells_per_stage:
-        values += list(sample_stage(rng, n, window))
+        dag, concat = sample_stage(rng, n, window)
+        if n_min is not None:
+            length = rng.randint(n_min, n)
+            concat = [length, length + 1]
+        values += [dag, concat]
     return G.Genotype2(*values)
 
 
@@ -67,21 +74,27 @@ def relative_improvement(acc_searched, acc_random):
 
 
 def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_stage=None,
-                        window=3, searched_acc=None, metric="best"):
+                        window=3, searched_acc=None, metric="best", n_min=4):
     """Train `samples` random architectures (and the searched one, cfg.cell/cfg.stages, unless
     searched_acc is given) with cfg's recipe, each in cfg.output/<name>; rerunning continues
-    unfinished runs. Returns (and writes to cfg.output/random_baseline.json) a summary."""
+    unfinished runs. Returns (and writes to cfg.output/random_baseline.json) a summary.
+    space 'stage': stage DAGs of cells_per_stage cells (default: the searched genotype's), output the
+    last two cells; 'distribution': the distribution search's stages, cells_per_stage = N_max (the
+    searched genotype's unpruned DAGs) and a length drawn in n_min..N_max."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int >= 2 (a cell picks 2 distinct inputs), got {window!r}")
     if metric not in ("best", "last"):
         raise ValueError(f"metric must be 'best' or 'last', got {metric!r}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     cell = resolve_genotype(cfg.cell, "cell", (G.Genotype, G.Genotype3))
-    if space == "stage" and cfg.stages is None and searched_acc is None:
-        raise ValueError("space 'stage' compares stage DAGs: give the searched one (stages=, --stages) "
+    stage_space = space in ("stage", "distribution")
+    if stage_space and cfg.stages is None and searched_acc is None:
+        raise ValueError(f"space {space!r} compares stage DAGs: give the searched one (stages=, --stages) "
                          "or its accuracy (searched_acc=, --searched-acc)")
-    if space == "stage" and cells_per_stage is None:
+    if stage_space and cells_per_stage is None:
         if cfg.stages is None:
             cells_per_stage = (6, 6, 6)
         else:
@@ -92,7 +105,12 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         archs = [dict(cell=G.to_json(sample_genotype(rng, stage_specific=isinstance(cell, G.Genotype3))))
                  for _ in range(samples)]
     else:
-        archs = [dict(stages=G.to_json(sample_genotype2(rng, cells_per_stage, window))) for _ in range(samples)]
+        if space == "distribution" and not 1 <= n_min <= min(cells_per_stage):
+            raise ValueError(f"n_min must be in [1, {min(cells_per_stage)}] (N_max = cells_per_stage "
+                             f"{cells_per_stage}), got {n_min!r}")
+        lengths = n_min if space == "distribution" else None
+        archs = [dict(stages=G.to_json(sample_genotype2(rng, cells_per_stage, window, lengths)))
+                 for _ in range(samples)]
 
     owns_group = not _dist_initialized()
     ctx = init_distributed(cfg.device)
