@@ -1,5 +1,6 @@
 """FusedMixedOp and fuse_mixed_ops against DARTS' eager MixedOp (hdas_ext.reference.MixedOp)."""
 import copy
+import re
 
 import pytest
 import torch
@@ -168,6 +169,52 @@ def test_fuse_mixed_ops_in_place_sharing_parameters():
     # Sharing: editing the fused model's conv weight is seen through its modules' parameters.
     sep = model.edges[0]._ops[DARTS_PRIMITIVES.index("sep_conv_3x3")]
     assert sep.op[1].weight is dict(model.named_parameters())["edges.0._ops.4.op.1.weight"]
+
+
+class PartialChannelMixedOp(MixedOp):
+    """PC-DARTS' MixedOp: DARTS' structure (an `_ops` list of primitives for C // k channels), but
+    its forward mixes only the first C // k channels and shuffles them with the rest."""
+
+    def __init__(self, C, stride, primitives, k=2):
+        super().__init__(C // k, stride, primitives)
+        self.k = k
+
+    def forward(self, x, weights):
+        part = x.shape[1] // self.k
+        mixed = sum(w * op(x[:, :part]) for w, op in zip(weights, self._ops))
+        out = torch.cat([mixed, x[:, part:]], dim=1)
+        return out.view(out.shape[0], 2, -1, *out.shape[2:]).transpose(1, 2).reshape(out.shape)
+
+
+@pytest.mark.parametrize("primitives", [STAGE_PRIMITIVES, DARTS_PRIMITIVES])
+def test_fuse_leaves_a_mixed_op_with_another_forward_alone(primitives):
+    # Same structure as DARTS' MixedOp, another function: fusing it would drop the partial channels
+    # (with parameter-free primitives and pools without BN, without any error).
+    model = nn.ModuleDict({"plain": MixedOp(4, 1, primitives), "pc": PartialChannelMixedOp(8, 1, primitives)}).double()
+    model.train()
+    model["plain"].eval()  # mixed modes must survive the probe
+    before = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    with pytest.warns(UserWarning, match=r"left pc \(PartialChannelMixedOp\) unfused"):
+        assert fuse_mixed_ops(model) == 1
+    assert isinstance(model["plain"], FusedMixedOp) and isinstance(model["pc"], PartialChannelMixedOp)
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe draws from its own generator
+    assert not model["plain"].training and model["pc"].training
+    assert not model["plain"]._ops[1][0].training and model["pc"]._ops[1][0].training
+    for k, v in model.state_dict().items():  # the probe ran in eval mode: no buffer moved
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="model is itself a MixedOp"):
+        fuse_mixed_ops(MixedOp(4, 1))
+
+
+def test_fused_modules_check_inputs_before_the_parametric_ops_run():
+    op = FusedMixedOp(4, 1)
+    with pytest.raises(ValueError, match=r"inputs\[0\] must be a 4-D tensor \[N, C, H, W\], got shape \[4, 8, 8\]"):
+        op(torch.randn(4, 8, 8), torch.rand(8))
+    with pytest.raises(TypeError, match=r"edges\[1\] must be a FusedMixedOp .*got MixedOp"):
+        fused_node([op, MixedOp(4, 1)], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(2, 8))
+    with pytest.raises(ValueError, match=re.escape("weights must have shape [num_edges, num_primitives] = [2, 8]")):
+        fused_node([op, op], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(8))
 
 
 @pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")

@@ -1,4 +1,7 @@
 """fuse_mixed_ops: swap DARTS-style MixedOps in any model for FusedMixedOp, in place."""
+import warnings
+
+import torch
 from torch import nn
 
 from .fused import FusedMixedOp
@@ -45,26 +48,77 @@ def identify(m):
     return (name, _stride_of(m), False) if name else None
 
 
+def _agrees(module, fused):
+    """Whether `fused` computes `module`'s own forward(x, weights): both run on one small probe in
+    eval mode (no buffer changes; the global RNG untouched), so a MixedOp whose forward is not
+    DARTS' sum_k w_k op_k(x) (PC-DARTS' partial channels, say) is told apart from the structure it
+    shares with DARTS'. Returns None when they agree, else why not."""
+    state = next((t for t in module.state_dict(keep_vars=True).values()), None)
+    dtype, device = (state.dtype, state.device) if state is not None else (torch.float32, torch.device("cpu"))
+    if device.type == "meta":
+        return None  # nothing to compute with: trust the structure
+    C = next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)),
+             next((m.num_features for m in module.modules() if isinstance(m, nn.BatchNorm2d)), 4))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, C, 8, 8, generator=g).to(device, dtype)
+    w = torch.softmax(torch.randn(len(fused.primitives), generator=g), 0).to(device, dtype)
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        fused.training = False
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x, w), module(x, w))
+    except Exception as e:  # any failure of the module's own forward means: not DARTS' MixedOp
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        fused.training = module.training
+    return None
+
+
 def fuse_mixed_ops(model):
     """Replaces every module that has an `_ops` ModuleList of DARTS primitives (a DARTS MixedOp)
     with a FusedMixedOp sharing the same parameters and buffers. Returns how many it replaced.
-    The replaced module's forward must be `forward(x, weights)` with one weight per op."""
+    The replaced module's forward must be DARTS' `forward(x, weights)` = sum_k weights[k] *
+    _ops[k](x): each candidate is checked on a small probe input against its own forward, and one
+    that computes something else (PC-DARTS' partial channels, say) is left as it is, with a warning.
+    Hooks on the replaced modules (the MixedOp, its pools and pool BNs) no longer fire."""
+    if _candidate(model) is not None:
+        raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp, and only submodules are replaced "
+                         "in place; use FusedMixedOp.adopt(model._ops, ...) or fuse the model that holds it")
     targets = []
     for parent_name, parent in model.named_modules():
         for child_name, child in parent.named_children():
-            ops = getattr(child, "_ops", None)
-            if isinstance(child, FusedMixedOp) or not isinstance(ops, nn.ModuleList) or len(ops) == 0:
+            found = _candidate(child)
+            if found is None:
                 continue
-            found = [identify(m) for m in ops]
-            if any(f is None for f in found):
+            fused = FusedMixedOp.adopt(child._ops, *found)
+            why = _agrees(child, fused)
+            if why is not None:
+                path = f"{parent_name}.{child_name}" if parent_name else child_name
+                warnings.warn(f"fuse_mixed_ops: left {path} ({type(child).__name__}) unfused: its forward is not "
+                              f"DARTS' sum_k weights[k] * _ops[k](x) on a probe input ({why})", stacklevel=2)
                 continue
-            strides = {s for _, s, _ in found}
-            if len(strides) != 1:
-                continue
-            # The kernel normalises pools itself only when every pool carries an affine-free BN.
-            pools = [(m, f) for m, f in zip(ops, found) if f[0] in _POOL_NAMES.values()]
-            fused_bn = bool(pools) and all(isinstance(m, nn.Sequential) and f[2] for m, f in pools)
-            targets.append((parent, child_name, ops, [n for n, _, _ in found], strides.pop(), fused_bn))
-    for parent, child_name, ops, names, stride, fused_bn in targets:
-        setattr(parent, child_name, FusedMixedOp.adopt(ops, names, stride, fused_bn))
+            targets.append((parent, child_name, fused))
+    for parent, child_name, fused in targets:
+        setattr(parent, child_name, fused)
     return len(targets)
+
+
+def _candidate(module):
+    """(primitive names, stride, pool BNs fused) if module looks like a DARTS MixedOp: an `_ops`
+    ModuleList of recognised primitives sharing one stride; else None."""
+    ops = getattr(module, "_ops", None)
+    if isinstance(module, FusedMixedOp) or not isinstance(ops, nn.ModuleList) or len(ops) == 0:
+        return None
+    found = [identify(m) for m in ops]
+    if any(f is None for f in found):
+        return None
+    strides = {s for _, s, _ in found}
+    if len(strides) != 1:
+        return None
+    # The kernel normalises pools itself only when every pool carries an affine-free BN.
+    pools = [(m, f) for m, f in zip(ops, found) if f[0] in _POOL_NAMES.values()]
+    fused_bn = bool(pools) and all(isinstance(m, nn.Sequential) and f[2] for m, f in pools)
+    return [n for n, _, _ in found], strides.pop(), fused_bn

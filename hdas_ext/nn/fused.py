@@ -42,6 +42,18 @@ def fused_node(edges, inputs, weights):
     """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps, in one fused call per group of
     edges that share stride and primitive codes: a DARTS normal-cell node is one call, a
     reduction-cell node two (its stride-2 and stride-1 edges). weights: [len(edges), P]."""
+    for j, edge in enumerate(edges):
+        if not isinstance(edge, FusedMixedOp):
+            raise TypeError(f"fused_node: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
+                            f"swaps DARTS MixedOps for them), got {type(edge).__name__}")
+    if len(inputs) != len(edges):
+        raise ValueError(f"fused_node: expected one input per edge ({len(edges)}), got {len(inputs)}")
+    P = len(edges[0].primitives) if edges else 0
+    if tuple(weights.shape) != (len(edges), P):
+        raise ValueError(f"fused_node: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
+                         f"got {list(weights.shape)}")
+    for x in inputs:
+        ops.check_inputs([x])  # before the parametric ops run on them
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
@@ -49,7 +61,6 @@ def fused_node(edges, inputs, weights):
         groups.setdefault(key, []).append(j)
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
     rows = weights.flatten().unbind(0) if any(edge._folded for edge in edges) else None
-    P = weights.shape[1]
     out = None
     for idx in groups.values():
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
@@ -121,6 +132,7 @@ class FusedMixedOp(nn.Module):
         if weights.shape != (len(self.primitives),):
             raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
+        ops.check_inputs([x])  # before the parametric ops run on x
         rows = [weights.unbind(0)] if self._folded else None
         bns = [self._ops[k][1] for k in self._bn]
         return run_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride, bns,

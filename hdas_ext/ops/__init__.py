@@ -6,7 +6,7 @@
                  tests: python_tests/test_mixed_node_op.py
     pair_concat  csrc/pair_concat.cpp, csrc/cpu/pair_concat_kernel.cpp, csrc/cuda/pair_concat_kernel.cu,
                  hdas_ext/ops/pair_concat.py, reference: hdas_ext.reference.functional.pair_concat,
-                 tests: python_tests/test_pair_concat_op.py
+                 tests: python_tests/test_stage_node.py
 """
-from .mixed_node import ADD, CODES, EXTRA, mixed_node
+from .mixed_node import ADD, CODES, EXTRA, check_inputs, mixed_node
 from .pair_concat import pair_concat

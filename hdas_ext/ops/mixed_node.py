@@ -11,8 +11,9 @@ _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _OP = "hdas::mixed_node"
 
 
-def check_args(inputs, weights, prims, extras, stride):
-    """The checks of csrc/mixed_node.cpp, with the same words, for the Python paths."""
+def check_inputs(inputs):
+    """The checks of csrc/mixed_node.cpp on `inputs`, with the same words; callers that run
+    modules on the inputs before the op (the fused modules' parametric ops) check them first."""
     if len(inputs) == 0:
         raise ValueError(f"{_OP}: inputs must be a non-empty list of tensors")
     x0 = inputs[0]
@@ -29,6 +30,12 @@ def check_args(inputs, weights, prims, extras, stride):
             raise ValueError(f"{_OP}: inputs[{i}] must be on {x0.device} like inputs[0], got {x.device}")
     if x0.shape[0] == 0:
         raise ValueError(f"{_OP}: empty batch: inputs have N = 0")
+
+
+def check_args(inputs, weights, prims, extras, stride):
+    """The checks of csrc/mixed_node.cpp, with the same words, for the Python paths."""
+    check_inputs(inputs)
+    x0 = inputs[0]
     if stride not in (1, 2):
         raise ValueError(f"{_OP}: stride must be 1 or 2, got {stride}")
     for p, code in enumerate(prims):
