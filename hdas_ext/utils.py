@@ -15,6 +15,17 @@ __all__ = [
 ]
 
 
+def check_device(device, name="device"):
+    """device: 'auto', 'cpu', 'cuda' or 'cuda:N', and CUDA present when asked for; ValueError
+    naming the option otherwise (before any process group or tensor is made)."""
+    ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda") or
+                                      (device.startswith("cuda:") and device[5:].isdigit()))
+    if not ok:
+        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} but CUDA is not available here")
+
+
 def set_seed(seed, deterministic=False):
     """Seed python, numpy and torch (all CUDA devices). `deterministic` also asks torch for
     deterministic kernels (warn-only, since some GPU kernels have no deterministic variant)

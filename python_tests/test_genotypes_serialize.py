@@ -133,7 +133,7 @@ def test_line_numbers_are_the_texts_own():
     assert G.parse("\n  " + G.to_json(G.DARTS_V2)) == G.DARTS_V2
 
 
-def test_resolve_names_strings_and_objects():
+def test_resolve_names_strings_files_and_objects(tmp_path):
     assert G.resolve("P-DARTS") == G.PDARTS
     assert G.resolve(f"MINE = {G.HC_DAS!r}") == G.HC_DAS
     assert G.resolve(G.to_json(G.HS_DAS_CIFAR), types=(G.Genotype2,)) == G.HS_DAS_CIFAR
@@ -141,6 +141,12 @@ def test_resolve_names_strings_and_objects():
         G.resolve("DARTS_V2", "cell", (G.Genotype2,))
     with pytest.raises(ValueError, match="cell: unknown genotype name 'NASNET'"):
         G.resolve("NASNET", "cell")
+    # a file as a search writes it (genotype_best.json), or holding a repr line
+    path = tmp_path / "genotype_best.json"
+    path.write_text(G.to_json(G.HS_DAS_IMAGENET))
+    assert G.resolve(str(path), "stages", (G.Genotype2,)) == G.HS_DAS_IMAGENET
+    path.write_text(f"MINE = {G.PDARTS!r}\n")
+    assert G.resolve(str(path)) == G.PDARTS
 
 
 def test_no_eval_side_effects(tmp_path):

@@ -162,6 +162,8 @@ def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
         train(tiny(tmp_path, epochs=1, lr=0.5, resume="auto"))
     with pytest.raises(ValueError, match=re.escape("epochs=1 (now 2)")):
         train(tiny(tmp_path, epochs=2, resume="auto"))
+    with pytest.raises(ValueError, match=re.escape("init_channels=4 (now 8): the checkpoint holds another network")):
+        train(tiny(tmp_path, epochs=1, init_channels=8, resume="auto"))
     with pytest.warns(UserWarning, match="changed options.*grad_clip"):
         train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume="auto"))
 

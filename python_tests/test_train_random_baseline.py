@@ -124,5 +124,5 @@ def test_cell_baseline_with_given_accuracy_and_errors(tmp_path, capsys):
                      "--init-channels", "4", "--output", out, "--no-tensorboard", "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["samples"] == 1 and printed["searched"] == 40.0
-    with pytest.raises(ValueError, match="cells-per-stage"):
+    with pytest.raises(SystemExit, match="random-baseline: error: --cells-per-stage must be three positive ints"):
         cli_main(["random-baseline", "--cells-per-stage", "6,6", "--searched-acc", "1"])

@@ -41,6 +41,12 @@ def run(args):
     if fmt not in viz.FORMATS:
         raise SystemExit(f"hdas plot: --out extension must be one of {viz.FORMATS}, got {fmt!r}")
     out = args.out or f"{name}{'_' + args.part if args.part else ''}.{fmt}"
+    ext = os.path.splitext(out)[1].lstrip(".").lower()
+    if args.format and ext and ext != fmt:
+        raise SystemExit(f"hdas plot: --format {fmt} does not match --out {out!r}; give one of them, or both alike")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"hdas plot: --out: folder {folder!r} does not exist")
     if args.part:
         if args.part not in g._fields or args.part.endswith("_concat"):
             fields = [f for f in g._fields if not f.endswith("_concat")]

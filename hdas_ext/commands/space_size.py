@@ -1,5 +1,7 @@
 """`hdas space-size`: exact search-space sizes (hdas_ext.space) as a table or JSON."""
+import decimal
 import json
+import sys
 
 from .. import space
 
@@ -40,6 +42,10 @@ def run(args):
     except ValueError as e:
         raise SystemExit(f"hdas space-size: {e}")
     defaults = params == space.DEFAULTS
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit and any(v.bit_length() > 3.32 * limit for _, _, v in rows):
+        raise SystemExit(f"hdas space-size: a count has more than {limit} digits, beyond what Python prints "
+                         "as an exact integer; choose smaller parameters")
     if args.json:
         print(json.dumps({"parameters": params,
                           "rows": [{"key": k, "description": desc, "count": v,
@@ -50,9 +56,14 @@ def run(args):
     return 0
 
 
+def _scientific(v):
+    # floats stop at ~1.8e308; Decimal holds any int exactly
+    return f"{v:.3e}" if v < 1e300 else format(decimal.Decimal(v), ".3e")
+
+
 def format_table(rows, paper):
     header = ("space", "size", "paper", "exact")
-    lines = [(desc, f"{v:.3e}", f"~1e{paper[k]}" if k in paper else "-", str(v)) for k, desc, v in rows]
+    lines = [(desc, _scientific(v), f"~1e{paper[k]}" if k in paper else "-", str(v)) for k, desc, v in rows]
     widths = [max(len(r[i]) for r in lines + [header]) for i in range(3)]
     fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths) + ("-----",))] + [fmt(r) for r in lines])

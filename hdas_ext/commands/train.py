@@ -61,7 +61,7 @@ def register(subparsers):
 def run(args):
     from ..train import make_config, train
 
-    cfg = make_config(args.preset, **config_overrides(args))
+    cfg = make_config(args.preset, check_data=not args.print_config, **config_overrides(args))
     if args.print_config:
         print(cfg.to_json())
         return 0

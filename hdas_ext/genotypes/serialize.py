@@ -5,6 +5,7 @@ Never uses ``eval``: the text is parsed with :mod:`ast` and only literal nodes a
 """
 import ast
 import json
+import os
 
 from .library import get, names
 from .types import GENOTYPE_TYPES, Genotype2, cell_nodes, flatten_nodes, validate
@@ -190,8 +191,12 @@ def from_json(text):
 
 
 def resolve(value, what="genotype", types=tuple(GENOTYPE_TYPES.values())):
-    """A validated genotype from a library name, a repr string (``NAME = Genotype(...)`` too) or
-    JSON, or an object of `types`; `what` names the argument in errors."""
+    """A validated genotype from a library name, a repr string (``NAME = Genotype(...)`` too),
+    JSON, a file holding either (as a search writes genotype_best.json), or an object of `types`;
+    `what` names the argument in errors."""
+    if isinstance(value, str) and os.path.isfile(value):
+        with open(value) as f:
+            value = f.read()
     if isinstance(value, str):
         text = value.strip()
         if text in names() or not (text.startswith("{") or "(" in text):

@@ -4,6 +4,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from ..utils import check_device
+
 SPACES = ("cells", "hc", "hs", "distribution")
 
 # Per-space defaults that differ from the dataclass defaults (paper settings).
@@ -89,6 +91,17 @@ class SearchConfig:
         for k in ("delta", "gamma", "lr", "lr_min", "arch_lr", "weight_decay", "arch_weight_decay", "grad_clip"):
             if getattr(cfg, k) < 0:
                 raise ValueError(f"{k} must be >= 0, got {getattr(cfg, k)}")
+        for k in ("lr", "arch_lr"):
+            if not getattr(cfg, k) > 0:
+                raise ValueError(f"{k} must be > 0, got {getattr(cfg, k)}")
+        if cfg.lr_min > cfg.lr:
+            raise ValueError(f"lr_min must be in [0, lr={cfg.lr}] (the cosine schedule runs from lr down to it), "
+                             f"got {cfg.lr_min}")
+        if not 0 <= cfg.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
+        if not all(0 <= b < 1 for b in cfg.arch_betas) or len(cfg.arch_betas) != 2:
+            raise ValueError(f"arch_betas must be two numbers in [0, 1), got {cfg.arch_betas}")
+        check_device(cfg.device)
         if cfg.space in ("cells", "hc") and (cfg.delta or cfg.gamma):
             raise ValueError("delta/gamma (depth and complexity losses) apply to the stage searches "
                              "'hs' and 'distribution' only")

@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from ..data import DATASETS
+from ..utils import check_device
 
 SCHEDULES = ("cosine", "step", "warmup_cosine")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -88,7 +89,7 @@ PRESETS = {
 }
 
 
-def make_config(preset="cifar10", **overrides):
+def make_config(preset="cifar10", check_data=True, **overrides):
     """A validated TrainConfig: the preset's values, then `overrides` (None values ignored)."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
@@ -98,7 +99,7 @@ def make_config(preset="cifar10", **overrides):
         raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return validate(TrainConfig(**values))
+    return validate(TrainConfig(**values), check_data)
 
 
 def _need(ok, name, expect, value):
@@ -110,8 +111,9 @@ def _int(v, lo=0):
     return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
-def validate(cfg):
-    """Raise ValueError naming the first bad option; return cfg."""
+def validate(cfg, check_data=True):
+    """Raise ValueError naming the first bad option; return cfg. check_data=False skips the
+    data_root requirement (printing a configuration needs no data)."""
     _need(cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}", cfg.dataset)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
     _need(cfg.amp in AMP_MODES, "amp", f"one of {AMP_MODES}", cfg.amp)
@@ -133,10 +135,9 @@ def validate(cfg):
     _need(0 <= cfg.label_smoothing < 1, "label_smoothing", "in [0, 1)", cfg.label_smoothing)
     _need(0 <= cfg.drop_path_prob < 1, "drop_path_prob", "in [0, 1)", cfg.drop_path_prob)
     _need(cfg.auxiliary_weight >= 0, "auxiliary_weight", ">= 0", cfg.auxiliary_weight)
-    _need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"), "device",
-          "auto, cpu, cuda or cuda:N", cfg.device)
+    check_device(cfg.device)
     _need(bool(cfg.output), "output", "a folder path", cfg.output)
-    if cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root:
+    if check_data and cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root:
         raise ValueError(f"data_root is required for dataset {cfg.dataset!r} (the folder holding, or with "
                          f"--download receiving, {'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
     return cfg

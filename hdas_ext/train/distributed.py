@@ -34,7 +34,7 @@ def init_distributed(device="auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={device!r} but CUDA is not available")
+            raise ValueError(f"device={device!r} but CUDA is not available here")
         dev = torch.device("cuda", local_rank) if (world > 1 or device == "cuda") else torch.device(device)
         torch.cuda.set_device(dev)
     else:

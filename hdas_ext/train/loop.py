@@ -24,10 +24,14 @@ CHECKPOINT, LAST, BEST, LOG = "checkpoint.pt", "last.pt", "best.pt", "log.jsonl"
 FORMAT = "hdas_ext.train/1"
 # Options that may differ between a run and its resumption without changing its results.
 _RESUME_FREE = {"resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root"}
-# Options a resumed run cannot change: the checkpoint's optimiser and LR-schedule states (learning
-# rates, the schedule's period and steps per epoch) would silently override them.
-_RESUME_FIXED = {"lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
-                 "warmup_epochs", "batch_size", "max_train_steps", "train_subset"}
+# Options a resumed run cannot change, and why: the checkpoint holds another network, or its
+# optimiser and LR-schedule states (learning rates, the schedule's period, steps per epoch) would
+# silently override them.
+_RESUME_FIXED = dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"),
+                              "the checkpoint holds another network")
+_RESUME_FIXED.update(dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule",
+                                    "decay", "warmup_epochs", "batch_size", "max_train_steps", "train_subset"),
+                                   "the checkpoint's optimiser and LR schedule would override them"))
 
 
 def build_model(cfg):
@@ -214,7 +218,7 @@ def train(cfg, on_epoch_end=None):
             if fixed:
                 raise ValueError(f"cannot resume {resume_from} with changed " + ", ".join(
                     f"{k}={ck['config'][k]!r} (now {getattr(cfg, k)!r})" for k in fixed)
-                    + ": the checkpoint's optimiser and LR schedule would override them; start a new run")
+                    + f": {_RESUME_FIXED[fixed[0]]}; start a new run (another --output)")
             if changed and ctx.main:
                 warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
                               f"uninterrupted one")

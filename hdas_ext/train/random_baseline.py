@@ -83,6 +83,8 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
     searched genotype's unpruned DAGs) and a length drawn in n_min..N_max."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if searched_acc is not None and not 0 < searched_acc <= 100:
+        raise ValueError(f"searched_acc must be a top-1 accuracy in percent, in (0, 100], got {searched_acc!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 2:
         raise ValueError(f"window must be an int >= 2 (a cell picks 2 distinct inputs), got {window!r}")
     if metric not in ("best", "last"):
@@ -105,6 +107,9 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         archs = [dict(cell=G.to_json(sample_genotype(rng, stage_specific=isinstance(cell, G.Genotype3))))
                  for _ in range(samples)]
     else:
+        if window > min(cells_per_stage) + 1:
+            raise ValueError(f"window must be in [2, N+1] = [2, {min(cells_per_stage) + 1}] for cells_per_stage "
+                             f"{cells_per_stage}, got {window}")
         if space == "distribution" and not 1 <= n_min <= min(cells_per_stage):
             raise ValueError(f"n_min must be in [1, {min(cells_per_stage)}] (N_max = cells_per_stage "
                              f"{cells_per_stage}), got {n_min!r}")
