@@ -1,6 +1,7 @@
 """FusedMixedOp and fuse_mixed_ops against DARTS' eager MixedOp (hdas_ext.reference.MixedOp)."""
 import copy
 import re
+import warnings
 
 import pytest
 import torch
@@ -205,6 +206,15 @@ def test_fuse_leaves_a_mixed_op_with_another_forward_alone(primitives):
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="model is itself a MixedOp"):
         fuse_mixed_ops(MixedOp(4, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fuse_low_precision_models(dtype):
+    # The probe allows for the fused op's float32 accumulation against an eager low-precision sum.
+    model = nn.ModuleDict({"a": MixedOp(8, 1), "b": MixedOp(8, 2)}).to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fuse_mixed_ops(model) == 2
 
 
 def test_fused_modules_check_inputs_before_the_parametric_ops_run():

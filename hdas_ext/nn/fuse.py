@@ -67,7 +67,9 @@ def _agrees(module, fused):
         module.eval()
         fused.training = False
         with torch.no_grad():
-            torch.testing.assert_close(fused(x, w), module(x, w))
+            # Low precision: the fused op accumulates in float32, an eager sum in the dtype itself.
+            tol = {} if dtype in (torch.float32, torch.float64) else dict(rtol=2e-2, atol=2e-2)
+            torch.testing.assert_close(fused(x, w), module(x, w), **tol)
     except Exception as e:  # any failure of the module's own forward means: not DARTS' MixedOp
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     finally:
