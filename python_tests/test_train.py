@@ -2,10 +2,12 @@ import json
 import math
 import os
 import re
+import warnings
 
 import pytest
 import torch
 
+from hdas_ext import genotypes as G
 from hdas_ext.cli import main as cli_main
 from hdas_ext.train import LRFactor, make_config, train
 from hdas_ext.train.loop import build_model
@@ -164,6 +166,12 @@ def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
         train(tiny(tmp_path, epochs=2, resume="auto"))
     with pytest.raises(ValueError, match=re.escape("init_channels=4 (now 8): the checkpoint holds another network")):
         train(tiny(tmp_path, epochs=1, init_channels=8, resume="auto"))
+    with pytest.raises(ValueError, match=re.escape("auxiliary_weight=0.4 (now 0.0): the checkpoint holds another")):
+        train(tiny(tmp_path, epochs=1, auxiliary_weight=0.0, resume="auto"))  # no head without a loss
+    # the same cell given as its JSON is no change
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(tiny(tmp_path, epochs=1, cell=G.to_json(G.get(cfg.cell)), resume="auto"))
     with pytest.warns(UserWarning, match="changed options.*grad_clip"):
         train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume="auto"))
 

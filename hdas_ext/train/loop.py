@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from .. import genotypes as G
 from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
 from ..networks import build_eval_network, count_params
 from ..utils import (JsonlLogger, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
@@ -34,11 +35,26 @@ _RESUME_FIXED.update(dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "wei
                                    "the checkpoint's optimiser and LR schedule would override them"))
 
 
+def _same_option(key, old, new):
+    """Equal options; genotypes compare as genotypes (a library name and its JSON are the same
+    cell)."""
+    if key in ("cell", "stages") and old is not None and new is not None:
+        try:
+            return G.resolve(old) == G.resolve(new)
+        except (ValueError, TypeError, OSError):
+            return old == new
+    return old == new
+
+
+def _has_aux_head(config):
+    """Whether the network gets an auxiliary head: one whose loss weighs 0 is not built (its
+    parameters would get no gradient, which DistributedDataParallel refuses)."""
+    return bool(config.get("auxiliary")) and config.get("auxiliary_weight", 0) > 0
+
+
 def build_model(cfg):
-    # A head whose loss has weight 0 is not built: its parameters would get no gradient, which
-    # DistributedDataParallel refuses.
     return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
-                              layers=cfg.layers, auxiliary=cfg.auxiliary and cfg.auxiliary_weight > 0,
+                              layers=cfg.layers, auxiliary=_has_aux_head(cfg.to_dict()),
                               drop_path_prob=0.0, pool_bn=cfg.pool_bn)
 
 
@@ -213,12 +229,14 @@ def train(cfg, on_epoch_end=None):
             if ck.get("format") != FORMAT:
                 raise ValueError(f"{resume_from}: not a training checkpoint of this package")
             changed = sorted(k for k, v in ck["config"].items()
-                             if k not in _RESUME_FREE and getattr(cfg, k, None) != v)
+                             if k not in _RESUME_FREE and not _same_option(k, v, getattr(cfg, k, None)))
             fixed = [k for k in changed if k in _RESUME_FIXED]
+            if "auxiliary_weight" in changed and not fixed and _has_aux_head(ck["config"]) != _has_aux_head(cfg.to_dict()):
+                fixed = ["auxiliary_weight"]  # a weight of 0 removes the head (build_model)
             if fixed:
                 raise ValueError(f"cannot resume {resume_from} with changed " + ", ".join(
                     f"{k}={ck['config'][k]!r} (now {getattr(cfg, k)!r})" for k in fixed)
-                    + f": {_RESUME_FIXED[fixed[0]]}; start a new run (another --output)")
+                    + f": {_RESUME_FIXED.get(fixed[0], _RESUME_FIXED['auxiliary'])}; start a new run (another --output)")
             if changed and ctx.main:
                 warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
                               f"uninterrupted one")
