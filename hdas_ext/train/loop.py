@@ -28,8 +28,9 @@ _RESUME_FREE = {"resume", "output", "progress", "tensorboard", "num_workers", "d
 # Options a resumed run cannot change, and why: the checkpoint holds another network, or its
 # optimiser and LR-schedule states (learning rates, the schedule's period, steps per epoch) would
 # silently override them.
+_NETWORK = "the checkpoint holds another network"
 _RESUME_FIXED = dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"),
-                              "the checkpoint holds another network")
+                              _NETWORK)
 _RESUME_FIXED.update(dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule",
                                     "decay", "warmup_epochs", "batch_size", "max_train_steps", "train_subset"),
                                    "the checkpoint's optimiser and LR schedule would override them"))
@@ -231,12 +232,12 @@ def train(cfg, on_epoch_end=None):
             changed = sorted(k for k, v in ck["config"].items()
                              if k not in _RESUME_FREE and not _same_option(k, v, getattr(cfg, k, None)))
             fixed = [k for k in changed if k in _RESUME_FIXED]
-            if "auxiliary_weight" in changed and not fixed and _has_aux_head(ck["config"]) != _has_aux_head(cfg.to_dict()):
-                fixed = ["auxiliary_weight"]  # a weight of 0 removes the head (build_model)
+            if "auxiliary_weight" in changed and _has_aux_head(ck["config"]) != _has_aux_head(cfg.to_dict()):
+                fixed.append("auxiliary_weight")  # a weight of 0 builds no head: another network
             if fixed:
                 raise ValueError(f"cannot resume {resume_from} with changed " + ", ".join(
                     f"{k}={ck['config'][k]!r} (now {getattr(cfg, k)!r})" for k in fixed)
-                    + f": {_RESUME_FIXED.get(fixed[0], _RESUME_FIXED['auxiliary'])}; start a new run (another --output)")
+                    + f": {_RESUME_FIXED.get(fixed[0], _NETWORK)}; start a new run (another --output)")
             if changed and ctx.main:
                 warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
                               f"uninterrupted one")
