@@ -22,11 +22,12 @@ def register(subparsers):
 
 def load(spec):
     """A genotype and a short name from a library name, a file path or genotype text."""
-    if os.path.isfile(spec):
-        with open(spec) as f:
-            return genotypes.parse(f.read()), os.path.splitext(os.path.basename(spec))[0]
     text = spec.strip()
-    return genotypes.resolve(text), "genotype" if "(" in text or text.startswith("{") else text
+    if os.path.isfile(spec):
+        name = os.path.splitext(os.path.basename(spec))[0]
+    else:
+        name = "genotype" if "(" in text or text.startswith("{") else text
+    return genotypes.resolve(spec), name
 
 
 def run(args):

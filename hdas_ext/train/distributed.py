@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..utils import check_device
+
 
 @dataclass
 class DistContext:
@@ -30,11 +32,10 @@ def init_distributed(device="auto"):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    check_device(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available here")
         dev = torch.device("cuda", local_rank) if (world > 1 or device == "cuda") else torch.device(device)
         torch.cuda.set_device(dev)
     else:
