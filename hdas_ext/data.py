@@ -160,10 +160,10 @@ class _Cutout:
 
 def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, generator=None, crop_fill=0.0):
     """Augment a float batch [B, C, H, W] with every sample drawn independently: random crop of
-    the original size from the image padded with `crop_fill` (a value in x's [0, 1] scale), horizontal flip with probability 1/2, then
-    normalisation with (mean, std) when given, then DARTS' Cutout (a square of side `cutout`
-    centred uniformly at random, clipped at the border, set to 0). `generator` must live on
-    x's device; None uses the global RNG."""
+    the original size from the image padded with `crop_fill` (a value in x's [0, 1] scale),
+    horizontal flip with probability 1/2, then normalisation with (mean, std) when given, then
+    DARTS' Cutout (a square of side `cutout` centred uniformly at random, clipped at the border,
+    set to 0). `generator` must live on x's device; None uses the global RNG."""
     B, C, H, W = x.shape
     dev = x.device
     if crop_padding:

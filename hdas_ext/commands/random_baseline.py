@@ -21,8 +21,8 @@ def register(subparsers):
         "random-baseline", help="train uniformly sampled architectures and report the relative improvement RI",
         description="Samples cells (--space cell), stage DAGs under the search window (--space stage) or "
                     "stages of the cell-distribution search (--space distribution: N_max-cell DAGs with a "
-                    "length drawn in N_min..N_max) uniformly, trains each with the recipe (same options as `hdas train`), trains the "
-                    "searched architecture (--cell/--stages) unless --searched-acc is given, and writes "
+                    "length drawn in N_min..N_max) uniformly, trains each with the recipe (same options as "
+                    "`hdas train`), trains the searched architecture (--cell/--stages) unless --searched-acc is given, and writes "
                     "OUTPUT/random_baseline.json. Rerunning continues unfinished runs.")
     p.add_argument("--preset", default="digits", choices=sorted(PRESETS))
     p.add_argument("--space", default="stage", choices=("cell", "stage", "distribution"))

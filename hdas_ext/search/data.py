@@ -2,8 +2,9 @@
 each served by one persistent loader per epoch. Every step's global batch is cut into per-rank,
 per-chunk micro-batches; the order depends only on (seed, epoch, half), so a resumed run sees the
 same batches as an uninterrupted one, and N ranks x 1 chunk see exactly the samples that 1 rank x
-N chunks sees (their random augmentations differ: each rank draws its own). In-memory datasets ('digits', 'cifar10') are batched and augmented on the compute device
-(hdas_ext.data.DeviceLoader); others go through a DataLoader."""
+N chunks sees (their random augmentations differ: each rank draws its own). In-memory datasets
+('digits', 'cifar10') are batched and augmented on the compute device (hdas_ext.data.DeviceLoader);
+others go through a DataLoader."""
 import torch
 from torch.utils.data import DataLoader, Subset
 
