@@ -10,7 +10,7 @@ import os
 
 import graphviz
 
-from .genotypes import Genotype2, cell_nodes, cells, dead_cells, flatten_nodes, stages
+from .genotypes import StageGenotype, cell_nodes, cells, dead_cells, flatten_nodes, stages
 
 FORMATS = ("png", "svg", "pdf")
 CELL_COLOURS = {"input": "darkseagreen2", "node": "lightblue", "output": "palegoldenrod"}
@@ -81,9 +81,9 @@ def stage_graph(dag, concat, caption=None):
 
 
 def genotype_graph(genotype, caption=None):
-    """A whole genotype: each cell (Genotype, Genotype3) or stage (Genotype2) in its own box."""
+    """A whole genotype: each cell (Genotype, StageCellsGenotype) or stage (StageGenotype) in its own box."""
     g = _digraph(caption)
-    if isinstance(genotype, Genotype2):
+    if isinstance(genotype, StageGenotype):
         parts = [(f"DAG{i}", d, c, _add_stage) for i, (d, c) in enumerate(stages(genotype), start=1)]
     else:
         parts = [(name, flat, c, _add_cell) for name, flat, c in cells(genotype)]

@@ -124,15 +124,15 @@ def test_stage_length_and_distribution_genotype():
         G.derive_stage_length([1.0], 0)
     chain = [first_edge_strongest(G.stage_edge_counts(8, 2))] * 3
     betas = [torch.tensor([0.0, 1.0, 0, 0, 0]), torch.tensor([0.0, 0, 0, 0, 1.0]), torch.tensor([1.0, 0, 0, 0, 0])]
-    g2 = G.derive_genotype2(chain, window=2, betas=betas, n_min=4)
+    g2 = G.derive_stage_genotype(chain, window=2, betas=betas, n_min=4)
     assert [c for _, c in G.stages(g2)] == [[5, 6], [8, 9], [4, 5]]
     assert [G.dead_cells(d, c) for d, c in G.stages(g2)] == [[5, 6, 7], [], [4, 5, 6, 7]]
     with pytest.raises(ValueError, match="betas"):
-        G.derive_genotype2(chain, window=2, betas=betas[:2], n_min=4)
+        G.derive_stage_genotype(chain, window=2, betas=betas[:2], n_min=4)
 
 
 def test_genotype3_from_five_sets():
     sets = [torch.tensor([r for node in cell_rows(HDAS_PRIMITIVES) for r in node])] * 5
-    g3 = G.derive_genotype3(sets, HDAS_PRIMITIVES)
-    assert isinstance(g3, G.Genotype3) and g3.normal3[2:4] == [("max_pool_3x3", 0), ("sep_conv_3x3", 1)]
+    g3 = G.derive_stage_cells_genotype(sets, HDAS_PRIMITIVES)
+    assert isinstance(g3, G.StageCellsGenotype) and g3.normal3[2:4] == [("max_pool_3x3", 0), ("sep_conv_3x3", 1)]
     assert G.parse(repr(g3)) == g3

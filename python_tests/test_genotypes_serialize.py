@@ -74,7 +74,7 @@ def test_get_aliases_and_copies():
 
 
 def test_library_facts():
-    assert isinstance(G.HC_DAS, G.Genotype3) and isinstance(G.HS_DAS_CIFAR, G.Genotype2)
+    assert isinstance(G.HC_DAS, G.StageCellsGenotype) and isinstance(G.HS_DAS_CIFAR, G.StageGenotype)
     assert [len(d) for d, _ in G.stages(G.HS_DAS_CIFAR)] == [6, 6, 6]
     assert [c for _, c in G.stages(G.HS_DAS_IMAGENET)] == [[4, 5]] * 3
     assert G.cell_nodes(G.DARTS_V2.normal)[3] == [("skip_connect", 0), ("dil_conv_3x3", 2)]
@@ -83,7 +83,7 @@ def test_library_facts():
 
 @pytest.mark.parametrize("text, where", [
     ("Genotype(normal=[('sep_conv_3x3', 1)", "line 1"),                        # unterminated
-    ("Genotype2(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]],\n DAG1_concat=__import__('os'), "
+    ("StageGenotype(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]],\n DAG1_concat=__import__('os'), "
      "DAG2=[], DAG2_concat=[], DAG3=[], DAG3_concat=[])", "line 2, column 14"),  # a call that is not allowed
     ("Genotype(normal=[('sep_conv_3x3', 1.5)], normal_concat=[2], reduce=[], reduce_concat=[2])", "column 35"),
     ("Genotype(normal=[], normal_concat=[2], reduce=[], reduce_concat=[2], extra=1)", "no field 'extra'"),
@@ -99,7 +99,7 @@ def test_library_facts():
     ("", "empty"),
     ('{"type": "Genotype", "normal": [}', "line 1, column 33"),
     ('{"type": "Genotype9"}', "field 'type'"),
-    ('{"type": "Genotype2", "DAG1": []}', "missing"),
+    ('{"type": "StageGenotype", "DAG1": []}', "missing"),
 ])
 def test_malformed_inputs_say_where(text, where):
     with pytest.raises(ValueError, match=where):
@@ -136,15 +136,15 @@ def test_line_numbers_are_the_texts_own():
 def test_resolve_names_strings_files_and_objects(tmp_path):
     assert G.resolve("P-DARTS") == G.PDARTS
     assert G.resolve(f"MINE = {G.HC_DAS!r}") == G.HC_DAS
-    assert G.resolve(G.to_json(G.HS_DAS_CIFAR), types=(G.Genotype2,)) == G.HS_DAS_CIFAR
-    with pytest.raises(TypeError, match="cell must be a Genotype2"):
-        G.resolve("DARTS_V2", "cell", (G.Genotype2,))
+    assert G.resolve(G.to_json(G.HS_DAS_CIFAR), types=(G.StageGenotype,)) == G.HS_DAS_CIFAR
+    with pytest.raises(TypeError, match="cell must be a StageGenotype"):
+        G.resolve("DARTS_V2", "cell", (G.StageGenotype,))
     with pytest.raises(ValueError, match="cell: unknown genotype name 'NASNET'"):
         G.resolve("NASNET", "cell")
     # a file as a search writes it (genotype_best.json), or holding a repr line
     path = tmp_path / "genotype_best.json"
     path.write_text(G.to_json(G.HS_DAS_IMAGENET))
-    assert G.resolve(str(path), "stages", (G.Genotype2,)) == G.HS_DAS_IMAGENET
+    assert G.resolve(str(path), "stages", (G.StageGenotype,)) == G.HS_DAS_IMAGENET
     path.write_text(f"MINE = {G.PDARTS!r}\n")
     assert G.resolve(str(path)) == G.PDARTS
 
@@ -159,7 +159,7 @@ def test_no_eval_side_effects(tmp_path):
 
 def test_json_shape():
     doc = json.loads(G.to_json(G.HS_DAS_IMAGENET))
-    assert doc["type"] == "Genotype2"
+    assert doc["type"] == "StageGenotype"
     assert doc["DAG1"][0] == [["max_pool_3x3", 0], ["max_pool_3x3", 1]]
     assert doc["DAG3_concat"] == [4, 5]
     with pytest.raises(TypeError):
@@ -167,10 +167,20 @@ def test_json_shape():
 
 
 def test_content_errors_point_at_the_field():
-    text = ("Genotype2(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]], DAG1_concat=[2],\n"
+    text = ("StageGenotype(DAG1=[[('skip_connect', 0), ('skip_connect', 1)]], DAG1_concat=[2],\n"
             "  DAG2=[[('skip_connect', 0), ('skip_connect', 2)]], DAG2_concat=[2],\n"
             "  DAG3=[[('skip_connect', 0), ('skip_connect', 1)]], DAG3_concat=[5])")
     with pytest.raises(ValueError, match=r"^line 2, column 8: DAG2\[0\]: input state 2"):
         G.parse(text)
     with pytest.raises(ValueError, match=r"^line 3, column 66: DAG3_concat: concat state 5"):
         G.parse(text.replace("('skip_connect', 2)", "('skip_connect', 1)"))
+
+
+def test_released_code_names_are_aliases():
+    # Published strings and scripts use the released code's names Genotype2 / Genotype3.
+    assert G.Genotype2 is G.StageGenotype and G.Genotype3 is G.StageCellsGenotype
+    assert G.parse(repr(G.HS_DAS_CIFAR).replace("StageGenotype(", "Genotype2(")) == G.HS_DAS_CIFAR
+    assert G.parse(repr(G.HC_DAS).replace("StageCellsGenotype(", "Genotype3(")) == G.HC_DAS
+    doc = G.to_json(G.HS_DAS_IMAGENET).replace('"StageGenotype"', '"Genotype2"')
+    assert G.from_json(doc) == G.HS_DAS_IMAGENET
+    assert G.derive_genotype2 is G.derive_stage_genotype and G.derive_genotype3 is G.derive_stage_cells_genotype

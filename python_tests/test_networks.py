@@ -161,7 +161,7 @@ def window_stage(n, pattern):
 @pytest.mark.parametrize("n", [4, 5, 8])
 def test_stage_genotypes_of_any_length_build_and_train(n):
     (d1, c1), (d2, c2), (d3, c3) = window_stage(n, 0), window_stage(n, 1), window_stage(n, 2)
-    g2 = G.Genotype2(d1, c1, d2, c2, d3, c3)
+    g2 = G.StageGenotype(d1, c1, d2, c2, d3, c3)
     torch.manual_seed(0)
     net = build_eval_network("DARTS_V2", g2, init_channels=4, drop_path_prob=0.2)
     assert net.cells_per_stage == [n - len(G.dead_cells(d, c)) for d, c in G.stages(g2)]

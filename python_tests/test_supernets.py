@@ -3,7 +3,7 @@ distribution search for any N_max/N_min, derivation from the live alphas."""
 import pytest
 import torch
 
-from hdas_ext.genotypes import HC_DAS, Genotype, Genotype2, Genotype3, validate
+from hdas_ext.genotypes import HC_DAS, Genotype, StageGenotype, StageCellsGenotype, validate
 from hdas_ext.primitives import STAGE_PRIMITIVES
 from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch, output_pairs,
                                 window_sources)
@@ -43,7 +43,7 @@ def test_hc_das_assigns_stage_specific_sets():
     # cells 0-1 normal1, 2 reduce1, 3-4 normal2, 5 reduce2, 6-7 normal3 (spec §5)
     assert m.net.cell_sets == [0, 0, 1, 2, 2, 3, 4, 4]
     assert [c.reduction for c in m.net.cells] == [False, False, True, False, False, True, False, False]
-    assert isinstance(m.genotype(), Genotype3)
+    assert isinstance(m.genotype(), StageCellsGenotype)
     d = DartsCellSearch(C=4, layers=8, fused=False)
     assert d.net.cell_sets == [0, 0, 1, 0, 0, 1, 0, 0]
     assert isinstance(d.genotype(), Genotype)
@@ -61,7 +61,7 @@ def test_hs_das_window_edges(window):
             assert a.shape == (len(window_sources(j, window)), len(STAGE_PRIMITIVES))
             assert window_sources(j, window)[-1] == j + 1
     g = m.genotype()
-    assert isinstance(g, Genotype2) and validate(g)
+    assert isinstance(g, StageGenotype) and validate(g)
     assert g.DAG1_concat == [3, 4]
     assert m(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
@@ -92,7 +92,7 @@ def test_hs_das_widths_and_stage_specific_cells():
 def test_hs_das_rejects_unknown_genotype():
     with pytest.raises(ValueError, match="unknown genotype name"):
         HsDasSearch(genotype="NOPE", C=4, cells_per_stage=2, fused=False)
-    with pytest.raises(ValueError, match="Genotype or Genotype3"):
+    with pytest.raises(ValueError, match="Genotype or StageCellsGenotype"):
         HsDasSearch(genotype="HS_DAS_CIFAR", C=4, cells_per_stage=2, fused=False)
 
 

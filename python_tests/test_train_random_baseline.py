@@ -35,7 +35,7 @@ def test_sampled_cells_are_valid_and_uniform():
     assert len(pairs) == 10  # C(5, 2) input pairs for the last node, each about 1/10
     assert all(c / N == pytest.approx(0.1, abs=0.02) for c in pairs.values())
     g3 = sample_genotype(rng, stage_specific=True)
-    assert isinstance(G.validate(g3), G.Genotype3)
+    assert isinstance(G.validate(g3), G.StageCellsGenotype)
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8])

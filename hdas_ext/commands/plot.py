@@ -53,7 +53,7 @@ def run(args):
             fields = [f for f in g._fields if not f.endswith("_concat")]
             raise SystemExit(f"hdas plot: --part must be one of {fields}, got {args.part!r}")
         gene, concat = getattr(g, args.part), getattr(g, args.part + "_concat")
-        draw = viz.stage_graph if isinstance(g, genotypes.Genotype2) else viz.cell_graph
+        draw = viz.stage_graph if isinstance(g, genotypes.StageGenotype) else viz.cell_graph
         graph = draw(gene, concat, caption=f"{name} {args.part}")
     else:
         graph = viz.genotype_graph(g, caption=name)

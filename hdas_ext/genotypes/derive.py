@@ -166,24 +166,24 @@ def derive_genotype(alpha_normal, alpha_reduce, primitives=DARTS_PRIMITIVES, rul
     return Genotype(normal, normal_concat, reduce, reduce_concat)
 
 
-def derive_genotype3(alpha_sets, primitives, rule="hdas", k=2):
-    """A ``Genotype3`` from five weight sets in field order (normal1, reduce1, normal2, reduce2,
+def derive_stage_cells_genotype(alpha_sets, primitives, rule="hdas", k=2):
+    """A ``StageCellsGenotype`` from five weight sets in field order (normal1, reduce1, normal2, reduce2,
     normal3), as the Hc-DAS search holds them."""
-    from .types import Genotype3
+    from .types import StageCellsGenotype
     if len(alpha_sets) != 5:
         raise ValueError(f"alpha_sets must hold 5 weight sets (normal1, reduce1, normal2, reduce2, normal3), got {len(alpha_sets)}")
     fields = []
     for a in alpha_sets:
         fields.extend(derive_cell(a, primitives, rule, k))
-    return Genotype3(*fields)
+    return StageCellsGenotype(*fields)
 
 
-def derive_genotype2(stage_alphas, primitives=STAGE_PRIMITIVES, window=3, k=2, rule="hdas",
+def derive_stage_genotype(stage_alphas, primitives=STAGE_PRIMITIVES, window=3, k=2, rule="hdas",
                      betas=None, n_min=None):
-    """A ``Genotype2`` from three per-stage weight sets. With ``betas`` (one per stage) the concat
+    """A ``StageGenotype`` from three per-stage weight sets. With ``betas`` (one per stage) the concat
     comes from :func:`derive_stage_length` (cells after the chosen pair stay in the DAG and are
     dead; prune them with :func:`prune_dead_cells`)."""
-    from .types import Genotype2
+    from .types import StageGenotype
     if len(stage_alphas) != 3:
         raise ValueError(f"stage_alphas must hold 3 stages, got {len(stage_alphas)}")
     if betas is not None and (len(betas) != 3 or n_min is None):
@@ -196,4 +196,4 @@ def derive_genotype2(stage_alphas, primitives=STAGE_PRIMITIVES, window=3, k=2, r
             if length > len(dag):
                 raise ValueError(f"stage {s + 1}: beta selects length {length} but the stage has {len(dag)} cells")
         fields.extend([dag, concat])
-    return Genotype2(*fields)
+    return StageGenotype(*fields)

@@ -6,7 +6,7 @@ where the spec's reading and a third-party transcription differ, the spec's read
 """
 import copy
 
-from .types import Genotype, Genotype2, Genotype3, flatten_nodes, validate
+from .types import Genotype, StageGenotype, StageCellsGenotype, flatten_nodes, validate
 
 _C = [2, 3, 4, 5]
 
@@ -60,7 +60,7 @@ noisy_darts_a = Genotype(
             ('skip_connect', 2), ('skip_connect', 3), ('skip_connect', 2), ('dil_conv_5x5', 4)],
     reduce_concat=list(_C))
 
-HC_DAS = Genotype3(
+HC_DAS = StageCellsGenotype(
     normal1=flatten_nodes([[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)],
                            [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)],
                            [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)],
@@ -87,7 +87,7 @@ HC_DAS = Genotype3(
                            [('sep_conv_5x5', 3), ('sep_conv_3x3', 4)]]),
     normal3_concat=list(_C))
 
-HS_DAS_CIFAR = Genotype2(
+HS_DAS_CIFAR = StageGenotype(
     DAG1=[[('skip_connect', 0), ('skip_connect', 1)],
           [('skip_connect', 0), ('skip_connect', 1)],
           [('skip_connect', 1), ('max_pool_3x3', 2)],
@@ -110,7 +110,7 @@ HS_DAS_CIFAR = Genotype2(
           [('max_pool_3x3', 4), ('max_pool_3x3', 5)]],
     DAG3_concat=[6, 7])
 
-HS_DAS_IMAGENET = Genotype2(
+HS_DAS_IMAGENET = StageGenotype(
     DAG1=[[('max_pool_3x3', 0), ('max_pool_3x3', 1)],
           [('skip_connect', 0), ('skip_connect', 2)],
           [('skip_connect', 2), ('skip_connect', 3)],

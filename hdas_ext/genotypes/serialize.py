@@ -1,14 +1,14 @@
 """Safe parsing of genotype strings (published namedtuple reprs or JSON) and JSON output.
 
 Never uses ``eval``: the text is parsed with :mod:`ast` and only literal nodes are accepted
-(str/int constants, lists, tuples, ``range(...)`` and calls of Genotype/Genotype2/Genotype3).
+(str/int constants, lists, tuples, ``range(...)`` and calls of Genotype/StageGenotype/StageCellsGenotype).
 """
 import ast
 import json
 import os
 
 from .library import get, names
-from .types import GENOTYPE_TYPES, Genotype2, cell_nodes, flatten_nodes, validate
+from .types import GENOTYPE_TYPES, TYPE_NAMES, StageGenotype, cell_nodes, flatten_nodes, validate
 
 
 _MAX_RANGE = 1024  # far beyond any cell or stage; keeps range(2, 10**9) from filling memory
@@ -49,17 +49,17 @@ def _literal(node):
                 raise ValueError(f"{_where(node)}: range() spans {len(span)} states; a concat lists at most "
                                  f"{_MAX_RANGE}")
             return _Range(span)
-        if name in GENOTYPE_TYPES:
+        if name in TYPE_NAMES:
             return _build_call(name, node)
         raise ValueError(f"{_where(node)}: call of {name!r} not allowed; expected "
-                         f"{', '.join(GENOTYPE_TYPES)} or range")
+                         f"{', '.join(TYPE_NAMES)} or range")
     raise ValueError(f"{_where(node)}: unexpected {type(node).__name__} expression "
                      f"{ast.unparse(node)!r}; only str/int literals, "
                      "lists, tuples, range() and genotype calls are allowed")
 
 
 def _build_call(name, node):
-    fields = GENOTYPE_TYPES[name]._fields
+    fields = TYPE_NAMES[name]._fields
     if len(node.args) > len(fields):
         raise ValueError(f"{_where(node)}: {name} takes {len(fields)} fields, got {len(node.args)} positional")
     values = {}
@@ -113,15 +113,15 @@ def _concat(value, field):
 
 def build(type_name, fields):
     """Build and validate a genotype from plain values. Gene fields may be flat or nested
-    (H-DAS nested cells are flattened for Genotype/Genotype3; flat stage DAGs are grouped in pairs
-    for Genotype2); concats may be ranges, tuples or lists."""
-    cls = GENOTYPE_TYPES[type_name]
+    (H-DAS nested cells are flattened for Genotype/StageCellsGenotype; flat stage DAGs are grouped in pairs
+    for StageGenotype); concats may be ranges, tuples or lists."""
+    cls = TYPE_NAMES[type_name]
     values = []
     for field in cls._fields:
         v = fields[field]
         if field.endswith("_concat"):
             values.append(_concat(v, field))
-        elif cls is Genotype2:
+        elif cls is StageGenotype:
             nodes = v if _is_nested(v) else cell_nodes(_pairs(v, field))
             values.append([_pairs(n, f"{field}[{j}]") for j, n in enumerate(nodes)])
         else:
@@ -131,8 +131,8 @@ def build(type_name, fields):
 
 
 def parse(text):
-    """Parse a genotype from a published repr string (``Genotype(...)``, ``Genotype2(...)``,
-    ``Genotype3(...)``, optionally as ``NAME = ...``) or from JSON written by :func:`to_json`.
+    """Parse a genotype from a published repr string (``Genotype(...)``, ``StageGenotype(...)``,
+    ``StageCellsGenotype(...)``, optionally as ``NAME = ...``) or from JSON written by :func:`to_json`.
     Raises ValueError saying where the text is malformed."""
     if not isinstance(text, str):
         raise TypeError(f"parse(text): text must be a str, got {type(text).__name__}")
@@ -156,15 +156,15 @@ def parse(text):
         expr = stmt.value
     else:
         raise ValueError(f"{_where(stmt)}: expected a genotype expression or 'NAME = Genotype...(...)'")
-    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in GENOTYPE_TYPES):
-        raise ValueError(f"{_where(expr)}: expected a call of {', '.join(GENOTYPE_TYPES)}")
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in TYPE_NAMES):
+        raise ValueError(f"{_where(expr)}: expected a call of {', '.join(TYPE_NAMES)}")
     return _literal(expr)
 
 
 def to_json(g, indent=None):
-    """JSON text ``{"type": "Genotype2", "DAG1": [[["skip_connect", 0], ...], ...], ...}``."""
+    """JSON text ``{"type": "StageGenotype", "DAG1": [[["skip_connect", 0], ...], ...], ...}``."""
     if type(g).__name__ not in GENOTYPE_TYPES or not isinstance(g, tuple):
-        raise TypeError(f"to_json(g): expected a Genotype, Genotype2 or Genotype3, got {type(g).__name__}")
+        raise TypeError(f"to_json(g): expected a Genotype, StageGenotype or StageCellsGenotype, got {type(g).__name__}")
     validate(g)
     doc = {"type": type(g).__name__}
     doc.update({f: getattr(g, f) for f in g._fields})
@@ -180,9 +180,9 @@ def from_json(text):
     if not isinstance(doc, dict):
         raise ValueError(f"genotype JSON must be an object, got {type(doc).__name__}")
     type_name = doc.get("type")
-    if type_name not in GENOTYPE_TYPES:
-        raise ValueError(f"genotype JSON field 'type' must be one of {', '.join(GENOTYPE_TYPES)}, got {type_name!r}")
-    fields = GENOTYPE_TYPES[type_name]._fields
+    if type_name not in TYPE_NAMES:
+        raise ValueError(f"genotype JSON field 'type' must be one of {', '.join(TYPE_NAMES)}, got {type_name!r}")
+    fields = TYPE_NAMES[type_name]._fields
     extra = sorted(set(doc) - set(fields) - {"type"})
     missing = [f for f in fields if f not in doc]
     if extra or missing:

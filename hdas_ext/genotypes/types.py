@@ -1,13 +1,14 @@
-"""Genotype data types (repr-compatible with the published namedtuple strings) and accessors.
+"""Genotype data types and accessors (hdas_ext.genotypes.parse reads the published repr strings).
 
-Conventions (spec §4.2, §8.3):
+Conventions:
 - ``Genotype`` (DARTS): ``normal``/``reduce`` are *flat* lists of ``(op, input_state)`` tuples,
   two consecutive pairs per intermediate node; states 0 and 1 are the cell inputs, state i+2 is
   node i. ``*_concat`` are lists of state indices.
-- ``Genotype3`` (Hc-DAS): five stage-specific cells in the same flat format.
-- ``Genotype2`` (Hs-DAS): ``DAGx`` is *nested*: one entry per cell of stage x, each a list of two
-  ``(op, state)`` tuples (state 0/1 = the stage inputs, state j+2 = cell j); ``DAGx_concat`` are
-  the state indices concatenated into the stage output.
+- ``StageCellsGenotype`` (Hc-DAS; ``Genotype3`` in the released code): five stage-specific cells in
+  the same flat format.
+- ``StageGenotype`` (Hs-DAS; ``Genotype2`` in the released code): ``DAGx`` is *nested*: one entry
+  per cell of stage x, each a list of two ``(op, state)`` tuples (state 0/1 = the stage inputs,
+  state j+2 = cell j); ``DAGx_concat`` are the state indices concatenated into the stage output.
 """
 from typing import List, NamedTuple, Tuple
 
@@ -21,7 +22,7 @@ class Genotype(NamedTuple):
     reduce_concat: List[int]
 
 
-class Genotype3(NamedTuple):
+class StageCellsGenotype(NamedTuple):
     normal1: List[Pair]
     normal1_concat: List[int]
     reduce1: List[Pair]
@@ -34,7 +35,7 @@ class Genotype3(NamedTuple):
     normal3_concat: List[int]
 
 
-class Genotype2(NamedTuple):
+class StageGenotype(NamedTuple):
     DAG1: List[List[Pair]]
     DAG1_concat: List[int]
     DAG2: List[List[Pair]]
@@ -43,7 +44,12 @@ class Genotype2(NamedTuple):
     DAG3_concat: List[int]
 
 
-GENOTYPE_TYPES = {cls.__name__: cls for cls in (Genotype, Genotype3, Genotype2)}
+GENOTYPE_TYPES = {cls.__name__: cls for cls in (Genotype, StageCellsGenotype, StageGenotype)}
+
+# The released H-DAS code's names, which published genotype strings and code use: read wherever a
+# type name is read (parse, from_json), importable as aliases.
+Genotype2, Genotype3 = StageGenotype, StageCellsGenotype
+TYPE_NAMES = {**GENOTYPE_TYPES, "Genotype2": StageGenotype, "Genotype3": StageCellsGenotype}
 
 
 def cell_nodes(flat):
@@ -64,19 +70,19 @@ def flatten_nodes(nodes, what="cell"):
 
 
 def cells(g):
-    """The cells of a Genotype or Genotype3 as ``[(name, flat_gene, concat), ...]`` in field order."""
-    if isinstance(g, Genotype2):
-        raise TypeError("cells() takes a Genotype or Genotype3; use stages() for a Genotype2")
-    if not isinstance(g, (Genotype, Genotype3)):
-        raise TypeError(f"cells() takes a Genotype or Genotype3, got {type(g).__name__}")
+    """The cells of a Genotype or StageCellsGenotype as ``[(name, flat_gene, concat), ...]`` in field order."""
+    if isinstance(g, StageGenotype):
+        raise TypeError("cells() takes a Genotype or StageCellsGenotype; use stages() for a StageGenotype")
+    if not isinstance(g, (Genotype, StageCellsGenotype)):
+        raise TypeError(f"cells() takes a Genotype or StageCellsGenotype, got {type(g).__name__}")
     names = g._fields[0::2]
     return [(name, getattr(g, name), list(getattr(g, name + "_concat"))) for name in names]
 
 
 def stages(g2):
-    """The stages of a Genotype2 as ``[(dag, concat), ...]`` (DAG1, DAG2, DAG3)."""
-    if not isinstance(g2, Genotype2):
-        raise TypeError(f"stages() takes a Genotype2, got {type(g2).__name__}")
+    """The stages of a StageGenotype as ``[(dag, concat), ...]`` (DAG1, DAG2, DAG3)."""
+    if not isinstance(g2, StageGenotype):
+        raise TypeError(f"stages() takes a StageGenotype, got {type(g2).__name__}")
     return [(g2.DAG1, list(g2.DAG1_concat)), (g2.DAG2, list(g2.DAG2_concat)),
             (g2.DAG3, list(g2.DAG3_concat))]
 
@@ -116,7 +122,7 @@ def validate(g):
 
     Cells: node i may read states [0, i+2). Stages: cell j may read states [0, j+2). Every node /
     cell has exactly two inputs (the published format)."""
-    if isinstance(g, Genotype2):
+    if isinstance(g, StageGenotype):
         for x, (dag, concat) in enumerate(stages(g), start=1):
             if not dag:
                 raise ValueError(f"DAG{x}: a stage needs at least one cell")

@@ -10,7 +10,7 @@ __all__ = ["build_eval_network", "resolve_genotype", "cell_sets"]
 
 def cell_sets(g):
     """The five (gene, concat) pairs normal1, reduce1, normal2, reduce2, normal3 of a Genotype
-    (its normal/reduce pair repeated) or a Genotype3."""
+    (its normal/reduce pair repeated) or a StageCellsGenotype."""
     if isinstance(g, G.Genotype):
         n, r = (g.normal, list(g.normal_concat)), (g.reduce, list(g.reduce_concat))
         return [n, r, n, r, n]
@@ -22,10 +22,10 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
                        prune_dead=True):
     """An evaluation network.
 
-    cell: a DARTS Genotype or an Hc-DAS Genotype3 (object, library name such as 'DARTS_V2' or
+    cell: a DARTS Genotype or an Hc-DAS StageCellsGenotype (object, library name such as 'DARTS_V2' or
     'HC_DAS', or a genotype string/JSON).
-    stages: None for a chain network (DARTS; Hc-DAS when `cell` is a Genotype3), or an Hs-DAS
-    Genotype2 (object, name such as 'HS_DAS_CIFAR', string) for a stage network, whose cell counts
+    stages: None for a chain network (DARTS; Hc-DAS when `cell` is a StageCellsGenotype), or an Hs-DAS
+    StageGenotype (object, name such as 'HS_DAS_CIFAR', string) for a stage network, whose cell counts
     come from the stage genotype (`layers` is then unused); dead cells are pruned first.
     dataset: 'cifar10' or 'digits' (CIFAR stem and head) or 'imagenet' (stride-2 stems).
     pool_bn: pools followed by an affine BN. Default: off for a DARTS chain network with a
@@ -40,18 +40,18 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not 0.0 <= drop_path_prob < 1.0:
         raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}")
-    g = resolve_genotype(cell, "cell", (G.Genotype, G.Genotype3))
+    g = resolve_genotype(cell, "cell", (G.Genotype, G.StageCellsGenotype))
     if num_classes is None:
         num_classes = DATASET_SHAPES[dataset][0]
     imagenet = dataset == "imagenet"
     sets = cell_sets(g)
     if stages is None:
         if pool_bn is None:
-            pool_bn = isinstance(g, G.Genotype3)
+            pool_bn = isinstance(g, G.StageCellsGenotype)
         genes = chain_cell_genes(sets, layers)
         return ChainNetwork(genes, init_channels, num_classes, auxiliary, imagenet, bool(pool_bn),
                             drop_path_prob)
-    g2 = resolve_genotype(stages, "stages", (G.Genotype2,))
+    g2 = resolve_genotype(stages, "stages", (G.StageGenotype,))
     if pool_bn is None:
         pool_bn = True
     return StageNetwork(G.stages(g2), sets, init_channels, num_classes, auxiliary, imagenet,

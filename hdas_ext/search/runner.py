@@ -34,9 +34,9 @@ _RESUME_FREE = ("out", "data_root", "download", "device", "fused", "deterministi
 
 
 def genotype_analysis(genotype):
-    """Per stage of a Genotype2: longest chain of cells, expected depth, dead cells; plus the
+    """Per stage of a StageGenotype: longest chain of cells, expected depth, dead cells; plus the
     averages. Empty for cell genotypes."""
-    if not isinstance(genotype, G.Genotype2):
+    if not isinstance(genotype, G.StageGenotype):
         return {}
     stages = []
     for dag, concat in G.stages(genotype):

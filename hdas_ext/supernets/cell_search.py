@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotypes import Genotype, Genotype3
+from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
 from ..nn import FactorizedReduce, ReLUConvBN, fused_node
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
@@ -160,4 +160,4 @@ class HcDasSearch(_CellSupernet):
         fields = {}
         for name, alpha in zip(self.SET_NAMES, self.alpha_sets()):
             fields[name], fields[name + "_concat"] = self._derive(alpha)
-        return Genotype3(**fields)
+        return StageCellsGenotype(**fields)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotypes import Genotype2
+from ..genotypes import StageGenotype
 from ..genotypes.derive import derive_stage, derive_stage_length
 from ..nn import ReLUConvBN
 from ..primitives import STAGE_PRIMITIVES
@@ -125,7 +125,7 @@ class _StageSupernet(Supernet):
 
 class HsDasSearch(_StageSupernet):
     """Hs-DAS stage search: fixed cells from `genotype` (a cell Genotype, a stage-specific
-    Genotype3, a library name or a genotype string), `cells_per_stage` cells per stage (6 in the
+    StageCellsGenotype, a library name or a genotype string), `cells_per_stage` cells per stage (6 in the
     CIFAR setting, 4 in the ImageNet one), window m in [2, N+1] (default 3)."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, cells_per_stage=6, window=3,
@@ -139,7 +139,7 @@ class HsDasSearch(_StageSupernet):
     def genotype(self):
         n = self.num_cells
         d1, d2, d3 = self._dags()
-        return Genotype2(DAG1=d1, DAG1_concat=[n, n + 1], DAG2=d2, DAG2_concat=[n, n + 1],
+        return StageGenotype(DAG1=d1, DAG1_concat=[n, n + 1], DAG2=d2, DAG2_concat=[n, n + 1],
                          DAG3=d3, DAG3_concat=[n, n + 1])
 
 
@@ -172,5 +172,5 @@ class DistributionSearch(_StageSupernet):
         (see hdas_ext.genotypes.prune_dead_cells)."""
         dags = self._dags()
         concats = [derive_stage_length(b, self.n_min)[1] for b in self.stage_betas()]
-        return Genotype2(DAG1=dags[0], DAG1_concat=concats[0], DAG2=dags[1], DAG2_concat=concats[1],
+        return StageGenotype(DAG1=dags[0], DAG1_concat=concats[0], DAG2=dags[1], DAG2_concat=concats[1],
                          DAG3=dags[2], DAG3_concat=concats[2])

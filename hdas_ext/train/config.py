@@ -14,7 +14,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 @dataclass
 class TrainConfig:
     # architecture
-    cell: str = "DARTS_V2"            # library name or genotype string/JSON (Genotype or Genotype3)
+    cell: str = "DARTS_V2"            # library name or genotype string/JSON (Genotype or StageCellsGenotype)
     stages: Optional[str] = None      # Hs-DAS stage genotype (name/string/JSON), None = chain network
     init_channels: int = 36
     layers: int = 20                  # chain networks only; stage networks take it from the DAGs

@@ -29,13 +29,13 @@ def sample_cell(rng, nodes=4, ops=CELL_OPS, k=2):
 
 
 def sample_genotype(rng, nodes=4, stage_specific=False):
-    """A random Genotype (normal + reduce) or, stage_specific, a Genotype3 (five cells)."""
+    """A random Genotype (normal + reduce) or, stage_specific, a StageCellsGenotype (five cells)."""
     concat = list(range(2, nodes + 2))
     if stage_specific:
         values = []
         for _ in range(5):
             values += [sample_cell(rng, nodes), list(concat)]
-        return G.Genotype3(*values)
+        return G.StageCellsGenotype(*values)
     return G.Genotype(sample_cell(rng, nodes), concat, sample_cell(rng, nodes), list(concat))
 
 
@@ -63,7 +63,7 @@ def sample_genotype2(rng, cells_per_stage=(6, 6, 6), window=3, n_min=None):
             length = rng.randint(n_min, n)
             concat = [length, length + 1]
         values += [dag, concat]
-    return G.Genotype2(*values)
+    return G.StageGenotype(*values)
 
 
 def relative_improvement(acc_searched, acc_random):
@@ -91,7 +91,7 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         raise ValueError(f"metric must be 'best' or 'last', got {metric!r}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    cell = resolve_genotype(cfg.cell, "cell", (G.Genotype, G.Genotype3))
+    cell = resolve_genotype(cfg.cell, "cell", (G.Genotype, G.StageCellsGenotype))
     stage_space = space in ("stage", "distribution")
     if stage_space and cfg.stages is None and searched_acc is None:
         raise ValueError(f"space {space!r} compares stage DAGs: give the searched one (stages=, --stages) "
@@ -100,11 +100,11 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         if cfg.stages is None:
             cells_per_stage = (6, 6, 6)
         else:
-            g2 = resolve_genotype(cfg.stages, "stages", (G.Genotype2,))
+            g2 = resolve_genotype(cfg.stages, "stages", (G.StageGenotype,))
             cells_per_stage = tuple(len(d) for d, _ in G.stages(g2))
     rng = random.Random(sample_seed)
     if space == "cell":
-        archs = [dict(cell=G.to_json(sample_genotype(rng, stage_specific=isinstance(cell, G.Genotype3))))
+        archs = [dict(cell=G.to_json(sample_genotype(rng, stage_specific=isinstance(cell, G.StageCellsGenotype))))
                  for _ in range(samples)]
     else:
         if window > min(cells_per_stage) + 1:
