@@ -71,3 +71,10 @@ def test_start_drops_log_records_the_checkpoint_does_not_hold(tmp_path):
     off = JsonlLogger(tmp_path / "log.jsonl", enabled=False)
     off.truncate(0)
     assert len(folder.log.read()) == 3
+
+
+def test_a_refused_run_leaves_no_folder(tmp_path):
+    folder = RunFolder(tmp_path / "never", tag="test")
+    with pytest.raises(FileNotFoundError):
+        folder.checkpoint_to_resume(str(tmp_path / "missing.pt"))
+    assert not (tmp_path / "never").exists()

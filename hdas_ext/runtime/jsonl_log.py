@@ -9,13 +9,12 @@ import torch
 
 class JsonlLogger:
     """Appends one JSON object per line and flushes it, so a killed run keeps every line written.
-    `enabled=False` (non-zero DDP ranks) turns every call into a no-op."""
+    `enabled=False` (non-zero DDP ranks) turns every call into a no-op. The folder is made at the
+    first record, so a run refused before it starts leaves none behind."""
 
     def __init__(self, path, enabled=True):
         self.path = os.fspath(path)
         self.enabled = enabled
-        if enabled:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
 
     def log(self, record=None, **fields):
         if not self.enabled:
@@ -23,6 +22,7 @@ class JsonlLogger:
         row = {"time": round(time.time(), 3)}
         row.update(record or {})
         row.update(fields)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
 
