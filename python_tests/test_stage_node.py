@@ -1,4 +1,4 @@
-"""FusedStageNode and WeightedPairConcat against their eager twins in hdas_ext.reference."""
+"""FusedWindowedCellInput and WeightedPairConcat against their eager twins in hdas_ext.reference."""
 import itertools
 import re
 
@@ -9,17 +9,17 @@ from hypothesis import strategies as st
 
 import hdas_ext
 from hdas_ext import ops
-from hdas_ext.nn import FusedStageNode, WeightedPairConcat
+from hdas_ext.nn import FusedWindowedCellInput, WeightedPairConcat
 from hdas_ext.primitives import STAGE_PRIMITIVES
-from hdas_ext.reference import StageNode
+from hdas_ext.reference import WindowedCellInput
 from hdas_ext.reference import WeightedPairConcat as EagerPairConcat
 
 SUBSETS = [list(s) for r in range(1, 5) for s in itertools.permutations(STAGE_PRIMITIVES, r)][::3]
 
 
 def twins(C, m, primitives, pool_bn=True):
-    eager = StageNode(C, m, primitives, pool_bn).double()
-    fused = FusedStageNode(C, m, primitives, pool_bn).double()
+    eager = WindowedCellInput(C, m, primitives, pool_bn).double()
+    fused = FusedWindowedCellInput(C, m, primitives, pool_bn).double()
     fused.load_state_dict(eager.state_dict())
     return eager, fused
 
@@ -69,7 +69,7 @@ def test_node_property_shapes(N, C, H, W, m, pool_bn):
 
 
 def test_node_errors():
-    node = FusedStageNode(3, 2)
+    node = FusedWindowedCellInput(3, 2)
     x = torch.randn(2, 3, 5, 5)
     with pytest.raises(ValueError, match=r"expected 2 inputs"):
         node([x], torch.rand(2, 4))
@@ -79,6 +79,18 @@ def test_node_errors():
         node([x, torch.randn(2, 3, 4, 5)], torch.rand(2, 4))
     with pytest.raises(ValueError, match="non-empty list"):
         ops.mixed_node([], torch.rand(0, 4), [1, 2, 3, 0])
+
+
+def test_old_names_are_aliases():
+    """Published code uses the names of 0.1.0."""
+    import hdas_ext.nn
+    import hdas_ext.reference
+    from hdas_ext.supernets import module_class
+    assert hdas_ext.nn.FusedStageNode is FusedWindowedCellInput
+    assert hdas_ext.reference.StageNode is WindowedCellInput
+    assert hdas_ext.nn.fused_node is hdas_ext.nn.fused_edge_sum
+    assert module_class("StageNode", True) is FusedWindowedCellInput
+    assert module_class("StageNode", False) is WindowedCellInput
 
 
 def pair_case(T=5, K=3, shape=(2, 3, 4, 4), dtype=torch.float64):

@@ -115,7 +115,8 @@ def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_
                                 running_mean, running_var, eps)
 
 
-def mixed_node_unchecked(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var, eps):
+def mixed_node_unchecked(inputs, weights, prims, extras, stride=1, pool_bn=True, batch_stats=True,
+                         running_mean=None, running_var=None, eps=1e-5):
     """mixed_node without its Python argument checks, for callers that have checked the arguments
     they were given, in their own words (hdas_ext.nn's fused modules); inputs, extras: lists,
     prims: ints. The native op still checks its contract."""
