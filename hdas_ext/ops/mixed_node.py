@@ -5,7 +5,7 @@ import torch
 from .._native import native_available, warn_fallback
 from ._common import acc_dtype, empty_like_format, register_no_double_backward
 from ._mixed_node_autograd import eager_mixed_node, extra_codes, save, saved_backward
-from .codes import ADD, AVG_POOL, CODES, EXTRA, MAX_POOL, NONE, SKIP  # noqa: F401  (CODES: re-exported)
+from .codes import ADD, AVG_POOL, EXTRA, MAX_POOL, NONE, SKIP
 from .reference import mixed_node_with_stats
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

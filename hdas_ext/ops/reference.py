@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import acc_dtype
-from .codes import ADD, AVG_POOL, CODES, EXTRA, MAX_POOL, NONE, SKIP  # noqa: F401  (CODES: re-exported)
+from .codes import ADD, AVG_POOL, EXTRA, MAX_POOL, NONE, SKIP
 
 
 def _prim_value(code, x, stride):
