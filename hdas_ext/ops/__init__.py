@@ -7,7 +7,8 @@
                  eager autograd.Function and its double-backward guard: ops/_mixed_node_autograd.py
                  primitive codes (shared with csrc): ops/codes.py
                  reference and no-native fallback: ops/reference.py (mixed_node, mixed_node_with_stats)
-                 tests: python_tests/test_mixed_node_op.py
+                 tests: python_tests/test_mixed_node_op.py (the modules on it: test_fused_mixed_op.py,
+                 test_stage_node.py)
     pair_concat  schema, checks, dispatch: csrc/pair_concat.{h,cpp}
                  kernels: csrc/cpu/pair_concat_kernel.cpp, csrc/cuda/pair_concat_kernel.cu
                  public function, Python checks, fake kernels, registered autograd: ops/pair_concat.py
