@@ -63,4 +63,4 @@ def pair_concat(states, weights, pairs):
     if native_available():
         return torch.ops.hdas.pair_concat(states, weights, [v for ij in pairs for v in ij])
     warn_fallback()
-    return ref.pair_concat(states, weights, pairs)
+    return ref.pair_concat_all_states(states, weights, pairs)

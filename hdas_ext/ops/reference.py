@@ -62,18 +62,26 @@ def mixed_node_with_stats(inputs, weights, prims, extras, stride, pool_bn, batch
         out = mixed_node(inputs, weights, prims, extras, stride, pool_bn=False)
         return out, empty, empty, empty
     if batch_stats:
-        vals = torch.stack([torch.stack([_prim_value(prims[p], x, stride).to(acc).transpose(0, 1).reshape(C, -1)
-                                         for p in pools]) for x in inputs])  # [E, Q, C, M]
-        mean, var_b = vals.mean(-1), vals.var(-1, unbiased=False)
-        var_u = vals.var(-1, unbiased=True)
-        rm, rv = mean, var_b
-    else:
-        rm, rv, var_u = running_mean.to(acc), running_var.to(acc), empty
+        # The statistics returned are data (no gradient); batch_norm recomputes them differentiably.
+        with torch.no_grad():
+            vals = torch.stack([torch.stack([_prim_value(prims[p], x, stride).to(acc).transpose(0, 1).reshape(C, -1)
+                                             for p in pools]) for x in inputs])  # [E, Q, C, M]
+            mean, var_b, var_u = vals.mean(-1), vals.var(-1, unbiased=False), vals.var(-1, unbiased=True)
+        out = mixed_node(inputs, weights, prims, extras, stride, pool_bn=True, training=True, eps=eps)
+        return out, mean, (var_b + eps).rsqrt(), var_u
     out = mixed_node(inputs, weights, prims, extras, stride, pool_bn=True, training=False,
-                     running_mean=rm.to(x0.dtype), running_var=rv.to(x0.dtype), eps=eps)
-    return out, rm, (rv + eps).rsqrt(), var_u
+                     running_mean=running_mean.to(x0.dtype), running_var=running_var.to(x0.dtype), eps=eps)
+    return out, running_mean.to(acc, copy=True), (running_var.to(acc) + eps).rsqrt(), empty
 
 
 def pair_concat(states, weights, pairs):
     """sum_k weights[k] * cat(states[pairs[k][0]], states[pairs[k][1]], dim=1)."""
     return sum(w * torch.cat([states[i], states[j]], dim=1) for w, (i, j) in zip(weights, pairs))
+
+
+def pair_concat_all_states(states, weights, pairs):
+    """pair_concat with every state in the graph, as the fused op has it: a state no pair reads
+    gets a zero gradient instead of none (an empty slice adds 0 and never NaN)."""
+    used = {i for ij in pairs for i in ij}
+    out = pair_concat(states, weights, pairs)
+    return out + sum(s[:0].sum() for t, s in enumerate(states) if t not in used)
