@@ -51,14 +51,12 @@ def genotype_analysis(genotype):
 
 def _plot(genotype, path, caption=None):
     """genotype.png via hdas_ext.viz; without graphviz's `dot` binary viz leaves genotype.dot
-    (renderable later) and the search goes on."""
-    try:
-        from .. import viz
-    except ImportError:  # the graphviz Python package is optional for searching
-        return None
+    (renderable later), without its Python package nothing is drawn, and the search goes on."""
+    from .. import viz
+
     try:
         return viz.render(viz.genotype_graph(genotype, caption=caption), path + ".png")
-    except RuntimeError as e:
+    except (ImportError, RuntimeError) as e:
         return str(e)
 
 
