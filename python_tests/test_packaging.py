@@ -62,3 +62,17 @@ def test_cli_runs_without_optional_packages(tmp_path):
     assert not (out / "genotype.png").exists() and not (out / "tb").exists()
     plot = bare(["plot", "DARTS_V2", "--out", str(tmp_path / "d.png")], tmp_path)
     assert plot.returncode != 0 and "pip install graphviz" in plot.stderr
+
+
+def test_readme_commands_are_the_ones_ci_and_the_cli_know():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    block = ci.split("# --- README test command")[1].split("\n# ---")[0]
+    lines = [line for line in block.splitlines()[1:] if line.strip()]
+    assert len(lines) == 1 and f"```bash\n{lines[0]}\n```" in readme, ".ci/run and README's test command differ"
+    main_job = [line for line in readme.splitlines() if ".venv/bin/hdas search" in line]
+    assert len(main_job) == 1
+    from hdas_ext.cli import build_parser
+
+    args = build_parser().parse_args(main_job[0].split(".venv/bin/hdas ")[1].split())
+    assert (args.command, args.space) == ("search", "hs")
