@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import fmt, machine, median_ms, peak_extra_mb, sync, write_json  # noqa: E402
+from common import fmt, median_ms, peak_extra_mb, sync, write_json  # noqa: E402
 
 
 def worker(space, args):
@@ -62,10 +62,7 @@ def main(argv=None):
     args.compile_timeout = args.compile_timeout or (120.0 if args.cuda else 300.0)
     if args.worker:
         return worker(args.worker, args)
-    print(f"# torch.compile of the eager search step, batch {args.batch}, {args.image_size}px, "
-          f"C={args.init_channels}")
-    print(f"# machine: {machine(args.device)}")
-    results = {"machine": machine(args.device), "batch": args.batch, "C": args.init_channels, "rows": {}}
+    results = dict(common.search_header("torch.compile of the eager search step", args), rows={})
     print(f"{'space':<13}{'step ms':>10}{'peak MB':>10}{'compile s':>11}  note")
     for s in args.spaces:
         r = measure(s, args)

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+from common import fmt, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 VARIANTS = ("fused", "eager")
 
@@ -27,7 +27,8 @@ def measure(space, variants, args):
     data = common.search_batches(args.batch, args.image_size, args.device)
     steps = {}
     for v in variants:
-        steps[v] = common.search_step(common.build_search(space, args.init_channels, v == "fused", args.device)[1], data)
+        _, opt = common.build_search(space, args.init_channels, v == "fused", args.device)
+        steps[v] = common.search_step(opt, data)
         steps[v]()  # warm-up: optimiser state, allocator
     times = {v: [] for v in variants}
     for _ in range(args.reps):
@@ -65,10 +66,7 @@ def main(argv=None):
         if v not in VARIANTS:
             p.error(f"--variants: unknown variant {v!r}; expected some of {', '.join(VARIANTS)}")
     args.reps = args.reps or (10 if args.cuda else 5)
-    print(f"# search step (arch + weight, first order), batch {args.batch}, {args.image_size}px, "
-          f"C={args.init_channels}")
-    print(f"# machine: {machine(args.device)}")
-    results = {"machine": machine(args.device), "batch": args.batch, "C": args.init_channels, "rows": {}}
+    results = dict(common.search_header("search step (arch + weight, first order)", args), rows={})
     print(f"{'space':<13}{'variant':<9}{'step ms':>10}{'peak MB':>10}{'vs eager':>10}")
     for s in args.spaces:
         row = measure(s, variants, args)

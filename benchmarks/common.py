@@ -199,6 +199,14 @@ def search_parser(doc, batch_help="default 64 on CUDA, 8 on CPU"):
     return p
 
 
+def search_header(what, args):
+    """Prints what runs, its settings and the machine; returns the start of the results JSON."""
+    m = machine(args.device)
+    print(f"# {what}, batch {args.batch}, {args.image_size}px, C={args.init_channels}")
+    print(f"# machine: {m}")
+    return {"machine": m, "batch": args.batch, "C": args.init_channels}
+
+
 def parse_search_args(p, argv=None):
     """Parsed arguments with --spaces as a checked list and the device-dependent batch default."""
     args = p.parse_args(argv)

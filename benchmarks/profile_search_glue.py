@@ -19,7 +19,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import machine, sync, write_json  # noqa: E402
+from common import sync, write_json  # noqa: E402
 
 from hdas_ext import nn as fused_nn, reference  # noqa: E402
 from hdas_ext.supernets import SearchCell  # noqa: E402
@@ -170,10 +170,8 @@ def main(argv=None):
     p = common.search_parser(__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=3, help="profiled steps per variant (median; default 3)")
     args = common.parse_search_args(p, argv)
-    print(f"# glue profile, batch {args.batch}, {args.image_size}px, C={args.init_channels}, median of "
-          f"{args.steps} steps per variant (ms, {'device' if args.cuda else 'CPU'} time)")
-    print(f"# machine: {machine(args.device)}")
-    results = {"machine": machine(args.device), "batch": args.batch, "C": args.init_channels, "profile": {}}
+    what = f"glue profile, median of {args.steps} steps per variant (ms, {'device' if args.cuda else 'CPU'} time)"
+    results = dict(common.search_header(what, args), profile={})
     for s in args.spaces:
         prof = profile_glue(s, args)
         results["profile"][s] = prof

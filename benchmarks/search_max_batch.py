@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import machine, sync, write_json  # noqa: E402
+from common import sync, write_json  # noqa: E402
 
 
 def max_batch(space, variant, args):
@@ -45,10 +45,8 @@ def main(argv=None):
     p = common.search_parser(__doc__.split("\n\n")[0], batch_help="first batch tried (default 64 on CUDA, 8 on CPU)")
     p.add_argument("--limit", type=int, default=4096, help="largest batch tried (default 4096)")
     args = common.parse_search_args(p, argv)
-    print(f"# largest power-of-two batch that fits, {args.image_size}px, C={args.init_channels}, "
-          f"from {args.batch} to {args.limit}")
-    print(f"# machine: {machine(args.device)}")
-    results = {"machine": machine(args.device), "C": args.init_channels, "max_batch": {}}
+    what = f"largest power-of-two batch that fits, up to {args.limit}"
+    results = dict(common.search_header(what, args), max_batch={})
     for s in args.spaces:
         mb = {v: max_batch(s, v, args) for v in ("eager", "fused")}
         results["max_batch"][s] = mb
