@@ -10,6 +10,7 @@ rest of the package works without it; rendering needs the graphviz ``dot`` binar
 """
 import os
 
+from .extras import require
 from .genotypes import StageGenotype, cell_nodes, cells, dead_cells, flatten_nodes, stages
 
 FORMATS = ("png", "svg", "pdf")
@@ -23,12 +24,7 @@ _EDGE = dict(fontsize="16", fontname="times")
 
 
 def _graphviz():
-    try:
-        import graphviz
-    except ImportError:
-        raise ImportError("drawing genotypes needs the graphviz Python package (the 'viz' extra): "
-                          "pip install graphviz") from None
-    return graphviz
+    return require("graphviz")
 
 
 def _add_cell(g, flat, concat, prefix=""):

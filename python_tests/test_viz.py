@@ -85,7 +85,7 @@ def test_fallback_without_dot(tmp_path, monkeypatch, capsys):
 
 def test_without_the_graphviz_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "graphviz", None)  # import graphviz now fails
-    needs = r"graphviz Python package \(the 'viz' extra\): pip install graphviz"
+    needs = r"graphviz is not installed \(the 'viz' extra\): pip install graphviz"
     with pytest.raises(ImportError, match=needs):
         viz.cell_graph(G.DARTS_V2.normal, G.DARTS_V2.normal_concat)
     with pytest.raises(ImportError, match=needs):
