@@ -378,26 +378,66 @@ void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tenso
   });
 }
 
-const MixedNodeKernels kKernels{batch_stats, apply, backward_reduce, finalize, backward_input};
-
+// The op on the GPU: checks, allocations, and the kernels above in sequence; statistics and weight
+// gradients are reduced per plane by the kernels and across planes between them.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
     const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hdas::mixed_node: inputs must be a non-empty list of tensors");
+  const char* op = "hdas::mixed_node";
+  TORCH_CHECK_VALUE(!inputs.empty(), op, ": inputs must be a non-empty list of tensors");
   const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return mixed_node_forward(kKernels, output_format(inputs[0]), inputs, weights, prims, extras, stride, pool_bn,
-                            batch_stats, running_mean, running_var, eps);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  check_forward_stats(node, batch_stats, running_mean, running_var, op);
+  const auto& x0 = inputs[0];
+  const auto format = output_format(x0);
+  const bool bn = pool_bn && node.Q > 0;
+  auto [mean, invstd, var_u] = forward_stats(node, batch_stats, running_mean, running_var, eps);
+  to_format(node.inputs, format);
+  to_format(node.extras, format);
+  node.format = format;
+  const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
+  if (bn && batch_stats) cuda::batch_stats(node, eps, mean, invstd, var_u);
+  auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options().memory_format(format));
+  apply(node, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
+  return {out, mean, invstd, var_u};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cuda(
     const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
     c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
     const at::Tensor& save_mean, const at::Tensor& save_invstd) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hdas::mixed_node_backward: inputs must be a non-empty list of tensors");
+  const char* op = "hdas::mixed_node_backward";
+  TORCH_CHECK_VALUE(!inputs.empty(), op, ": inputs must be a non-empty list of tensors");
   const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return mixed_node_backward(kKernels, output_format(inputs[0]), grad_out, inputs, weights, prims, extras, stride,
-                             pool_bn, batch_stats, save_mean, save_invstd);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  check_backward_args(node, grad_out, save_mean, save_invstd, op);
+  const auto& x0 = inputs[0];
+  const auto format = output_format(x0);
+  const auto acc = op_math(x0.scalar_type());
+  const auto stat_opts = x0.options().dtype(acc);
+  to_format(node.inputs, format);
+  node.format = format;
+  const auto grad = grad_out.contiguous(format);
+  backward_extras(node, grad, format);
+  const at::Tensor w = weights.to(acc).contiguous();
+  const auto [mean, invstd] = saved_stats(node, save_mean, save_invstd);
+
+  auto grad_extras = extra_grads_for(node);
+  auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
+  backward_reduce(node, grad, w, partial, grad_extras);
+  const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
+
+  auto grad_w = at::empty({node.E, node.P}, stat_opts);
+  auto A = at::empty({node.E, node.P, node.C}, stat_opts);
+  auto B = at::empty_like(A);
+  auto D = at::empty_like(A);
+  finalize(node, sums, w, mean, invstd, node.pool_bn && node.Q > 0 && batch_stats, grad_w, A, B, D);
+
+  std::vector<at::Tensor> grad_inputs;
+  for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
+  backward_input(node, grad, w, A, B, D, grad_inputs);
+  return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 
 }  // namespace
