@@ -188,7 +188,7 @@ std::pair<at::Tensor, at::Tensor> saved_stats(const MixedNode& node, const at::T
   return {save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous()};
 }
 
-TORCH_LIBRARY_FRAGMENT(hdas, m) {
+TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {
   m.def(
       "mixed_node(Tensor[] inputs, Tensor weights, int[] prims, Tensor[] extras, int stride, "
       "bool pool_bn, bool batch_stats, Tensor? running_mean, Tensor? running_var, float eps) "

@@ -24,9 +24,10 @@
 
 #include <vector>
 
-namespace hdas {
+#include "mixed_node_codes.h"
+#include "ops_namespace.h"
 
-enum Prim : int64_t { kNone = 0, kMaxPool = 1, kAvgPool = 2, kSkip = 3, kExtra = 4, kAdd = 5 };
+namespace hdas {
 
 // A validated call: geometry plus, for every primitive p, its pool slot q (or -1) and its extra
 // slot k (or -1). Tensors are already in the layout the backend asked for.

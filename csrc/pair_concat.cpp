@@ -110,7 +110,7 @@ std::vector<at::Tensor> state_grads(const std::vector<at::Tensor>& states, const
   return out;
 }
 
-TORCH_LIBRARY_FRAGMENT(hdas, m) {
+TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {
   m.def("pair_concat(Tensor[] states, Tensor weights, int[] pairs) -> Tensor");
   m.def(
       "pair_concat_backward(Tensor grad_out, Tensor[] states, Tensor weights, int[] pairs) "

@@ -15,6 +15,8 @@
 
 #include <vector>
 
+#include "ops_namespace.h"
+
 namespace hdas {
 
 struct PairConcat {

@@ -1,23 +1,17 @@
-// CUDA kernels of hdas::pair_concat (contiguous NCHW), on the current stream.
+// The CUDA backend of hdas::pair_concat: checks, allocations and launches of the kernels of
+// pair_concat_device.cuh on the current stream. Compiled by nvcc for the shipped ops, and as C++ by
+// the emulated build (csrc/emu/pair_concat_emu.cpp, with runtime.cuh's emulated launch).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include "../mixed_node.h"
 #include "../pair_concat.h"
-#include "common.cuh"
+#include "pair_concat_device.cuh"
+#include "runtime.cuh"
 
 namespace hdas::cuda {
 namespace {
-
-constexpr int kMaxStates = 32;
-
-template <typename T>
-struct States {
-  const T* p[kMaxStates];
-  T* g[kMaxStates];
-  bool first[kMaxStates], second[kMaxStates];
-};
 
 template <typename T>
 States<T> states_of(const PairConcat& pc, std::vector<at::Tensor>* grads) {
@@ -32,58 +26,12 @@ States<T> states_of(const PairConcat& pc, std::vector<at::Tensor>* grads) {
   return s;
 }
 
-template <typename T, typename A>
-__global__ void forward_kernel(States<T> st, int T_, int64_t N, int64_t C, int64_t HW, const A* u, const A* v,
-                               T* out) {
-  const int64_t total = N * C * HW;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t n = i / (C * HW), r = i % (C * HW);
-    A a = 0, b = 0;
-    for (int t = 0; t < T_; ++t) {
-      if (!st.first[t] && !st.second[t]) continue;
-      const A x = static_cast<A>(st.p[t][i]);
-      if (st.first[t]) a += u[t] * x;
-      if (st.second[t]) b += v[t] * x;
-    }
-    out[n * 2 * C * HW + r] = static_cast<T>(a);
-    out[n * 2 * C * HW + C * HW + r] = static_cast<T>(b);
-  }
-}
-
-// One block per (n, c) plane.
-template <typename T, typename A>
-__global__ void backward_kernel(States<T> st, int T_, int64_t C, int64_t HW, const T* grad, const A* u, const A* v,
-                                A* dots) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / C, c = plane % C;
-  const T* g1 = grad + (n * 2 * C + c) * HW;
-  const T* g2 = g1 + C * HW;
-  for (int t = 0; t < T_; ++t) {
-    const T* s = st.p[t] + plane * HW;
-    T* gs = st.g[t] + plane * HW;
-    A d1 = 0, d2 = 0;
-    for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
-      const A a = static_cast<A>(g1[i]), b = static_cast<A>(g2[i]), x = static_cast<A>(s[i]);
-      d1 += a * x;
-      d2 += b * x;
-      gs[i] = static_cast<T>(u[t] * a + v[t] * b);
-    }
-    d1 = block_sum(d1, smem);
-    d2 = block_sum(d2, smem);
-    if (threadIdx.x == 0) {
-      dots[plane * 2 * T_ + t] = d1;
-      dots[plane * 2 * T_ + T_ + t] = d2;
-    }
-  }
-}
-
 void forward(const PairConcat& pc, const at::Tensor& u, const at::Tensor& v, at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pair_concat_forward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t, A><<<grid_for(pc.N * pc.C * pc.HW), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        states_of<scalar_t>(pc, nullptr), static_cast<int>(pc.T), pc.N, pc.C, pc.HW, u.const_data_ptr<A>(),
-        v.const_data_ptr<A>(), out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(forward_kernel<scalar_t, A>, grid_for(pc.N * pc.C * pc.HW), kThreads, 0, states_of<scalar_t>(pc, nullptr),
+           static_cast<int>(pc.T), pc.N, pc.C, pc.HW, u.const_data_ptr<A>(), v.const_data_ptr<A>(),
+           out.data_ptr<scalar_t>());
   });
 }
 
@@ -91,18 +39,16 @@ void backward(const PairConcat& pc, const at::Tensor& grad, const at::Tensor& u,
               std::vector<at::Tensor>& grad_states, at::Tensor& dots) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "pair_concat_backward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    const unsigned blocks = plane_blocks(pc.N * pc.C, "hdas::pair_concat_backward");
-    backward_kernel<scalar_t, A><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        states_of<scalar_t>(pc, &grad_states), static_cast<int>(pc.T), pc.C, pc.HW, grad.const_data_ptr<scalar_t>(),
-        u.const_data_ptr<A>(), v.const_data_ptr<A>(), dots.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(backward_kernel<scalar_t, A>, plane_blocks(pc.N * pc.C, "hdas::pair_concat_backward"), kThreads, 0,
+           states_of<scalar_t>(pc, &grad_states), static_cast<int>(pc.T), pc.C, pc.HW, grad.const_data_ptr<scalar_t>(),
+           u.const_data_ptr<A>(), v.const_data_ptr<A>(), dots.data_ptr<A>());
   });
 }
 
 at::Tensor forward_cuda(const std::vector<at::Tensor>& states, const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat";
   TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
-  const c10::cuda::CUDAGuard guard(states[0].device());
+  const DeviceGuard guard(states[0].device());
   const auto pc = make_pair_concat(states, weights, pairs, op);
   const auto w = weights.to(op_math(pc.states[0].scalar_type()));
   const auto [u, v] = PairMembers::of(pc, w.device()).weights(w);
@@ -116,7 +62,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_cuda(const at::Tensor& 
                                                               const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat_backward";
   TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
-  const c10::cuda::CUDAGuard guard(states[0].device());
+  const DeviceGuard guard(states[0].device());
   const auto all = make_pair_concat(states, weights, pairs, op);
   check_pair_concat_grad(all, grad_out, op);
   std::vector<int64_t> slot;
@@ -135,7 +81,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_cuda(const at::Tensor& 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hdas, CUDA, m) {
+TORCH_LIBRARY_IMPL(HDAS_OPS_NAMESPACE, HDAS_DISPATCH_KEY, m) {
   m.impl("pair_concat", &forward_cuda);
   m.impl("pair_concat_backward", &backward_cuda);
 }
