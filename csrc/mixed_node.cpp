@@ -7,10 +7,6 @@ namespace hdas {
 
 namespace {
 
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
 std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
                                                 double eps, at::ScalarType acc) {
   // A copy: outputs must never alias inputs (the running statistics belong to the caller).
@@ -27,7 +23,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   const at::Tensor& x0 = inputs[0];
   TORCH_CHECK_VALUE(x0.dim() == 4, op, ": inputs[0] must be a 4-D tensor [N, C, H, W], got shape ",
                     x0.sizes());
-  TORCH_CHECK_TYPE(supported_dtype(x0.scalar_type()), op,
+  TORCH_CHECK_TYPE(kernel_dtype(x0.scalar_type()), op,
                    ": inputs must be float32, float64, float16 or bfloat16, got ", x0.scalar_type());
   for (size_t i = 1; i < inputs.size(); ++i) {
     TORCH_CHECK_VALUE(inputs[i].sizes() == x0.sizes(), op, ": inputs[", i,
@@ -63,7 +59,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(weights.dim() == 2 && weights.size(0) == node.E && weights.size(1) == node.P,
                     op, ": weights must have shape [num_inputs, num_primitives] = [", node.E, ", ",
                     node.P, "], got ", weights.sizes());
-  TORCH_CHECK_TYPE(supported_dtype(weights.scalar_type()), op,
+  TORCH_CHECK_TYPE(kernel_dtype(weights.scalar_type()), op,
                    ": weights must be a floating tensor, got ", weights.scalar_type());
   TORCH_CHECK_VALUE(weights.device() == x0.device(), op, ": weights must be on ", x0.device(),
                     " like inputs, got ", weights.device());

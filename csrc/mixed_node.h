@@ -70,6 +70,11 @@ std::vector<at::Tensor> extra_grads_for(const MixedNode& node);
 void backward_extras(MixedNode& node, const at::Tensor& grad, at::MemoryFormat f);
 std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f);
 
+// The element types the kernels of both ops are built for (float8 types are floating too, but not these).
+inline bool kernel_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
 inline at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {

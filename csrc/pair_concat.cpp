@@ -12,7 +12,9 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
   TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
   const auto& s0 = states[0];
   TORCH_CHECK_VALUE(s0.dim() == 4, op, ": states[0] must be a 4-D tensor [N, C, H, W], got shape ", s0.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(s0.scalar_type()), op, ": states must be floating point, got ",
+  // Checked here, before the dispatch macros, which would reject other floating types (float8)
+  // with an internal error.
+  TORCH_CHECK_TYPE(kernel_dtype(s0.scalar_type()), op, ": states must be float32, float64, float16 or bfloat16, got ",
                    s0.scalar_type());
   for (size_t t = 1; t < states.size(); ++t) {
     TORCH_CHECK_VALUE(states[t].sizes() == s0.sizes(), op, ": states[", t, "] must have the shape of states[0] ",
@@ -40,8 +42,8 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
                     ": weights must have shape [num_pairs] = [", pc.K, "], got ", weights.sizes());
   TORCH_CHECK_VALUE(weights.device() == s0.device(), op, ": weights must be on ", s0.device(), ", got ",
                     weights.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), op, ": weights must be floating point, got ",
-                   weights.scalar_type());
+  TORCH_CHECK_TYPE(kernel_dtype(weights.scalar_type()), op,
+                   ": weights must be float32, float64, float16 or bfloat16, got ", weights.scalar_type());
   pc.N = s0.size(0);
   pc.C = s0.size(1);
   pc.H = s0.size(2);

@@ -5,6 +5,11 @@
 
 #ifdef HDAS_CUDA_EMU
 #include "../emu/cuda_emu.h"
+#else
+// A kernel's dynamic shared memory as T* name (the emulator defines its own).
+#define HDAS_EXTERN_SHARED(T, name)                                \
+  extern __shared__ __align__(16) unsigned char hdas_dynamic_smem[]; \
+  T* name = reinterpret_cast<T*>(hdas_dynamic_smem)
 #endif
 
 #include <cmath>

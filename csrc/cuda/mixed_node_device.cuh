@@ -11,10 +11,6 @@
 
 namespace hdas::cuda {
 
-constexpr int kMaxInputs = 16;
-constexpr int kMaxPrims = 16;
-constexpr int kMaxExtras = 64;
-
 struct Geo {
   int64_t N, C, H, W, Ho, Wo, s;
   bool cl;  // channels_last
@@ -35,14 +31,18 @@ struct Geo {
   }
 };
 
+// The primitives: P codes and their pool and extra slots (-1 where none), in device memory.
 struct Meta {
   int E, P, Q, K;
-  int8_t prim[kMaxPrims], pool_slot[kMaxPrims], extra_slot[kMaxPrims];
+  const int64_t* prim;
+  const int64_t* pool_slot;
+  const int64_t* extra_slot;
 };
 
+// The data pointers of E or E*K tensors, in device memory.
 template <typename T>
 struct Ptrs {
-  T* p[kMaxExtras];
+  T* const* p;
 };
 
 __device__ inline int64_t lo(int64_t o, int64_t s) { return o * s - 1 > 0 ? o * s - 1 : 0; }

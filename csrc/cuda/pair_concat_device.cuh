@@ -8,13 +8,14 @@
 
 namespace hdas::cuda {
 
-constexpr int kMaxStates = 32;
-
+// The T states' data pointers, their gradients' (backward) and whether each is some pair's first
+// or second member (nonzero), in device memory.
 template <typename T>
 struct States {
-  const T* p[kMaxStates];
-  T* g[kMaxStates];
-  bool first[kMaxStates], second[kMaxStates];
+  const T* const* p;
+  T* const* g;
+  const int64_t* first;
+  const int64_t* second;
 };
 
 template <typename T, typename A>
