@@ -110,7 +110,7 @@ def build(src=ROOT / "csrc", out=ROOT / "build" / "emu", sanitize=None, jobs=Non
     tflags, tlink = torch_flags()
     if sanitize:
         out = out / sanitize
-        opt = ["-O1", "-g", "-fno-omit-frame-pointer", *SANITIZE[sanitize]]
+        opt = ["-O1", "-g1", "-fno-omit-frame-pointer", *SANITIZE[sanitize]]  # -g1: line tables for the reports
     else:
         opt = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
     built = {}

@@ -149,21 +149,24 @@ T atomicCAS(T* p, T expected, T desired) {
   std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
   return expected;
 }
-template <typename T>
-T atomicMax(T* p, T v) {
+namespace hdas::emu {
+// Stores v where it beats the value at p; returns the old value.
+template <typename T, typename Beats>
+T atomic_keep(T* p, T v, Beats beats) {
   std::atomic_ref<T> a(*p);
   T old = a.load();
-  while (old < v && !a.compare_exchange_weak(old, v)) {
+  while (beats(v, old) && !a.compare_exchange_weak(old, v)) {
   }
   return old;
 }
+}  // namespace hdas::emu
+template <typename T>
+T atomicMax(T* p, T v) {
+  return ::hdas::emu::atomic_keep(p, v, [](T a, T b) { return b < a; });
+}
 template <typename T>
 T atomicMin(T* p, T v) {
-  std::atomic_ref<T> a(*p);
-  T old = a.load();
-  while (v < old && !a.compare_exchange_weak(old, v)) {
-  }
-  return old;
+  return ::hdas::emu::atomic_keep(p, v, [](T a, T b) { return a < b; });
 }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
