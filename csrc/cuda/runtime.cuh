@@ -104,7 +104,7 @@ inline int grid_for(int64_t n) {
 
 // One block per (n, c) plane: the grid's x dimension holds at most 2^31 - 1 blocks.
 inline unsigned plane_blocks(int64_t planes, const char* op) {
-  TORCH_CHECK_VALUE(planes <= INT32_MAX, op, " (CUDA): N * C must be at most ", INT32_MAX, ", got ", planes);
+  TORCH_CHECK_VALUE(planes <= INT32_MAX, op, " (", kBackend, "): N * C must be at most ", INT32_MAX, ", got ", planes);
   return static_cast<unsigned>(planes);
 }
 
