@@ -31,18 +31,21 @@ struct Geo {
   }
 };
 
-// The primitives: P codes and their pool and extra slots (-1 where none), in device memory.
+// The primitives: P codes and their pool and extra slots (-1 where none), at these offsets of the
+// call's Slots.
 struct Meta {
   int E, P, Q, K;
-  const int64_t* prim;
-  const int64_t* pool_slot;
-  const int64_t* extra_slot;
+  int prims, pools, extras;
+  __device__ int prim(const Slots& t, int p) const { return static_cast<int>(t.at(prims + p)); }
+  __device__ int pool_slot(const Slots& t, int p) const { return static_cast<int>(t.at(pools + p)); }
+  __device__ int extra_slot(const Slots& t, int p) const { return static_cast<int>(t.at(extras + p)); }
 };
 
-// The data pointers of E or E*K tensors, in device memory.
+// The data pointers of E or E*K tensors, from this offset of the call's Slots on.
 template <typename T>
 struct Ptrs {
-  T* const* p;
+  int at;
+  __device__ T* operator()(const Slots& t, int i) const { return t.ptr<T>(at + i); }
 };
 
 __device__ inline int64_t lo(int64_t o, int64_t s) { return o * s - 1 > 0 ? o * s - 1 : 0; }
@@ -78,21 +81,21 @@ __device__ int64_t argmax_at(const T* x, const Geo& g, int64_t n, int64_t c, int
 
 // One block per (n, c) plane: mean and M2 of every (edge, pool) over the plane.
 template <typename T, typename A>
-__global__ void pool_stats_kernel(Ptrs<const T> xs, Geo g, Meta mt, A* partial) {
+__global__ void pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, A* partial) {
   __shared__ A smem[32];
   const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
-      const int q = mt.pool_slot[p];
+      const int q = mt.pool_slot(t, p);
       if (q < 0) continue;
-      const bool is_max = mt.prim[p] == kMaxPool;
+      const bool is_max = mt.prim(t, p) == kMaxPool;
       A sum = 0;
       for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-        sum += pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo);
+        sum += pool_at<A>(is_max, xs(t, e), g, n, c, i / g.Wo, i % g.Wo);
       const A mean = block_sum(sum, smem) / static_cast<A>(L);
       A m2 = 0;
       for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
-        const A d = pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo) - mean;
+        const A d = pool_at<A>(is_max, xs(t, e), g, n, c, i / g.Wo, i % g.Wo) - mean;
         m2 += d * d;
       }
       m2 = block_sum(m2, smem);
@@ -130,8 +133,8 @@ __global__ void combine_stats_kernel(const A* partial, int64_t N, int64_t C, int
 }
 
 template <typename T, typename A>
-__global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt, const A* w, const A* mean,
-                             const A* invstd, T* out) {
+__global__ void apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
+                             const A* w, const A* mean, const A* invstd, T* out) {
   const int64_t total = g.N * g.C * g.Ho * g.Wo;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, oh, ow;
@@ -139,18 +142,18 @@ __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
     A acc = 0;
     for (int e = 0; e < mt.E; ++e)
       for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
+        const int code = mt.prim(t, p);
         A coef = w[e * mt.P + p];
         if (code == kNone) {
-          acc += coef * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
+          acc += coef * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
         } else if (code == kSkip) {
-          acc += coef * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
+          acc += coef * static_cast<A>(xs(t, e)[g.in(n, c, oh, ow)]);
         } else if (code == kExtra || code == kAdd) {
-          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex.p[e * mt.K + mt.extra_slot[p]][i]);
+          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex(t, e * mt.K + mt.extra_slot(t, p))[i]);
         } else {
-          const A v = pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
+          const A v = pool_at<A>(code == kMaxPool, xs(t, e), g, n, c, oh, ow);
           if (mean != nullptr) {
-            const int64_t k = (e * mt.Q + mt.pool_slot[p]) * g.C + c;
+            const int64_t k = (e * mt.Q + mt.pool_slot(t, p)) * g.C + c;
             coef *= invstd[k];
             acc += coef * (v - mean[k]);
           } else {
@@ -164,8 +167,8 @@ __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
 
 // One block per (n, c) plane: plane sums of grad * op_p(x_e), and of grad; grad of the extras.
 template <typename T, typename A>
-__global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex, const T* grad, Geo g,
-                                       Meta mt, const A* w, A* partial) {
+__global__ void backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex,
+                                       Ptrs<T> gex, const T* grad, Geo g, Meta mt, const A* w, A* partial) {
   __shared__ A smem[32];
   const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
   const int64_t S = mt.E * mt.P + 1;
@@ -176,22 +179,22 @@ __global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<
   if (threadIdx.x == 0) partial[plane * S + S - 1] = sg;
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
-      const int code = mt.prim[p];
+      const int code = mt.prim(t, p);
       A sum = 0;
       // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
       for (int64_t i = threadIdx.x; code != kAdd && i < L; i += blockDim.x) {
         const int64_t oh = i / g.Wo, ow = i % g.Wo, o = g.out(n, c, oh, ow);
         const A gv = static_cast<A>(grad[o]);
         if (code == kNone) {
-          sum += gv * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
+          sum += gv * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
         } else if (code == kSkip) {
-          sum += gv * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
+          sum += gv * static_cast<A>(xs(t, e)[g.in(n, c, oh, ow)]);
         } else if (code == kExtra) {
-          const int k = e * mt.K + mt.extra_slot[p];
-          sum += gv * static_cast<A>(ex.p[k][o]);
-          gex.p[k][o] = static_cast<T>(w[e * mt.P + p] * gv);
+          const int k = e * mt.K + mt.extra_slot(t, p);
+          sum += gv * static_cast<A>(ex(t, k)[o]);
+          gex(t, k)[o] = static_cast<T>(w[e * mt.P + p] * gv);
         } else {
-          sum += gv * pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
+          sum += gv * pool_at<A>(code == kMaxPool, xs(t, e), g, n, c, oh, ow);
         }
       }
       sum = block_sum(sum, smem);
@@ -201,10 +204,10 @@ __global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<
 
 // One block per (e, p): grad_w[e, p] and A, B, D over the channels (see mixed_node.h).
 template <typename A>
-__global__ void finalize_kernel(const A* sums, Geo g, Meta mt, const A* w, const A* mean, const A* invstd,
-                                bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
+__global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, Geo g, Meta mt, const A* w,
+                                const A* mean, const A* invstd, bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
   __shared__ A smem[32];
-  const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot[p];
+  const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot(t, p);
   const int64_t S = mt.E * mt.P + 1;
   const A M = static_cast<A>(g.N * g.Ho * g.Wo), wep = w[e * mt.P + p];
   A total = 0;
@@ -231,8 +234,8 @@ __global__ void finalize_kernel(const A* sums, Geo g, Meta mt, const A* w, const
 
 // One thread per input element (n, c, h, w): gathers from every output window that covers it.
 template <typename T, typename A>
-__global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g, Meta mt, const A* Ap,
-                                      const A* Bp, const A* Dp) {
+__global__ void backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad,
+                                      Geo g, Meta mt, const A* Ap, const A* Bp, const A* Dp) {
   const int64_t total = g.N * g.C * g.H * g.W;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
@@ -240,10 +243,10 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
     const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
     const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
     for (int e = 0; e < mt.E; ++e) {
-      const T* x = xs.p[e];
+      const T* x = xs(t, e);
       A gx = 0;
       for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
+        const int code = mt.prim(t, p);
         const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
         const A a = Ap[j], b = Bp[j], d = Dp[j];
         if (code == kSkip) {
@@ -264,7 +267,7 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
             }
         }
       }
-      gxs.p[e][i] = static_cast<T>(gx);
+      gxs(t, e)[i] = static_cast<T>(gx);
     }
   }
 }

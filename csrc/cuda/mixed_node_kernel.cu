@@ -21,6 +21,7 @@ struct Call {
   Geo g;
   Meta mt{};
   DeviceTable table;
+  Slots slots;
   int64_t codes = 0, xs = 0, ex = 0, gex = 0, gxs = 0;  // offsets in table
 
   Call(const MixedNode& nd, const std::vector<at::Tensor>* grad_extras = nullptr,
@@ -33,14 +34,14 @@ struct Call {
     ex = table.add_data(nd.extras);
     if (grad_extras) gex = table.add_data(*grad_extras);
     if (grad_inputs) gxs = table.add_data(*grad_inputs);
-    table.upload(nd.inputs[0].device());
-    const int64_t P = nd.P;
-    mt = Meta{static_cast<int>(nd.E), static_cast<int>(nd.P), static_cast<int>(nd.Q), static_cast<int>(nd.K),
-              table.codes(codes), table.codes(codes + P), table.codes(codes + 2 * P)};
+    slots = table.slots(nd.inputs[0].device());
+    const int P = static_cast<int>(nd.P);
+    mt = Meta{static_cast<int>(nd.E), P, static_cast<int>(nd.Q), static_cast<int>(nd.K),
+              static_cast<int>(codes), static_cast<int>(codes) + P, static_cast<int>(codes) + 2 * P};
   }
   template <typename T>
   Ptrs<T> ptrs(int64_t at) const {
-    return Ptrs<T>{table.pointers<T>(at)};
+    return Ptrs<T>{static_cast<int>(at)};
   }
 };
 
@@ -55,7 +56,7 @@ void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& 
   auto partial = at::empty({nd.N, nd.C, EQ, 2}, mean.options());  // per plane: mean, M2
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_batch_stats_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(pool_stats_kernel<scalar_t, A>, plane_blocks(nd.N * nd.C, "hdas::mixed_node"), kThreads, 0,
+    launch(pool_stats_kernel<scalar_t, A>, static_cast<unsigned>(nd.N * nd.C), kThreads, 0, call.slots,
            call.ptrs<const scalar_t>(call.xs), call.g, call.mt, partial.data_ptr<A>());
     launch(combine_stats_kernel<A>, grid_for(EQ * nd.C), kThreads, 0, partial.const_data_ptr<A>(), nd.N, nd.C, EQ,
            nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(), invstd.data_ptr<A>(), var_u.data_ptr<A>());
@@ -66,9 +67,9 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
            const at::Tensor& invstd, at::Tensor& out) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_apply_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(apply_kernel<scalar_t, A>, grid_for(out.numel()), kThreads, 0, call.ptrs<const scalar_t>(call.xs),
-           call.ptrs<const scalar_t>(call.ex), call.g, call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
-           data_or_null<A>(invstd), out.data_ptr<scalar_t>());
+    launch(apply_kernel<scalar_t, A>, grid_for(out.numel()), kThreads, 0, call.slots,
+           call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.g, call.mt,
+           w.const_data_ptr<A>(), data_or_null<A>(mean), data_or_null<A>(invstd), out.data_ptr<scalar_t>());
   });
 }
 
@@ -76,7 +77,7 @@ void backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& gr
                      at::Tensor& partial) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(backward_reduce_kernel<scalar_t, A>, plane_blocks(nd.N * nd.C, "hdas::mixed_node_backward"), kThreads, 0,
+    launch(backward_reduce_kernel<scalar_t, A>, static_cast<unsigned>(nd.N * nd.C), kThreads, 0, call.slots,
            call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
            grad.const_data_ptr<scalar_t>(), call.g, call.mt, w.const_data_ptr<A>(), partial.data_ptr<A>());
   });
@@ -87,9 +88,10 @@ void finalize(const MixedNode& nd, const Call& call, const at::Tensor& sums, con
               at::Tensor& B_, at::Tensor& D_) {
   AT_DISPATCH_FLOATING_TYPES(sums.scalar_type(), "mixed_node_finalize_cuda", [&] {
     using A = scalar_t;
-    launch(finalize_kernel<A>, static_cast<unsigned>(nd.E * nd.P), kThreads, 0, sums.const_data_ptr<A>(), call.g,
-           call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean), data_or_null<A>(invstd), batch_stats,
-           grad_w.data_ptr<A>(), A_.data_ptr<A>(), B_.data_ptr<A>(), D_.data_ptr<A>());
+    launch(finalize_kernel<A>, static_cast<unsigned>(nd.E * nd.P), kThreads, 0, call.slots,
+           sums.const_data_ptr<A>(), call.g, call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
+           data_or_null<A>(invstd), batch_stats, grad_w.data_ptr<A>(), A_.data_ptr<A>(), B_.data_ptr<A>(),
+           D_.data_ptr<A>());
   });
 }
 
@@ -97,7 +99,7 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
                     const at::Tensor& B_, const at::Tensor& D_) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_input_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(backward_input_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0,
+    launch(backward_input_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
            call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(), call.g,
            call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>());
   });
