@@ -44,12 +44,12 @@ CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
 
 
 @contextlib.contextmanager
-def emu_knobs(name, index64=False, device_tables=False, chunk_columns=0):
+def emu_knobs(name, index64=False, device_tables=False, chunk_positions=0):
     """On the emulated backend, runs the block with the launchers' other paths forced on small
-    tensors (int64 index math, tables in device memory, reductions in chunks of chunk_columns)."""
+    tensors (int64 index math, tables in device memory, reductions in chunks of chunk_positions)."""
     if name != "emu":
         pytest.skip("the test knobs exist in the emulated build only")
-    torch.ops.hdas_emu.set_test_knobs(index64, device_tables, chunk_columns)
+    torch.ops.hdas_emu.set_test_knobs(index64, device_tables, chunk_positions)
     try:
         yield
     finally:

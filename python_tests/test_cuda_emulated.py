@@ -93,9 +93,9 @@ def test_pair_concat(name, dtype, channels_last):
 
 
 # The launchers' paths that small tensors do not reach by themselves, forced by the emulated build's
-# knobs: int64 index math, tables in device memory, reductions split into chunks of 1 or 3 columns.
-KNOBS = [dict(index64=True), dict(device_tables=True), dict(chunk_columns=1), dict(chunk_columns=3),
-         dict(index64=True, device_tables=True, chunk_columns=2)]
+# knobs: int64 index math, tables in device memory, reductions split into chunks of 1, 2 or 3 positions.
+KNOBS = [dict(index64=True), dict(device_tables=True), dict(chunk_positions=1), dict(chunk_positions=3),
+         dict(index64=True, device_tables=True, chunk_positions=2)]
 
 
 @pytest.mark.parametrize("knobs", KNOBS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))

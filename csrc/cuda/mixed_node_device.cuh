@@ -79,56 +79,117 @@ __device__ int64_t argmax_at(const T* x, const Geo& g, int64_t n, int64_t c, int
   return best;
 }
 
-// One block per (n, c) plane: mean and M2 of every (edge, pool) over the plane.
-template <typename T, typename A>
-__global__ void pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
+// How the reduction kernels split the planes: each warp reduces one chunk of `chunk` consecutive
+// output positions of `cw` planes (channels c0 .. c0 + cw - 1 of one sample n), its lanes side by side
+// along memory: along the positions of a plane in NCHW (lane = plane * streams + stream), along the
+// channels in channels_last (lane = stream * cw + plane). A lane reads every streams-th position of
+// its chunk; the lanes of one plane are summed by shuffles, no barrier, no shared memory, and each
+// chunk's sums land in partial[n, s, c] for a kernel after it to combine.
+template <typename I>
+struct Units {
+  int cw, streams;  // cw * streams = 32
+  I chunk, S, groups;  // positions per chunk, chunks per plane, channel groups (ceil(C / cw))
+  Div<I> wo;           // decodes a position into (oh, ow)
+  bool cl;
+  // This lane's (n, c, chunk s, first position, end), false for a lane past C or past the units.
+  __device__ bool unit(int64_t warp_id, const Geo& g, int64_t& n, int64_t& c, I& s, I& i0, I& i1, int& stream) const {
+    const int lane = threadIdx.x & 31;
+    const int plane = cl ? lane % cw : lane / streams;
+    stream = cl ? lane / cw : lane % streams;
+    const I grp = static_cast<I>(warp_id % groups);
+    const int64_t rest = warp_id / groups;
+    s = static_cast<I>(rest % S);
+    n = rest / S;
+    c = int64_t(grp) * cw + plane;
+    i0 = s * chunk + stream;
+    const I L = static_cast<I>(g.Ho * g.Wo);
+    i1 = s * chunk + chunk < L ? s * chunk + chunk : L;
+    return n < g.N && c < g.C;
+  }
+  // Sum of v over the lanes of this lane's plane (those that differ in the stream's lane bits), in
+  // every one of them.
+  template <typename A>
+  __device__ A plane_sum(A v) const {
+    for (int o = 16; o > 0; o >>= 1)
+      if (cl ? o >= cw : o < streams) v += __shfl_xor_sync(kFull, v, o);
+    return v;
+  }
+  __device__ bool writer() const {
+    const int lane = threadIdx.x & 31;
+    return (cl ? lane / cw : lane % streams) == 0;
+  }
+  __device__ I count(I s, I L) const { return (s * chunk + chunk < L ? s * chunk + chunk : L) - s * chunk; }
+};
+
+__device__ inline int64_t warp_index() { return int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); }
+
+// Per chunk of positions: the mean and M2 of every (edge, pool) over its positions, in one pass
+// over the pools (sums of the values' differences from the chunk's first value, which keeps the
+// one-pass sums of squares well conditioned).
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, Units<I> u, A* partial) {
+  int64_t n, c;
+  I s, i0, i1;
+  int stream;
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1, stream);
+  if (__all_sync(kFull, !live)) return;
+  const I L = static_cast<I>(g.Ho * g.Wo);
+  const I first = s * u.chunk;
+  const A cnt = static_cast<A>(u.count(s, L));
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
       const int q = mt.pool_slot(t, p);
       if (q < 0) continue;
       const bool is_max = mt.prim(t, p) == kMaxPool;
-      A sum = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-        sum += pool_at<A>(is_max, xs(t, e), g, n, c, i / g.Wo, i % g.Wo);
-      const A mean = block_sum(sum, smem) / static_cast<A>(L);
-      A m2 = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
-        const A d = pool_at<A>(is_max, xs(t, e), g, n, c, i / g.Wo, i % g.Wo) - mean;
-        m2 += d * d;
+      A s1 = 0, s2 = 0, k = 0;
+      if (live) {
+        const I fh = u.wo.div(first);
+        k = pool_at<A>(is_max, xs(t, e), g, n, c, fh, first - fh * u.wo.d);
+        for (I i = i0; i < i1; i += u.streams) {
+          const I oh = u.wo.div(i);
+          const A d = pool_at<A>(is_max, xs(t, e), g, n, c, oh, i - oh * u.wo.d) - k;
+          s1 += d;
+          s2 += d * d;
+        }
       }
-      m2 = block_sum(m2, smem);
-      if (threadIdx.x == 0) {
-        A* o = partial + (plane * mt.E * mt.Q + e * mt.Q + q) * 2;
-        o[0] = mean;
-        o[1] = m2;
+      s1 = u.plane_sum(s1);
+      s2 = u.plane_sum(s2);
+      if (live && u.writer()) {
+        A* o = partial + (((n * u.S + s) * g.C + c) * (mt.E * mt.Q) + e * mt.Q + q) * 2;
+        o[0] = k + s1 / cnt;
+        o[1] = s2 - s1 * s1 / cnt;
       }
     }
 }
 
-// One thread per (e*Q + q, c): Chan et al.'s pairwise combination of the N planes' (mean, M2),
-// stable where a sum / sum of squares is not. Every plane has L values.
+// One block per (e*Q + q, c): Chan et al.'s pairwise combination of the chunks' (mean, M2) over the
+// N samples and S chunks per plane, stable where a sum / sum of squares is not.
 template <typename A>
-__global__ void combine_stats_kernel(const A* partial, int64_t N, int64_t C, int64_t EQ, int64_t L, A eps, A* mean,
-                                     A* invstd, A* var_u) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < EQ * C; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t eq = j / C, c = j % C;
-    auto plane = [&](int64_t n) { return partial + ((n * C + c) * EQ + eq) * 2; };
-    A m = 0;
-    for (int64_t n = 0; n < N; ++n) m += plane(n)[0];
-    m /= static_cast<A>(N);
-    A m2 = 0, spread = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const A d = plane(n)[0] - m;
-      m2 += plane(n)[1];
-      spread += d * d;
-    }
-    m2 += spread * static_cast<A>(L);
-    const A count = static_cast<A>(N * L);
+__global__ void __launch_bounds__(kThreads)
+    combine_stats_kernel(const A* partial, int64_t N, int64_t S, int64_t chunk, int64_t C, int64_t EQ, int64_t L,
+                         A eps, A* mean, A* invstd, A* var_u) {
+  __shared__ A smem[32];
+  const int64_t j = blockIdx.x, eq = j / C, c = j % C, units = N * S;
+  auto at = [&](int64_t u) { return partial + ((u * C + c) * EQ + eq) * 2; };
+  auto count = [&](int64_t u) {
+    const int64_t s = u % S;
+    return static_cast<A>(min(L, s * chunk + chunk) - s * chunk);
+  };
+  const A total = static_cast<A>(N * L);
+  A m = 0;
+  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) m += count(u) * at(u)[0];
+  m = block_sum(m, smem) / total;
+  A m2 = 0;
+  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) {
+    const A d = at(u)[0] - m;
+    m2 += at(u)[1] + count(u) * d * d;
+  }
+  m2 = block_sum(m2, smem);
+  if (threadIdx.x == 0) {
     mean[j] = m;
-    invstd[j] = A(1) / sqrt(m2 / count + eps);
-    var_u[j] = m2 / (count - A(1));
+    invstd[j] = A(1) / sqrt(m2 / total + eps);
+    var_u[j] = m2 / (total - A(1));
   }
 }
 
@@ -165,25 +226,33 @@ __global__ void apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, 
   }
 }
 
-// One block per (n, c) plane: plane sums of grad * op_p(x_e), and of grad; grad of the extras.
-template <typename T, typename A>
-__global__ void backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex,
-                                       Ptrs<T> gex, const T* grad, Geo g, Meta mt, const A* w, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
+// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients.
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex,
+                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial) {
+  int64_t n, c;
+  I s, i0, i1;
+  int stream;
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1, stream);
+  if (__all_sync(kFull, !live)) return;
   const int64_t S = mt.E * mt.P + 1;
+  A* out = partial + ((n * u.S + s) * g.C + c) * S;
   A sg = 0;
-  for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-    sg += static_cast<A>(grad[g.out(n, c, i / g.Wo, i % g.Wo)]);
-  sg = block_sum(sg, smem);
-  if (threadIdx.x == 0) partial[plane * S + S - 1] = sg;
+  for (I i = i0; live && i < i1; i += u.streams) {
+    const I oh = u.wo.div(i);
+    sg += static_cast<A>(grad[g.out(n, c, oh, i - oh * u.wo.d)]);
+  }
+  sg = u.plane_sum(sg);
+  if (live && u.writer()) out[S - 1] = sg;
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
       const int code = mt.prim(t, p);
       A sum = 0;
       // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
-      for (int64_t i = threadIdx.x; code != kAdd && i < L; i += blockDim.x) {
-        const int64_t oh = i / g.Wo, ow = i % g.Wo, o = g.out(n, c, oh, ow);
+      for (I i = i0; live && code != kAdd && i < i1; i += u.streams) {
+        const I oh = u.wo.div(i), ow = i - oh * u.wo.d;
+        const int64_t o = g.out(n, c, oh, ow);
         const A gv = static_cast<A>(grad[o]);
         if (code == kNone) {
           sum += gv * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
@@ -197,8 +266,8 @@ __global__ void backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<con
           sum += gv * pool_at<A>(code == kMaxPool, xs(t, e), g, n, c, oh, ow);
         }
       }
-      sum = block_sum(sum, smem);
-      if (threadIdx.x == 0) partial[plane * S + e * mt.P + p] = sum;
+      sum = u.plane_sum(sum);
+      if (live && u.writer()) out[e * mt.P + p] = sum;
     }
 }
 

@@ -50,16 +50,58 @@ const A* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<A>() : nullptr;
 }
 
+// The reduction kernels' split (Units): lanes along the positions of a plane (NCHW; several planes
+// per warp when they are small) or along the channels (channels_last), and chunks of about 16
+// positions per lane.
+template <typename I>
+Units<I> units_for(const MixedNode& nd) {
+  const bool cl = nd.format == at::MemoryFormat::ChannelsLast;
+  const int64_t L = nd.plane_out();
+  auto pow2_at_least = [](int64_t v) {
+    int r = 1;
+    while (r < 32 && r < v) r <<= 1;
+    return r;
+  };
+  Units<I> u{};
+  u.cl = cl;
+  u.cw = cl ? pow2_at_least(nd.C) : 32 / pow2_at_least(L);
+  u.streams = 32 / u.cw;
+  int64_t chunk = 16 * u.streams;
+  if (test_knobs().chunk_positions > 0) chunk = std::min(chunk, test_knobs().chunk_positions);
+  u.chunk = static_cast<I>(chunk);
+  u.S = static_cast<I>((L + chunk - 1) / chunk);
+  u.groups = static_cast<I>((nd.C + u.cw - 1) / u.cw);
+  u.wo = Div<I>(static_cast<I>(nd.Wo));
+  return u;
+}
+
+template <typename I>
+unsigned unit_blocks(const MixedNode& nd, const Units<I>& u, const char* op) {
+  return blocks_for(nd.N * int64_t(u.S) * u.groups, kWarps, op);
+}
+
+// Reduction kernels decode a position of one plane only: 32-bit math when a plane has < 2^31.
+template <typename F>
+void dispatch_plane_index(const MixedNode& nd, F&& f) {
+  dispatch_index(nd.plane_out(), std::forward<F>(f));
+}
+
 void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& mean, at::Tensor& invstd,
                  at::Tensor& var_u) {
+  const char* op = "hdas::mixed_node";
   const int64_t EQ = nd.E * nd.Q;
-  auto partial = at::empty({nd.N, nd.C, EQ, 2}, mean.options());  // per plane: mean, M2
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_batch_stats_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(pool_stats_kernel<scalar_t, A>, static_cast<unsigned>(nd.N * nd.C), kThreads, 0, call.slots,
-           call.ptrs<const scalar_t>(call.xs), call.g, call.mt, partial.data_ptr<A>());
-    launch(combine_stats_kernel<A>, grid_for(EQ * nd.C), kThreads, 0, partial.const_data_ptr<A>(), nd.N, nd.C, EQ,
-           nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(), invstd.data_ptr<A>(), var_u.data_ptr<A>());
+    dispatch_plane_index(nd, [&](auto index) {
+      using I = decltype(index);
+      const auto u = units_for<I>(nd);
+      auto partial = at::empty({nd.N, int64_t(u.S), nd.C, EQ, 2}, mean.options());  // per chunk: mean, M2
+      launch(pool_stats_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
+             call.ptrs<const scalar_t>(call.xs), call.g, call.mt, u, partial.data_ptr<A>());
+      launch(combine_stats_kernel<A>, blocks_for(EQ * nd.C, 1, op), kThreads, 0, partial.const_data_ptr<A>(), nd.N,
+             int64_t(u.S), int64_t(u.chunk), nd.C, EQ, nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(),
+             invstd.data_ptr<A>(), var_u.data_ptr<A>());
+    });
   });
 }
 
@@ -73,14 +115,23 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
   });
 }
 
-void backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w,
-                     at::Tensor& partial) {
+// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1].
+at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w) {
+  const char* op = "hdas::mixed_node_backward";
+  at::Tensor sums;
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(backward_reduce_kernel<scalar_t, A>, static_cast<unsigned>(nd.N * nd.C), kThreads, 0, call.slots,
-           call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
-           grad.const_data_ptr<scalar_t>(), call.g, call.mt, w.const_data_ptr<A>(), partial.data_ptr<A>());
+    dispatch_plane_index(nd, [&](auto index) {
+      using I = decltype(index);
+      const auto u = units_for<I>(nd);
+      auto partial = at::empty({nd.N * int64_t(u.S), nd.C, nd.E * nd.P + 1}, w.options());
+      launch(backward_reduce_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
+             call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
+             grad.const_data_ptr<scalar_t>(), call.g, call.mt, u, w.const_data_ptr<A>(), partial.data_ptr<A>());
+      sums = partial.sum(0);
+    });
   });
+  return sums;
 }
 
 void finalize(const MixedNode& nd, const Call& call, const at::Tensor& sums, const at::Tensor& w,
@@ -155,9 +206,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   std::vector<at::Tensor> grad_inputs;
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
   const Call call(node, &grad_extras, &grad_inputs);
-  auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
-  backward_reduce(node, call, grad, w, partial);
-  const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
+  const auto sums = backward_reduce(node, call, grad, w);  // [C, E*P + 1]
 
   auto grad_w = at::empty({node.E, node.P}, stat_opts);
   auto A = at::empty({node.E, node.P, node.C}, stat_opts);

@@ -62,7 +62,7 @@ inline void check_device(const at::Tensor& x, const char* op) {
 struct TestKnobs {
   bool index64 = false;        // int64_t index math whatever the sizes
   bool device_tables = false;  // tables in device memory however small
-  int64_t chunk_columns = 0;   // at most this many columns per reduction chunk (0: no limit)
+  int64_t chunk_positions = 0; // at most this many output positions per reduction chunk (0: no limit)
 };
 #ifdef HDAS_CUDA_EMU
 inline TestKnobs& test_knobs() {
