@@ -20,6 +20,7 @@ struct Geo {
   __device__ int64_t out(int64_t n, int64_t c, int64_t h, int64_t w) const {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
+  __device__ int64_t out_numel() const { return N * C * Ho * Wo; }
   // Output element at linear position i of the output's memory order.
   __device__ void decode_out(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
     if (cl) { c = i % C; i /= C; w = i % Wo; i /= Wo; h = i % Ho; n = i / Ho; }
@@ -65,18 +66,22 @@ __device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c
   return is_max ? m : m / static_cast<A>((h1 - h0 + 1) * (w1 - w0 + 1));
 }
 
-// (h, w) that max_pool2d selects for output (oh, ow), packed as h * W + w.
+// 3x3 max pool at output (n, c, oh, ow) and the position max_pool2d's gradient goes to (the first
+// maximum in row-major order, the last NaN), as (h - h0) * 3 + (w - w0) within the window.
 template <typename A, typename T>
-__device__ int64_t argmax_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
+__device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow, uint8_t& arg) {
   const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
   A m = -INFINITY;
-  int64_t best = h0 * g.W + w0;
+  arg = 0;
   for (int64_t h = h0; h <= h1; ++h)
     for (int64_t w = w0; w <= w1; ++w) {
       const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (v > m || v != v) { m = v; best = h * g.W + w; }
+      if (v > m || v != v) {
+        m = v;
+        arg = static_cast<uint8_t>((h - h0) * 3 + (w - w0));
+      }
     }
-  return best;
+  return m;
 }
 
 // How the reduction kernels split the planes: each warp reduces one chunk of `chunk` consecutive
@@ -226,11 +231,12 @@ __global__ void apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, 
   }
 }
 
-// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients.
+// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients;
+// each max pool's argmax per output, args[e * Q + q][o], for backward_input_kernel.
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads)
     backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex,
-                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial) {
+                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, uint8_t* args) {
   int64_t n, c;
   I s, i0, i1;
   int stream;
@@ -262,8 +268,12 @@ __global__ void __launch_bounds__(kThreads)
           const int k = e * mt.K + mt.extra_slot(t, p);
           sum += gv * static_cast<A>(ex(t, k)[o]);
           gex(t, k)[o] = static_cast<T>(w[e * mt.P + p] * gv);
+        } else if (code == kMaxPool) {
+          uint8_t arg;
+          sum += gv * max_arg_at<A>(xs(t, e), g, n, c, oh, ow, arg);
+          args[(int64_t(e) * mt.Q + mt.pool_slot(t, p)) * g.out_numel() + o] = arg;
         } else {
-          sum += gv * pool_at<A>(code == kMaxPool, xs(t, e), g, n, c, oh, ow);
+          sum += gv * pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
         }
       }
       sum = u.plane_sum(sum);
@@ -301,10 +311,11 @@ __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, 
   if (threadIdx.x == 0) grad_w[e * mt.P + p] = total;
 }
 
-// One thread per input element (n, c, h, w): gathers from every output window that covers it.
+// One thread per input element (n, c, h, w): gathers from every output window that covers it (a max
+// pool's through the argmax that backward_reduce_kernel kept).
 template <typename T, typename A>
 __global__ void backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad,
-                                      Geo g, Meta mt, const A* Ap, const A* Bp, const A* Dp) {
+                                      Geo g, Meta mt, const A* Ap, const A* Bp, const A* Dp, const uint8_t* args) {
   const int64_t total = g.N * g.C * g.H * g.W;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
@@ -322,10 +333,14 @@ __global__ void backward_input_kernel(const __grid_constant__ Slots t, Ptrs<cons
           gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
         } else if (code == kMaxPool) {
           const A xv = static_cast<A>(x[i]);
+          const uint8_t* arg = args + (int64_t(e) * mt.Q + mt.pool_slot(t, p)) * g.out_numel();
           for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow)
-              if (argmax_at<A>(x, g, n, c, oh, ow) == h * g.W + w)
-                gx += a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + b * xv + d;
+            for (int64_t ow = ow0; ow <= ow1; ++ow) {
+              const int64_t o = g.out(n, c, oh, ow);
+              const int k = arg[o];
+              if (lo(oh, g.s) + k / 3 == h && lo(ow, g.s) + k % 3 == w)
+                gx += a * static_cast<A>(grad[o]) + b * xv + d;
+            }
         } else if (code == kAvgPool) {
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {

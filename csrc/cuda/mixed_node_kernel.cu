@@ -115,8 +115,10 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
   });
 }
 
-// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1].
-at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w) {
+// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1]; every max pool's argmax
+// per output into args.
+at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w,
+                           at::Tensor& args) {
   const char* op = "hdas::mixed_node_backward";
   at::Tensor sums;
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
@@ -127,7 +129,8 @@ at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tens
       auto partial = at::empty({nd.N * int64_t(u.S), nd.C, nd.E * nd.P + 1}, w.options());
       launch(backward_reduce_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
-             grad.const_data_ptr<scalar_t>(), call.g, call.mt, u, w.const_data_ptr<A>(), partial.data_ptr<A>());
+             grad.const_data_ptr<scalar_t>(), call.g, call.mt, u, w.const_data_ptr<A>(), partial.data_ptr<A>(),
+             args.data_ptr<uint8_t>());
       sums = partial.sum(0);
     });
   });
@@ -147,12 +150,13 @@ void finalize(const MixedNode& nd, const Call& call, const at::Tensor& sums, con
 }
 
 void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& A_,
-                    const at::Tensor& B_, const at::Tensor& D_) {
+                    const at::Tensor& B_, const at::Tensor& D_, const at::Tensor& args) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_input_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     launch(backward_input_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
            call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(), call.g,
-           call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>());
+           call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>(),
+           args.const_data_ptr<uint8_t>());
   });
 }
 
@@ -206,14 +210,15 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   std::vector<at::Tensor> grad_inputs;
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
   const Call call(node, &grad_extras, &grad_inputs);
-  const auto sums = backward_reduce(node, call, grad, w);  // [C, E*P + 1]
+  auto args = at::empty({node.E * node.Q, grad.numel()}, x0.options().dtype(at::kByte));
+  const auto sums = backward_reduce(node, call, grad, w, args);  // [C, E*P + 1]
 
   auto grad_w = at::empty({node.E, node.P}, stat_opts);
   auto A = at::empty({node.E, node.P, node.C}, stat_opts);
   auto B = at::empty_like(A);
   auto D = at::empty_like(A);
   finalize(node, call, sums, w, mean, invstd, node.pool_bn && node.Q > 0 && batch_stats, grad_w, A, B, D);
-  backward_input(node, call, grad, A, B, D);
+  backward_input(node, call, grad, A, B, D, args);
   return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 
