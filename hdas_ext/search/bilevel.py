@@ -1,4 +1,4 @@
-"""Bi-level optimisation of a supernet (DARTS, spec §6.2 / §8.1), without the released code's bugs:
+"""Bi-level optimisation of a supernet (DARTS; docs/algorithms.md), without the released code's bugs:
 
 - first order: the architecture gradient of the validation loss at the CURRENT weights and
   alphas (the released code used a stale deep copy made at start-up);
