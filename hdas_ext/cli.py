@@ -7,7 +7,7 @@ import os
 import sys
 
 from .commands import plot, random_baseline, search, space_size, train
-from .runtime.optional import install_hint
+from .extras import install_hint
 
 COMMANDS = (space_size, plot, search, train, random_baseline)
 

@@ -1,25 +1,8 @@
-"""Optional dependencies: which extra of the package installs each, and the one-line notes a run
-prints when one is missing (the run goes on without the feature)."""
+"""The one-line notes a run prints when an optional package is missing (the run goes on without
+the feature)."""
 import functools
 
-# module -> (what pip installs, the extra of setup.py's extras_require that holds it)
-EXTRAS = {
-    "graphviz": ("graphviz", "viz"),
-    "tensorboard": ("tensorboard", "log"),
-    "tqdm": ("tqdm", "log"),
-    "torchvision": ("torchvision", "data"),
-    "sklearn": ("scikit-learn", "data"),
-}
-
-
-def install_hint(module):
-    """'<module> is not installed: pip install ...' for an optional module (or a submodule of
-    one); None for any other name."""
-    top = (module or "").split(".")[0]
-    if top not in EXTRAS:
-        return None
-    _, extra = EXTRAS[top]
-    return f"{top} is not installed: pip install 'hdas_ext[{extra}]'"
+from ..extras import install_hint
 
 
 @functools.lru_cache(maxsize=None)
