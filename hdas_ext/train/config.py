@@ -37,6 +37,8 @@ class TrainConfig:
     augment: bool = option(True, "the dataset's standard training augmentation")
     cutout: int = option(16, "cutout length (0 = off)")
     color_jitter: bool = option(False, "colour jitter (ImageNet recipe)")
+    autoaugment: bool = option(False, "AutoAugment with torchvision's CIFAR-10 policy after crop and flip (cifar10, "
+                                      "digits; needs the 'data' extra): the augmentation of the paper's AutoAugment row")
     train_subset: int = option(0, "use only the first N training images (0 = all)")
     test_subset: int = option(0, "use only the first N test images (0 = all)")
     num_workers: int = option(2, "DataLoader workers")
@@ -155,6 +157,8 @@ def validate(cfg, check_data=True):
     when they were text). check_data=False skips the data_root requirement (printing a
     configuration needs no data)."""
     _need(cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}", cfg.dataset)
+    _need(not (cfg.autoaugment and cfg.dataset == "imagenet"), "autoaugment",
+          "off for imagenet (it is torchvision's CIFAR-10 policy, for cifar10 and digits)", cfg.autoaugment)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
     _need(cfg.amp in AMP_MODES, "amp", f"one of {AMP_MODES}", cfg.amp)
     for name in ("epochs", "batch_size", "init_channels", "layers", "eval_every"):
