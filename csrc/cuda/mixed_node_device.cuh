@@ -21,14 +21,25 @@ struct Geo {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
   __device__ int64_t out_numel() const { return N * C * Ho * Wo; }
-  // Output element at linear position i of the output's memory order.
-  __device__ void decode_out(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % Wo; i /= Wo; h = i % Ho; n = i / Ho; }
-    else { w = i % Wo; i /= Wo; h = i % Ho; i /= Ho; c = i % C; n = i / C; }
-  }
-  __device__ void decode_in(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % W; i /= W; h = i % H; n = i / H; }
-    else { w = i % W; i /= W; h = i % H; i /= H; c = i % C; n = i / C; }
+};
+
+// (n, c, h, w) of linear position i of an [N, C, Hd, Wd] tensor in its memory order (NCHW or
+// channels_last), with Div's multiply-shift in 32-bit index math.
+template <typename I>
+struct Decode {
+  Div<I> c, h, w;
+  bool cl;
+  __device__ void operator()(I i, int64_t& n, int64_t& cc, int64_t& hh, int64_t& ww) const {
+    I q;
+    if (cl) {
+      q = c.div(i), cc = i - q * c.d, i = q;
+      q = w.div(i), ww = i - q * w.d, i = q;
+      q = h.div(i), hh = i - q * h.d, n = q;
+    } else {
+      q = w.div(i), ww = i - q * w.d, i = q;
+      q = h.div(i), hh = i - q * h.d, i = q;
+      q = c.div(i), cc = i - q * c.d, n = q;
+    }
   }
 };
 
@@ -198,13 +209,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename T, typename A>
-__global__ void apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
-                             const A* w, const A* mean, const A* invstd, T* out) {
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Decode<I> dec, Meta mt,
+                 const A* w, const A* mean, const A* invstd, T* out) {
   const int64_t total = g.N * g.C * g.Ho * g.Wo;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, oh, ow;
-    g.decode_out(i, n, c, oh, ow);
+    dec(static_cast<I>(i), n, c, oh, ow);
     A acc = 0;
     for (int e = 0; e < mt.E; ++e)
       for (int p = 0; p < mt.P; ++p) {
@@ -313,13 +325,14 @@ __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, 
 
 // One thread per input element (n, c, h, w): gathers from every output window that covers it (a max
 // pool's through the argmax that backward_reduce_kernel kept).
-template <typename T, typename A>
-__global__ void backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad,
-                                      Geo g, Meta mt, const A* Ap, const A* Bp, const A* Dp, const uint8_t* args) {
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g,
+                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, const uint8_t* args) {
   const int64_t total = g.N * g.C * g.H * g.W;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
-    g.decode_in(i, n, c, h, w);
+    dec(static_cast<I>(i), n, c, h, w);
     const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
     const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
     for (int e = 0; e < mt.E; ++e) {

@@ -105,13 +105,24 @@ void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& 
   });
 }
 
+// The decoder of positions in an [N, C, Hd, Wd] tensor of the call's layout.
+template <typename I>
+Decode<I> decode_for(const MixedNode& nd, int64_t Hd, int64_t Wd) {
+  return {Div<I>(static_cast<I>(nd.C)), Div<I>(static_cast<I>(Hd)), Div<I>(static_cast<I>(Wd)),
+          nd.format == at::MemoryFormat::ChannelsLast};
+}
+
 void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at::Tensor& mean,
            const at::Tensor& invstd, at::Tensor& out) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_apply_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(apply_kernel<scalar_t, A>, grid_for(out.numel()), kThreads, 0, call.slots,
-           call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.g, call.mt,
-           w.const_data_ptr<A>(), data_or_null<A>(mean), data_or_null<A>(invstd), out.data_ptr<scalar_t>());
+    dispatch_index(nd.N * nd.C * nd.plane_out(), [&](auto index) {
+      using I = decltype(index);
+      launch(apply_kernel<scalar_t, A, I>, grid_for(out.numel()), kThreads, 0, call.slots,
+             call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.g,
+             decode_for<I>(nd, nd.Ho, nd.Wo), call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
+             data_or_null<A>(invstd), out.data_ptr<scalar_t>());
+    });
   });
 }
 
@@ -153,10 +164,13 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
                     const at::Tensor& B_, const at::Tensor& D_, const at::Tensor& args) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_input_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(backward_input_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
-           call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(), call.g,
-           call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>(),
-           args.const_data_ptr<uint8_t>());
+    dispatch_index(nd.N * nd.C * nd.H * nd.W, [&](auto index) {
+      using I = decltype(index);
+      launch(backward_input_kernel<scalar_t, A, I>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
+             call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(),
+             call.g, decode_for<I>(nd, nd.H, nd.W), call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(),
+             D_.const_data_ptr<A>(), args.const_data_ptr<uint8_t>());
+    });
   });
 }
 
