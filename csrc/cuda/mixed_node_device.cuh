@@ -20,7 +20,6 @@ struct Geo {
   __device__ int64_t out(int64_t n, int64_t c, int64_t h, int64_t w) const {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
-  __device__ int64_t out_numel() const { return N * C * Ho * Wo; }
 };
 
 // (n, c, h, w) of linear position i of an [N, C, Hd, Wd] tensor in its memory order (NCHW or
@@ -94,6 +93,18 @@ __device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t 
     }
   return m;
 }
+
+// What backward_reduce_kernel keeps per output o of every pool (e, q) for backward_input_kernel, so
+// that it reads one value per covering window instead of recomputing the window: a max pool's argmax
+// (max_arg_at's), an average pool's value (with batch statistics only, the one case its input
+// gradient needs it; avg is null otherwise).
+template <typename A>
+struct Kept {
+  uint8_t* arg;
+  A* avg;
+  int64_t per;  // outputs of one pool
+  __device__ int64_t at(const Meta& mt, int e, int q, int64_t o) const { return (int64_t(e) * mt.Q + q) * per + o; }
+};
 
 // How the reduction kernels split the planes: each warp reduces one chunk of `chunk` consecutive
 // output positions of `cw` planes (channels c0 .. c0 + cw - 1 of one sample n), its lanes side by side
@@ -244,11 +255,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients;
-// each max pool's argmax per output, args[e * Q + q][o], for backward_input_kernel.
+// the pools' Kept values.
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads)
     backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex,
-                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, uint8_t* args) {
+                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, Kept<A> kept) {
   int64_t n, c;
   I s, i0, i1;
   int stream;
@@ -283,9 +294,11 @@ __global__ void __launch_bounds__(kThreads)
         } else if (code == kMaxPool) {
           uint8_t arg;
           sum += gv * max_arg_at<A>(xs(t, e), g, n, c, oh, ow, arg);
-          args[(int64_t(e) * mt.Q + mt.pool_slot(t, p)) * g.out_numel() + o] = arg;
+          kept.arg[kept.at(mt, e, mt.pool_slot(t, p), o)] = arg;
         } else {
-          sum += gv * pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
+          const A v = pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
+          sum += gv * v;
+          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), o)] = v;
         }
       }
       sum = u.plane_sum(sum);
@@ -328,7 +341,7 @@ __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, 
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads)
     backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g,
-                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, const uint8_t* args) {
+                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, Kept<A> kept) {
   const int64_t total = g.N * g.C * g.H * g.W;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
@@ -346,7 +359,7 @@ __global__ void __launch_bounds__(kThreads)
           gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
         } else if (code == kMaxPool) {
           const A xv = static_cast<A>(x[i]);
-          const uint8_t* arg = args + (int64_t(e) * mt.Q + mt.pool_slot(t, p)) * g.out_numel();
+          const uint8_t* arg = kept.arg + kept.at(mt, e, mt.pool_slot(t, p), 0);
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {
               const int64_t o = g.out(n, c, oh, ow);
@@ -355,10 +368,12 @@ __global__ void __launch_bounds__(kThreads)
                 gx += a * static_cast<A>(grad[o]) + b * xv + d;
             }
         } else if (code == kAvgPool) {
+          const A* avg = b != A(0) ? kept.avg + kept.at(mt, e, mt.pool_slot(t, p), 0) : nullptr;
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              A dp = a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + d;
-              if (b != A(0)) dp += b * pool_at<A>(false, x, g, n, c, oh, ow);
+              const int64_t o = g.out(n, c, oh, ow);
+              A dp = a * static_cast<A>(grad[o]) + d;
+              if (avg != nullptr) dp += b * avg[o];
               const int64_t cnt = (hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1);
               gx += dp / static_cast<A>(cnt);
             }

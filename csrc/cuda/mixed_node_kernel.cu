@@ -126,10 +126,23 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
   });
 }
 
-// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1]; every max pool's argmax
-// per output into args.
+// Buffers for Kept: a byte per output of every pool, and with batch statistics an A.
+struct KeptBuffers {
+  at::Tensor arg, avg;
+  KeptBuffers(const MixedNode& nd, const at::TensorOptions& stat_opts, bool batch_stats) {
+    const int64_t per = nd.N * nd.C * nd.plane_out();
+    arg = at::empty({nd.E * nd.Q, per}, stat_opts.dtype(at::kByte));
+    if (batch_stats) avg = at::empty({nd.E * nd.Q, per}, stat_opts);
+  }
+  template <typename A>
+  Kept<A> view() const {
+    return {arg.data_ptr<uint8_t>(), avg.defined() ? avg.data_ptr<A>() : nullptr, arg.size(1)};
+  }
+};
+
+// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1]; the pools' Kept values.
 at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w,
-                           at::Tensor& args) {
+                           const KeptBuffers& kept) {
   const char* op = "hdas::mixed_node_backward";
   at::Tensor sums;
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
@@ -141,7 +154,7 @@ at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tens
       launch(backward_reduce_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
              grad.const_data_ptr<scalar_t>(), call.g, call.mt, u, w.const_data_ptr<A>(), partial.data_ptr<A>(),
-             args.data_ptr<uint8_t>());
+             kept.view<A>());
       sums = partial.sum(0);
     });
   });
@@ -161,7 +174,7 @@ void finalize(const MixedNode& nd, const Call& call, const at::Tensor& sums, con
 }
 
 void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& A_,
-                    const at::Tensor& B_, const at::Tensor& D_, const at::Tensor& args) {
+                    const at::Tensor& B_, const at::Tensor& D_, const KeptBuffers& kept) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_input_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     dispatch_index(nd.N * nd.C * nd.H * nd.W, [&](auto index) {
@@ -169,7 +182,7 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
       launch(backward_input_kernel<scalar_t, A, I>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(),
              call.g, decode_for<I>(nd, nd.H, nd.W), call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(),
-             D_.const_data_ptr<A>(), args.const_data_ptr<uint8_t>());
+             D_.const_data_ptr<A>(), kept.view<A>());
     });
   });
 }
@@ -224,15 +237,16 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   std::vector<at::Tensor> grad_inputs;
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
   const Call call(node, &grad_extras, &grad_inputs);
-  auto args = at::empty({node.E * node.Q, grad.numel()}, x0.options().dtype(at::kByte));
-  const auto sums = backward_reduce(node, call, grad, w, args);  // [C, E*P + 1]
+  const bool bn_batch = node.pool_bn && node.Q > 0 && batch_stats;
+  const KeptBuffers kept(node, stat_opts, bn_batch);
+  const auto sums = backward_reduce(node, call, grad, w, kept);  // [C, E*P + 1]
 
   auto grad_w = at::empty({node.E, node.P}, stat_opts);
   auto A = at::empty({node.E, node.P, node.C}, stat_opts);
   auto B = at::empty_like(A);
   auto D = at::empty_like(A);
-  finalize(node, call, sums, w, mean, invstd, node.pool_bn && node.Q > 0 && batch_stats, grad_w, A, B, D);
-  backward_input(node, call, grad, A, B, D, args);
+  finalize(node, call, sums, w, mean, invstd, bn_batch, grad_w, A, B, D);
+  backward_input(node, call, grad, A, B, D, kept);
   return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 
