@@ -118,17 +118,20 @@ struct Units {
   I chunk, S, groups;  // positions per chunk, chunks per plane, channel groups (ceil(C / cw))
   Div<I> wo;           // decodes a position into (oh, ow)
   bool cl;
+  __device__ int stream() const {
+    const int lane = threadIdx.x & 31;
+    return cl ? lane / cw : lane % streams;
+  }
   // This lane's (n, c, chunk s, first position, end), false for a lane past C or past the units.
-  __device__ bool unit(int64_t warp_id, const Geo& g, int64_t& n, int64_t& c, I& s, I& i0, I& i1, int& stream) const {
+  __device__ bool unit(int64_t warp_id, const Geo& g, int64_t& n, int64_t& c, I& s, I& i0, I& i1) const {
     const int lane = threadIdx.x & 31;
     const int plane = cl ? lane % cw : lane / streams;
-    stream = cl ? lane / cw : lane % streams;
     const I grp = static_cast<I>(warp_id % groups);
     const int64_t rest = warp_id / groups;
     s = static_cast<I>(rest % S);
     n = rest / S;
     c = int64_t(grp) * cw + plane;
-    i0 = s * chunk + stream;
+    i0 = s * chunk + stream();
     const I L = static_cast<I>(g.Ho * g.Wo);
     i1 = s * chunk + chunk < L ? s * chunk + chunk : L;
     return n < g.N && c < g.C;
@@ -141,10 +144,7 @@ struct Units {
       if (cl ? o >= cw : o < streams) v += __shfl_xor_sync(kFull, v, o);
     return v;
   }
-  __device__ bool writer() const {
-    const int lane = threadIdx.x & 31;
-    return (cl ? lane / cw : lane % streams) == 0;
-  }
+  __device__ bool writer() const { return stream() == 0; }
   __device__ I count(I s, I L) const { return (s * chunk + chunk < L ? s * chunk + chunk : L) - s * chunk; }
 };
 
@@ -158,8 +158,7 @@ __global__ void __launch_bounds__(kThreads)
     pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, Units<I> u, A* partial) {
   int64_t n, c;
   I s, i0, i1;
-  int stream;
-  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1, stream);
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);
   if (__all_sync(kFull, !live)) return;
   const I L = static_cast<I>(g.Ho * g.Wo);
   const I first = s * u.chunk;
@@ -262,8 +261,7 @@ __global__ void __launch_bounds__(kThreads)
                            const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, Kept<A> kept) {
   int64_t n, c;
   I s, i0, i1;
-  int stream;
-  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1, stream);
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);
   if (__all_sync(kFull, !live)) return;
   const int64_t S = mt.E * mt.P + 1;
   A* out = partial + ((n * u.S + s) * g.C + c) * S;

@@ -80,10 +80,11 @@ unsigned unit_blocks(const MixedNode& nd, const Units<I>& u, const char* op) {
   return blocks_for(nd.N * int64_t(u.S) * u.groups, kWarps, op);
 }
 
-// Reduction kernels decode a position of one plane only: 32-bit math when a plane has < 2^31.
+// Reduction kernels decode a position of one plane only: 32-bit math when a plane's positions, plus
+// one chunk (at most 512) past its end, stay below 2^31.
 template <typename F>
 void dispatch_plane_index(const MixedNode& nd, F&& f) {
-  dispatch_index(nd.plane_out(), std::forward<F>(f));
+  dispatch_index(nd.plane_out() + 512, std::forward<F>(f));
 }
 
 void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& mean, at::Tensor& invstd,
