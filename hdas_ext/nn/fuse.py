@@ -10,8 +10,8 @@ from torch import nn
 from .adopt import adopted_class
 from .fused import FusedMixedOp
 from .partial import FusedPartialMixedOp
-from .probe import float64_copy, probe_device, probe_x, prove
-from .recognise import classify, kernel_plan, op_lists, probe_channels, takes_x_and_weights, unfolded
+from .probe import float64_copy, probe_device, probe_x, prove, same_eval_output
+from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
 LeftAlone = namedtuple("LeftAlone", "path kind reason detail")
@@ -75,11 +75,11 @@ def fuse_mixed_ops(model, *, report=False):
 
 
 def _fuse_all(model):
-    result = FuseReport()
+    result, proven = FuseReport(), {}
     for path, module in model.named_modules():
         if not path or isinstance(module, FusedMixedOp):
             continue
-        found = _inspect(module)
+        found = _inspect(module, proven)
         if found is None:
             continue
         kind = type(module).__name__
@@ -105,15 +105,22 @@ def adopt_in_place(module, own, list_name, plan, stride, k):
     return module
 
 
-def _inspect(module):
+def _inspect(module, proven=None):
     """None if module is not MixedOp-like (no list of ops, or no forward(x, weights)); else
-    (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not."""
+    (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not. proven: structure
+    key -> (list name, plan, stride, channels, k) of modules proven in full, filled here; one of
+    the same structure is checked on the eval forward only."""
     lists = op_lists(module)
     if not lists or not takes_x_and_weights(module):
         return None
     device = probe_device(module)
     if device.type == "meta":
         return LeftAlone("", "", META, "")
+    own, key = type(module), structure_key(module)
+    if proven is not None and key in proven:
+        list_name, plan, stride, C_op, k = proven[key]
+        if same_eval_output(module, _view(module, list_name, plan, stride, k), C_op, len(plan), k):
+            return list_name, plan, stride, k
     try:
         probe = float64_copy(module)
     except Exception as e:
@@ -122,17 +129,29 @@ def _inspect(module):
     if found is None:
         return None
     list_name, plan, stride, C_op = found
-    own = type(module)
-
-    def fuse(m, k, plan=plan):
-        return adopt_in_place(m, own, list_name, plan, stride, k)
-
     why = None
     for candidate in [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]:
-        k, why = prove(probe, lambda m, k: fuse(m, k, candidate), C_op, len(plan), device)
+        k, why = prove(probe, _fuser(own, list_name, candidate, stride), C_op, len(plan), device)
         if k is not None:
+            if proven is not None and key is not None:
+                proven[key] = (list_name, candidate, stride, C_op, k)
             return list_name, candidate, stride, k
     return LeftAlone("", "", NOT_A_SUM, why)
+
+
+def _view(module, list_name, plan, stride, k):
+    """A fused module running `plan` on module's own ops (shared, not copied)."""
+    view = (FusedPartialMixedOp if k > 1 else FusedMixedOp).__new__(FusedPartialMixedOp if k > 1 else FusedMixedOp)
+    nn.Module.__init__(view)
+    view._ops = getattr(module, list_name)
+    view._set_plan(plan, stride)
+    if k > 1:
+        view.k = k
+    return view
+
+
+def _fuser(own, list_name, plan, stride):
+    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k)
 
 
 def _classify_ops(probe):
