@@ -4,8 +4,8 @@ signatures and state-dict keys, so a supernet switches by swapping the class."""
 from .. import nn as hnn
 from .. import reference
 
-_FUSED = {"MixedOp": hnn.FusedMixedOp, "StageNode": hnn.FusedStageNode,
-          "WeightedPairConcat": hnn.WeightedPairConcat}
+_FUSED = {"MixedOp": hnn.FusedMixedOp, "PartialMixedOp": hnn.FusedPartialMixedOp,
+          "StageNode": hnn.FusedStageNode, "WeightedPairConcat": hnn.WeightedPairConcat}
 
 
 def module_class(name, fused):
