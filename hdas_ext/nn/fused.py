@@ -1,22 +1,24 @@
 """Drop-in fused modules. Each holds exactly the submodules of its eager twin in
 hdas_ext.reference (same state_dict keys and shapes) and computes the same function with the
-fused ops; pool BatchNorms keep their buffers and are updated as PyTorch updates them."""
+fused ops; pool BatchNorms keep their buffers and are updated as PyTorch updates them. Each public
+entry checks the arguments it was given, in its own words, and calls the op unchecked."""
 import torch
 from torch import nn
 
 from .. import ops
 from .._native import native_available
+from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from .adopt import reduce_adopted
 from .folding import OpPlan, is_pool, plans_by_name, run_folded
 from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
 
 
-def run_node(inputs, weights, codes, extras, stride, bns, training):
-    """Calls the fused op with the pool BNs `bns` (edge-major, one per pool code and edge) and
-    updates their running statistics exactly as nn.BatchNorm2d would."""
+def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training):
+    """The op hdas::mixed_node with the pool BNs `bns` (edge-major, one per pool code and edge),
+    their running statistics updated exactly as nn.BatchNorm2d would update them."""
     if not bns:
-        return ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=False)[0]
+        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False)[0]
     bn0 = bns[0]
     batch_stats, update = batch_norm_rules(bn0, training)
     E, C = len(inputs), inputs[0].shape[1]
@@ -25,8 +27,8 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     if not batch_stats:
         rm = torch.stack([b.running_mean for b in bns]).view(E, Q, C)
         rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
-    out, mean, _, var = ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=True,
-                                       batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
+    out, mean, _, var = mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=True,
+                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
     if update:
         with torch.no_grad():
             counts = [b.num_batches_tracked for b in bns]
@@ -38,31 +40,41 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     return out
 
 
-def fused_node(edges, inputs, weights):
-    """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps, in one fused call per group of
-    edges that share stride and primitive codes: a DARTS normal-cell node is one call, a
-    reduction-cell node two (its stride-2 and stride-1 edges). weights: [len(edges), P]."""
+def fused_edge_sum(edges, inputs, weights):
+    """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps (the edges into one cell node), in
+    one fused call per group of edges that share stride and primitive codes: a DARTS normal-cell
+    node is one call, a reduction-cell node two (its stride-2 and stride-1 edges).
+    weights: [len(edges), P]."""
     for j, edge in enumerate(edges):
         if not isinstance(edge, FusedMixedOp):
-            raise TypeError(f"fused_node: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
+            raise TypeError(f"fused_edge_sum: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
                             f"swaps DARTS MixedOps for them), got {type(edge).__name__}")
+        if edge._partial:
+            raise TypeError(f"fused_edge_sum: edges[{j}] is a partial-channel op ({type(edge).__name__}); "
+                            f"call it on its own")
+    inputs = list(inputs)
     if len(inputs) != len(edges):
-        raise ValueError(f"fused_node: expected one input per edge ({len(edges)}), got {len(inputs)}")
+        raise ValueError(f"fused_edge_sum: expected one input per edge ({len(edges)}), got {len(inputs)}")
     P = len(edges[0].primitives) if edges else 0
     if tuple(weights.shape) != (len(edges), P):
-        raise ValueError(f"fused_node: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
+        raise ValueError(f"fused_edge_sum: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
                          f"got {list(weights.shape)}")
-    for x in inputs:
-        ops.check_inputs([x])  # before the parametric ops run on them
-    for j, edge in enumerate(edges):
-        if edge._partial:
-            raise TypeError(f"fused_node: edges[{j}] is a partial-channel op ({type(edge).__name__}); "
-                            f"call it on its own")
+    return _edge_sum(edges, inputs, weights)
+
+
+fused_node = fused_edge_sum  # the old name, kept for published code
+
+
+def _edge_sum(edges, inputs, weights):
+    """fused_edge_sum on checked edges and weights."""
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._pool_bns()[0] if edge._bn else None
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
         groups.setdefault(key, []).append(j)
+    for idx in groups.values():  # before the parametric ops run on them
+        ops.check_inputs([inputs[j] for j in idx])
+    P = weights.shape[1]
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
     rows = weights.flatten().unbind(0) if any(edge._folded for edge in edges) else None
     out = None
@@ -72,7 +84,7 @@ def fused_node(edges, inputs, weights):
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
         extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
         bns = [bn for edge in group for bn in edge._pool_bns()]
-        y = run_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
+        y = _call_mixed_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
@@ -161,14 +173,15 @@ class FusedMixedOp(nn.Module):
 
     def _mix(self, x, weights):
         rows = [weights.unbind(0)] if self._folded else None
-        return run_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride,
-                        self._pool_bns(), self.training)
+        return _call_mixed_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride,
+                                self._pool_bns(), self.training)
 
 
-class FusedStageNode(nn.Module):
-    """Hs-DAS node input: sum_e sum_o weights[e, o] * op_o(inputs[e]) over the window's edges,
-    every pool with its own BatchNorm(affine=False) per edge. State dict laid out like a list of
-    per-edge MixedOps (edges.{e}._ops.{k}), as hdas_ext.reference.StageNode."""
+class FusedWindowedCellInput(nn.Module):
+    """Hs-DAS: the input of one cell, mixed from the states in its window,
+    sum_e sum_o weights[e, o] * op_o(inputs[e]), every pool with its own BatchNorm(affine=False)
+    per edge. State dict laid out like a list of per-edge MixedOps (edges.{e}._ops.{k}), as
+    hdas_ext.reference.WindowedCellInput."""
 
     def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
         super().__init__()
@@ -182,11 +195,14 @@ class FusedStageNode(nn.Module):
         inputs = list(inputs)
         E, P = len(self.edges), len(self.primitives)
         if len(inputs) != E:
-            raise ValueError(f"FusedStageNode: expected {E} inputs (num_inputs), got {len(inputs)}")
+            raise ValueError(f"FusedWindowedCellInput: expected {E} inputs (num_inputs), got {len(inputs)}")
         if tuple(weights.shape) != (E, P):
-            raise ValueError(f"FusedStageNode: weights must have shape [num_inputs, num_primitives] = [{E}, {P}], "
-                             f"got {list(weights.shape)}")
-        return fused_node(self.edges, inputs, weights)
+            raise ValueError(f"FusedWindowedCellInput: weights must have shape [num_inputs, num_primitives] = "
+                             f"[{E}, {P}], got {list(weights.shape)}")
+        return _edge_sum(self.edges, inputs, weights)
+
+
+FusedStageNode = FusedWindowedCellInput  # the old name, kept for published code
 
 
 class WeightedPairConcat(nn.Module):

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
-from ..nn import FactorizedReduce, ReLUConvBN, fused_node
+from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class
@@ -46,7 +46,7 @@ class SearchCell(nn.Module):
             ops, w = self._ops[offset:offset + n], weights[offset:offset + n]
             ew = None if edge_weights is None else edge_weights[offset:offset + n]
             if self.fused and not self.partial:  # the whole node in one fused call (two in a reduction cell)
-                s = fused_node(ops, states, w if ew is None else w * ew[:, None])
+                s = fused_edge_sum(ops, states, w if ew is None else w * ew[:, None])
             else:
                 terms = [op(h, w[j]) for j, (op, h) in enumerate(zip(ops, states))]
                 s = sum(terms if ew is None else [ew[j] * t for j, t in enumerate(terms)])

@@ -35,7 +35,7 @@ def output_pairs(n_min, n_max):
 
 class SearchStage(nn.Module):
     """States 0/1 = two 1x1 ReLU-conv-BN (affine=False) projections of the stage input; cell j is
-    fed the mixed sum over its window (one StageNode) and computes state j+2 = cell(x, x).
+    fed the mixed sum over its window (one WindowedCellInput) and computes state j+2 = cell(x, x).
     Output: concat of the last two states, or the beta-weighted concat of `pairs`."""
 
     def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None):
@@ -43,7 +43,7 @@ class SearchStage(nn.Module):
         self.window = window
         self.preprocess0 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
-        node = module_class("StageNode", fused)
+        node = module_class("WindowedCellInput", fused)
         self.nodes = nn.ModuleList(node(W, window_inputs(j, window), STAGE_PRIMITIVES, pool_bn=True)
                                    for j in range(num_cells))
         self.cells = nn.ModuleList(fixed_cell(gene, concat, W, W, C_cell, reduction=False)
