@@ -60,6 +60,10 @@ class SearchConfig:
     window: int = option(3, "hs, distribution: window m in [2, N+1]", group=_NET)
     n_max: int = option(8, "distribution: cells per stage N_max", group=_NET)
     n_min: int = option(4, "distribution: shortest stage N_min", group=_NET)
+    partial_channels: int = option(1, "cells, hc: PC-DARTS' partial channels k (each edge mixes C/k channels, "
+                                      "passes the rest and shuffles; 1: all channels)", group=_NET)
+    edge_normalization: bool = option(False, "cells, hc: PC-DARTS' edge normalisation (a weight per edge, "
+                                             "softmax over each node's edges; edges ranked by it)", group=_NET)
     genotype: Union[str, G.Genotype, G.StageCellsGenotype] = option(
         "DARTS_V2", "hs, distribution: fixed cells (library name, e.g. DARTS_V2, PDARTS, HC_DAS, a genotype "
                     "string, JSON or a file holding one)", group=_NET)
@@ -120,7 +124,7 @@ def _int(cfg, lo, *names, optional=False):
 def _check(cfg):
     """ValueError naming the first bad setting."""
     _int(cfg, 1, "epochs", "batch_size", "init_channels", "layers", "cells_per_stage", "window", "n_max",
-         "n_min", "accumulate", "log_every")
+         "n_min", "accumulate", "log_every", "partial_channels")
     _int(cfg, 1, "steps_per_epoch", "eval_batches", optional=True)
     _int(cfg, 0, "seed", "num_workers", "warmup_epochs")
     if cfg.dataset not in DATASETS:
@@ -161,6 +165,11 @@ def _check(cfg):
         raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
     if cfg.space == "hs" and cfg.gamma:
         raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
+    if cfg.space in ("hs", "distribution") and (cfg.partial_channels != 1 or cfg.edge_normalization):
+        raise ValueError("partial_channels and edge_normalization apply to the cell searches 'cells' and 'hc' only")
+    if cfg.init_channels % cfg.partial_channels:
+        raise ValueError(f"partial_channels must divide init_channels ({cfg.init_channels}), "
+                         f"got {cfg.partial_channels}")
 
 
 # What a resumed search may change. Refused: what shapes the supernet and its data, and what the
@@ -168,7 +177,7 @@ def _check(cfg):
 # learning rates and cosine period). Free: where a search runs or what it reports.
 RESUME = ResumePolicy(
     refused={**dict.fromkeys(("space", "dataset", "init_channels", "layers", "cells_per_stage", "window", "n_max",
-                              "n_min", "genotype"), NETWORK),
+                              "n_min", "genotype", "partial_channels", "edge_normalization"), NETWORK),
              **dict.fromkeys(("batch_size", "seed", "train_portion", "accumulate"), DATA_ORDER),
              "order": "the architecture gradient would change its method mid-search",
              **dict.fromkeys(("epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
@@ -182,10 +191,10 @@ RESUME = ResumePolicy(
 
 def build_supernet(cfg, num_classes, in_channels):
     from ..supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
-    if cfg.space == "cells":
-        return DartsCellSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, fused=cfg.fused)
-    if cfg.space == "hc":
-        return HcDasSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, fused=cfg.fused)
+    if cfg.space in ("cells", "hc"):
+        cls = DartsCellSearch if cfg.space == "cells" else HcDasSearch
+        return cls(cfg.init_channels, num_classes, cfg.layers, in_channels, fused=cfg.fused,
+                   partial_channels=cfg.partial_channels, edge_normalization=cfg.edge_normalization)
     if cfg.space == "hs":
         return HsDasSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.cells_per_stage, cfg.window,
                            in_channels, fused=cfg.fused)
