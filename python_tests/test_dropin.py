@@ -3,6 +3,7 @@ and that the fused network computes what the user's own code computes, forward, 
 running statistics."""
 import copy
 import io
+import threading
 import warnings
 
 import pytest
@@ -109,7 +110,7 @@ def test_exactly_zero_weights_give_the_users_sum(single_thread):
     assert_same_state(fused, eager)
 
 
-@pytest.mark.parametrize("name", ["darts", "two_halves_sep_conv", "partial_k4_edge_norm"])
+@pytest.mark.parametrize("name", list(CASES))
 def test_float32_within_eagers_own_error(name, single_thread):
     truth = build(name)
     eager = build(name, torch.float32)
@@ -186,6 +187,55 @@ def test_fused_model_copies_pickles_and_keeps_its_hooks(single_thread):
     fused(x)
     assert len(calls) == 2
     assert fuse_mixed_ops(fused) == 0  # already fused
+
+
+class RaisingMixedOp(S.MixedOp):
+    def forward(self, x, weights):
+        raise RuntimeError("not today")
+
+
+class LockedMixedOp(S.MixedOp):
+    """Holds something deepcopy refuses."""
+
+    def __init__(self, C, stride):
+        super().__init__(C, stride)
+        self.lock = threading.Lock()
+
+
+class CodesMixedOp(S.MixedOp):
+    """Its own attribute under a name the fused op uses."""
+
+    def __init__(self, C, stride):
+        super().__init__(C, stride)
+        self.codes = "mine"
+
+
+def test_never_a_crash_whatever_the_model_holds(single_thread):
+    model = torch.nn.ModuleDict({"ok": S.MixedOp(4, 1), "raises": RaisingMixedOp(4, 1), "locked": LockedMixedOp(4, 1),
+                                 "codes": CodesMixedOp(4, 2), "tuple_ops": TupleOps()}).double()
+    with torch.device("meta"):
+        model["meta"] = S.MixedOp(4, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = fuse_mixed_ops(model, report=True)
+    assert [f.path for f in report.fused] == ["ok"] and len(caught) == 1
+    reasons = {e.path: e.reason for e in report.left_alone}
+    assert reasons == {"raises": "its forward is not sum_k weights[k] * ops[k](x), nor that on partial channels",
+                       "locked": "it cannot be deep-copied for the probe",
+                       "codes": "it has an attribute of its own that the fused op would overwrite",
+                       "meta": "its tensors are on the meta device (nothing to run the probe on)"}
+    assert model["codes"].codes == "mine" and type(model["codes"]) is CodesMixedOp
+
+
+class TupleOps(torch.nn.Module):
+    """A list of modules that are not ops of x (they return tuples): not a MixedOp, nothing said."""
+
+    def __init__(self):
+        super().__init__()
+        self.branches = torch.nn.ModuleList([torch.nn.LSTM(4, 4), torch.nn.LSTM(4, 4)])
+
+    def forward(self, x, state):
+        return [b(x, state) for b in self.branches]
 
 
 def test_misuse_of_the_arguments_raises():

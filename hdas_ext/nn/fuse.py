@@ -21,6 +21,7 @@ META = "its tensors are on the meta device (nothing to run the probe on)"
 NO_COPY = "it cannot be deep-copied for the probe"
 CLASH = "it has an attribute of its own that the fused op would overwrite"
 NO_SWAP = "its class cannot be changed in place"
+PROBE_FAILED = "the probe itself failed on it"
 
 
 @dataclass
@@ -60,13 +61,14 @@ def fuse_mixed_ops(model, *, report=False):
         raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(report, bool):
         raise TypeError(f"fuse_mixed_ops: report must be True or False, got {report!r}")
-    if not isinstance(model, FusedMixedOp) and _inspect(model) is not None:
-        raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp; fuse_mixed_ops fuses the MixedOps "
-                         "inside a model (fuse the model that holds it, or build a FusedMixedOp)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the probes' tensors are tiny: more threads only contend
     try:
-        result = _fuse_all(model)
+        with torch.inference_mode(False), torch.enable_grad():  # the proof differentiates
+            if not isinstance(model, FusedMixedOp) and _inspect(model) is not None:
+                raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp; fuse_mixed_ops fuses the "
+                                 "MixedOps inside a model (fuse the model that holds it, or build a FusedMixedOp)")
+            result = _fuse_all(model)
     finally:
         torch.set_num_threads(threads)
     if result.left_alone:
@@ -110,12 +112,21 @@ def _inspect(module, proven=None):
     (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not. proven: structure
     key -> (list name, plan, stride, channels, k) of modules proven in full, filled here; one of
     the same structure is checked on the eval forward only."""
+    try:
+        return _inspect_unguarded(module, proven)
+    except Exception as e:  # whatever a module holds, it is left alone rather than crash the call
+        return LeftAlone("", "", PROBE_FAILED, f"{type(e).__name__}: {e}")
+
+
+def _inspect_unguarded(module, proven):
     lists = op_lists(module)
     if not lists or not takes_x_and_weights(module):
         return None
     device = probe_device(module)
     if device.type == "meta":
         return LeftAlone("", "", META, "")
+    if not any(_first_is_an_op(ops, device) for _, ops in lists):
+        return None  # before copying the whole module: its lists hold no ops
     own, key = type(module), structure_key(module)
     if proven is not None and key in proven:
         list_name, plan, stride, C_op, k = proven[key]
@@ -139,9 +150,16 @@ def _inspect(module, proven=None):
     return LeftAlone("", "", NOT_A_SUM, why)
 
 
+def _first_is_an_op(modules, device):
+    """Whether a float64 copy of modules[0] is an op on a probe input."""
+    first = float64_copy(modules[0])
+    return not isinstance(classify(first, probe_x(probe_channels([first]), device)), str)
+
+
 def _view(module, list_name, plan, stride, k):
     """A fused module running `plan` on module's own ops (shared, not copied)."""
-    view = (FusedPartialMixedOp if k > 1 else FusedMixedOp).__new__(FusedPartialMixedOp if k > 1 else FusedMixedOp)
+    cls = FusedPartialMixedOp if k > 1 else FusedMixedOp
+    view = cls.__new__(cls)
     nn.Module.__init__(view)
     view._ops = getattr(module, list_name)
     view._set_plan(plan, stride)
@@ -197,10 +215,12 @@ def _swap(module, list_name, plan, stride, k):
     name = _clash(module, list_name, plan, stride, k)
     if name is not None:
         return CLASH, repr(name)
-    own = type(module)
+    own, saved = type(module), dict(vars(module))
     try:
         adopt_in_place(module, own, list_name, plan, stride, k)
-    except TypeError as e:  # __class__ assignment refused (e.g. __slots__)
+    except Exception as e:  # __class__ assignment refused (e.g. __slots__), or an attribute that refuses
         module.__class__ = own
-        return NO_SWAP, str(e)
+        vars(module).clear()
+        vars(module).update(saved)
+        return NO_SWAP, f"{type(e).__name__}: {e}"
     return None
