@@ -150,17 +150,18 @@ class PoolThenBN(nn.Module):
 
 
 class ShiftedReduce(nn.Module):
+    """Identity at stride 2, written another way: the two 1x1 stride-2 convs in a list, each on its
+    own pixel shift."""
+
     def __init__(self, C):
         super().__init__()
-        self.relu = nn.ReLU()
-        self.conv1 = nn.Conv2d(C, C // 2, 1, 2, bias=False)
-        self.conv2 = nn.Conv2d(C, C // 2, 1, 2, bias=False)
-        self.bn = nn.BatchNorm2d(C, affine=False)
+        self.act = nn.ReLU()
+        self.convs = nn.ModuleList(nn.Conv2d(C, C // 2, 1, 2, bias=False) for _ in range(2))
+        self.norm = nn.BatchNorm2d(C, affine=False)
 
     def forward(self, x):
-        x = self.relu(x)
-        out = torch.cat([self.conv1(x), self.conv2(x[:, :, 1:, 1:])], dim=1)
-        return self.bn(out)
+        x = self.act(x)
+        return self.norm(torch.cat([conv(x[:, :, s:, s:]) for s, conv in enumerate(self.convs)], dim=1))
 
 
 def halves_op(name, C, stride):
