@@ -238,6 +238,23 @@ class TupleOps(torch.nn.Module):
         return [b(x, state) for b in self.branches]
 
 
+def test_adopted_mixed_ops_compile():
+    """torch.compile runs an adopted MixedOp (other code's ops folded into their BNs: that part runs
+    outside the graph) to the eager result."""
+    torch._dynamo.reset()
+    model = torch.nn.ModuleList([S.HalvesMixedOp(4, 1), S.PartialMixedOp(8, 2, k=2)])
+    eager = copy.deepcopy(model)
+    assert fuse_mixed_ops(model) == 2
+    for op, own, C in zip(model, eager, (4, 8)):
+        x, w = torch.randn(2, C, 8, 8, requires_grad=True), torch.softmax(torch.randn(8), 0)
+        out, want = torch.compile(op, backend="aot_eager")(x, w), own(x, w)
+        torch.testing.assert_close(out, want)
+        g = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(out, [x, *op.parameters()], g),
+                        torch.autograd.grad(want, [x, *own.parameters()], g)):
+            torch.testing.assert_close(a, b)
+
+
 def test_misuse_of_the_arguments_raises():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         fuse_mixed_ops([S.MixedOp(4, 1)])

@@ -4,6 +4,8 @@ is op's output, and op's leading ReLU answered by a relu(x) shared with the othe
 from collections import namedtuple
 from functools import partial
 
+import torch
+
 from .. import ops
 from .operations import FactorizedReduce, scaled_batch_norm, takes_scale
 
@@ -44,6 +46,7 @@ def _shared(r, x):
     return r
 
 
+@torch.compiler.disable  # replacing forwards mid-call is not traceable: torch.compile runs it eagerly
 def run_folded(op, plan, x, r, scale):
     """scale * op(x) for an op module of other code, scale folded into its BatchNorm plan.bn (whose
     output the probe showed is op's output); r: relu(x) to answer its leading ReLU plan.relu with,
