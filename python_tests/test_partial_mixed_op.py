@@ -2,8 +2,10 @@
 hdas_ext.reference.PartialMixedOp and against a stand-in written from PC-DARTS' description."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dropin_standins as S
+import hdas_ext
 from hdas_ext.nn import FusedMixedOp, FusedPartialMixedOp
 from hdas_ext.primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from hdas_ext.reference import PartialMixedOp
@@ -84,3 +86,45 @@ def test_bad_arguments_are_named():
         FusedPartialMixedOp(8, 1, 4, ("skip_connect", "none"))(torch.randn(2, 10, 4, 4), torch.rand(2))
     with pytest.raises(ValueError, match=r"weights must have one entry per primitive, shape \[8\]"):
         op(torch.randn(2, 8, 8, 8), torch.rand(7))
+
+
+class _Calls(TorchDispatchMode):
+    """Records every op below autograd: name and its groups argument (hdas::mixed_node*) or
+    the dimensions of the tensors it joins (cat, stack)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name()
+        if name.startswith("hdas::mixed_node"):
+            self.calls.append((name, args[-1]))
+        elif name in ("aten::cat", "aten::stack"):
+            self.calls.append((name, {t.dim() for t in args[0]}))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")
+@pytest.mark.parametrize("adopted", [False, True], ids=["built", "adopted"])
+def test_one_op_call_with_groups_no_concatenation_or_shuffle(adopted):
+    """Built or adopted by fuse_mixed_ops from PC-DARTS' layout, the partial op is one call of
+    hdas::mixed_node with groups = k forward and one of its backward: no cat or stack of feature
+    maps (skip_connect is left out: at stride 2 it is FactorizedReduce, which concatenates its two
+    convs' outputs; the folded weights' unbind has a stack of 0-d gradients in its backward)."""
+    primitives = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_5x5")
+    if adopted:
+        op = torch.nn.ModuleList([S.PartialMixedOp(16, 2, 4, primitives).to(DT)])
+        hdas_ext.fuse_mixed_ops(op)
+        op = op[0]
+        assert isinstance(op, FusedPartialMixedOp)
+    else:
+        op = FusedPartialMixedOp(16, 2, 4, primitives).to(DT)
+    x = torch.randn(2, 16, 8, 8, dtype=DT, requires_grad=True)
+    w = torch.softmax(torch.randn(5, dtype=DT), 0).requires_grad_()
+    with _Calls() as mode:
+        op(x, w).sum().backward()
+    hdas = [c for c in mode.calls if c[0].startswith("hdas::")]
+    assert hdas == [("hdas::mixed_node", 4), ("hdas::mixed_node_backward", 4)]
+    joins = [c for c in mode.calls if c[0] in ("aten::cat", "aten::stack")]
+    assert all(dims == {0} for _, dims in joins), joins

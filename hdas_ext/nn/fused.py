@@ -14,21 +14,22 @@ from .folding import OpPlan, is_pool, plans_by_name, run_folded
 from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
 
 
-def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training):
+def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, groups=1):
     """The op hdas::mixed_node with the pool BNs `bns` (edge-major, one per pool code and edge),
     their running statistics updated exactly as nn.BatchNorm2d would update them."""
     if not bns:
-        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False)[0]
+        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False, groups=groups)[0]
     bn0 = bns[0]
     batch_stats, update = batch_norm_rules(bn0, training)
-    E, C = len(inputs), inputs[0].shape[1]
+    E, C = len(inputs), inputs[0].shape[1] // groups
     Q = len(bns) // E
     rm = rv = None
     if not batch_stats:
         rm = torch.stack([b.running_mean for b in bns]).view(E, Q, C)
         rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
     out, mean, _, var = mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=True,
-                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
+                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps,
+                                             groups=groups)
     if update:
         with torch.no_grad():
             counts = [b.num_batches_tracked for b in bns]
@@ -171,10 +172,13 @@ class FusedMixedOp(nn.Module):
         ops.check_inputs([x])  # before the parametric ops run on x
         return self._mix(x, weights)
 
-    def _mix(self, x, weights):
+    def _mix(self, x, weights, groups=1):
+        """The op on x; groups > 1: the parametric ops run on the first C/groups channels (a view)
+        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node)."""
         rows = [weights.unbind(0)] if self._folded else None
-        return _call_mixed_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride,
-                                self._pool_bns(), self.training)
+        part = x[:, :x.shape[1] // groups] if groups > 1 else x
+        return _call_mixed_node([x], weights.unsqueeze(0), self.codes, _extras([self], [part], rows), self.stride,
+                                self._pool_bns(), self.training, groups)
 
 
 class FusedWindowedCellInput(nn.Module):

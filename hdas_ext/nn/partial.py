@@ -1,9 +1,9 @@
 """PC-DARTS' partial-channel MixedOp, fused: the ops mix the first C/k channels only; the other
 channels pass through (max-pooled 2x2 at stride 2 when the edge reduces), and the output is the
 channel shuffle in k groups of [mixed, passed]: output channel i*k holds mixed channel i, channel
-i*k + g (g >= 1) holds input channel g*C/k + i."""
-import torch
-import torch.nn.functional as F
+i*k + g (g >= 1) holds input channel g*C/k + i. The op (hdas::mixed_node with groups = k) reads
+the mixed channels in place and writes every channel straight into its shuffled position: no
+concatenation or shuffle tensors, forward or backward."""
 from torch import nn
 
 from .. import ops
@@ -20,12 +20,6 @@ def check_partial(x, k, stride, who):
     if stride == 2 and (H % 2 or W % 2):
         raise ValueError(f"{who}: at stride 2, x's height and width must be even (the passed channels are "
                          f"max-pooled 2x2), got {H}x{W}")
-
-
-def place(mixed, passed, k):
-    """The channel shuffle of cat([mixed, passed]) in k groups, built by one stack."""
-    N, c, H, W = mixed.shape
-    return torch.stack([mixed, *passed.split(c, dim=1)], dim=2).reshape(N, k * c, H, W)
 
 
 class FusedPartialMixedOp(FusedMixedOp):
@@ -51,13 +45,5 @@ class FusedPartialMixedOp(FusedMixedOp):
             raise ValueError(f"{type(self).__name__}: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
         ops.check_inputs([x])
-        k = self.k
-        if k == 1:
-            return self._mix(x, weights)
-        check_partial(x, k, self.stride, type(self).__name__)
-        part = x.shape[1] // k
-        mixed = self._mix(x[:, :part], weights)
-        passed = x[:, part:]
-        if self.stride == 2:
-            passed = F.max_pool2d(passed, 2, 2)
-        return place(mixed, passed, k)
+        check_partial(x, self.k, self.stride, type(self).__name__)  # before the parametric ops run on x
+        return self._mix(x, weights, self.k)
