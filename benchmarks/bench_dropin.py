@@ -3,8 +3,10 @@ training-step time and peak memory, each network as its authors wrote it against
 after hdas_ext.fuse_mixed_ops; and the partial-channel cell search (k = 4, edge normalisation)
 fused against its eager form.
 
-    python benchmarks/bench_dropin.py                       # CPU, batch 16 and 64, the full networks
+    python benchmarks/bench_dropin.py --markdown            # CPU, batch 16 and 64, the full networks
     python benchmarks/bench_dropin.py --batches 2 --layers 3 --reps 1 --cases darts   # a quick check
+
+--markdown ends with the table for benchmarks/RESULTS.md (one row per network and batch).
 
 A step is forward, cross-entropy and backward into every weight and architecture parameter
 (median of --reps after a warm-up). Peak memory: the step's peak above the memory held before it,
@@ -25,6 +27,7 @@ import dropin_standins as S  # noqa: E402
 from common import cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
+from hdas_ext.nn import FusedMixedOp  # noqa: E402
 from hdas_ext.supernets import DartsCellSearch  # noqa: E402
 
 SUBSETS = ([1, 0, 1, 1, 0, 1, 0, 0], [0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 0, 0, 0, 0, 1, 1])
@@ -57,6 +60,11 @@ def build(case, variant, C, layers, device):
     return net
 
 
+def fused_count(net):
+    """How many MixedOps of net run the fused op (of how many MixedOps it has)."""
+    return sum(isinstance(m, FusedMixedOp) for m in net.modules())
+
+
 def make_step(net, batch, size, device):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
@@ -82,6 +90,7 @@ def run(args):
             row = {"case": case, "batch": batch}
             for variant in ("unfused", "fused"):
                 net = build(case, variant, args.init_channels, args.layers, args.device)
+                row[variant + "_fused_ops"] = fused_count(net)
                 step = make_step(net, batch, args.image_size, args.device)
                 row[variant + "_ms"] = median_ms(step, args.device, args.reps, warmup=1) if args.reps else None
                 spec = dict(case=case, variant=variant, C=args.init_channels, layers=args.layers, batch=batch,
@@ -101,6 +110,17 @@ def ratio(row, what):
     return None if a is None or not b else a / b
 
 
+def markdown(rows):
+    """The RESULTS.md table: unfused (the network as written; the cell search: fused=False) against
+    fused, with the ratios unfused / fused."""
+    print("| network | batch | MixedOps fused | step unfused -> fused (ms) | time ratio | peak unfused -> fused (MB) "
+          "| memory ratio |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['batch']} | {r['fused_fused_ops']} | {fmt(r['unfused_ms'], '.0f')} -> "
+              f"{fmt(r['fused_ms'], '.0f')} | {fmt(ratio(r, 'ms'), '.2f')}x | {fmt(r['unfused_peak_mb'], '.0f')} -> "
+              f"{fmt(r['fused_peak_mb'], '.0f')} | {fmt(ratio(r, 'peak_mb'), '.2f')}x |")
+
+
 def main():
     import argparse
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,6 +132,7 @@ def main():
     p.add_argument("--reps", type=int, default=3, help="timed steps (0: peak memory only)")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--json", default=None)
+    p.add_argument("--markdown", action="store_true", help="end with the RESULTS.md table")
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_case:
@@ -121,6 +142,8 @@ def main():
         p.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
     print(f"machine: {machine(args.device)}; C={args.init_channels}, {args.layers} cells, {args.image_size}px")
     rows = run(args)
+    if args.markdown:
+        markdown(rows)
     write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows})
 
 
