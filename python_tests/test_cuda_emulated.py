@@ -38,6 +38,12 @@ def test_strides_shapes_layouts_dtypes(name, dtype, channels_last, mode):
         prims = [NONE, MAX, ADD, AVG, EXTRA, EXTRA] + ([SKIP] if stride == 1 else [])
         case = mixed_node_case(2, prims, shape, stride, mode, channels_last, dtype, seed=sum(shape) + stride)
         check_mixed_node(name, case, f"stride={stride} shape={shape}")
+    # Partial channels (one input): the mix on the first C/groups channels, written into output
+    # channels i*groups; the others passed (max-pooled 2x2 at stride 2).
+    for stride, groups, shape in ((1, 3, (2, 6, 5, 3)), (2, 2, (2, 4, 6, 4))):
+        prims = [NONE, MAX, ADD, AVG, EXTRA] + ([SKIP] if stride == 1 else [])
+        case = mixed_node_case(1, prims, shape, stride, mode, channels_last, dtype, seed=groups, groups=groups)
+        check_mixed_node(name, case, f"groups={groups} stride={stride} shape={shape}")
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -93,7 +99,7 @@ def test_pair_concat(name, dtype, channels_last):
 
 
 # The launchers' paths that small tensors do not reach by themselves, forced by the emulated build's
-# knobs: int64 index math, tables in device memory, reductions split into chunks of 1, 2 or 3 positions.
+# knobs: int64 index math, tables in device memory, reductions in chunks of 1, 2 or 3 positions.
 KNOBS = [dict(index64=True), dict(device_tables=True), dict(chunk_positions=1), dict(chunk_positions=3),
          dict(index64=True, device_tables=True, chunk_positions=2)]
 
@@ -108,6 +114,8 @@ def test_forced_paths(name, knobs, channels_last):
             for mode in MODES:
                 case = mixed_node_case(2, prims, shape, stride, mode, channels_last, seed=stride)
                 check_mixed_node(name, case, f"{knobs} stride={stride} shape={shape} {mode}")
+        case = mixed_node_case(1, [MAX, AVG, SKIP, NONE], (2, 6, 5, 3), 1, "batch", channels_last, seed=3, groups=3)
+        check_mixed_node(name, case, f"{knobs} groups=3")
         for i, (T, pairs, shape) in enumerate(PAIR_CASES):
             case = pair_concat_case(T, pairs, shape, torch.float64, channels_last, seed=i)
             check_pair_concat(name, case, f"{knobs} T={T} pairs={pairs}")

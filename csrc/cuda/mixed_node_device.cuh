@@ -11,19 +11,26 @@
 
 namespace hdas::cuda {
 
+// Mixed channel c of the inputs and the output. With G channel groups (partial channels) the inputs,
+// the output and grad_out have Cx = C*G channels: mixed channel c is input channel c and output
+// channel c*G; the extras (and their gradients) have the C mixed channels. G = 1: Cx = C.
 struct Geo {
   int64_t N, C, H, W, Ho, Wo, s;
   bool cl;  // channels_last
+  int64_t Cx, G;
   __device__ int64_t in(int64_t n, int64_t c, int64_t h, int64_t w) const {
-    return cl ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
+    return cl ? ((n * H + h) * W + w) * Cx + c : ((n * Cx + c) * H + h) * W + w;
   }
   __device__ int64_t out(int64_t n, int64_t c, int64_t h, int64_t w) const {
+    return cl ? ((n * Ho + h) * Wo + w) * Cx + c * G : ((n * Cx + c * G) * Ho + h) * Wo + w;
+  }
+  __device__ int64_t ext(int64_t n, int64_t c, int64_t h, int64_t w) const {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
 };
 
-// (n, c, h, w) of linear position i of an [N, C, Hd, Wd] tensor in its memory order (NCHW or
-// channels_last), with Div's multiply-shift in 32-bit index math.
+// (n, c, h, w) of linear position i of an [N, C, Hd, Wd] tensor (C: the mixed channels) in its memory
+// order (NCHW or channels_last), with Div's multiply-shift in 32-bit index math.
 template <typename I>
 struct Decode {
   Div<I> c, h, w;
@@ -94,10 +101,10 @@ __device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t 
   return m;
 }
 
-// What backward_reduce_kernel keeps per output o of every pool (e, q) for backward_input_kernel, so
-// that it reads one value per covering window instead of recomputing the window: a max pool's argmax
-// (max_arg_at's), an average pool's value (with batch statistics only, the one case its input
-// gradient needs it; avg is null otherwise).
+// What backward_reduce_kernel keeps per mixed output o (at Geo::ext) of every pool (e, q) for
+// backward_input_kernel, so that it reads one value per covering window instead of recomputing the
+// window: a max pool's argmax (max_arg_at's), an average pool's value (with batch statistics only,
+// the one case its input gradient needs it; avg is null otherwise).
 template <typename A>
 struct Kept {
   uint8_t* arg;
@@ -115,7 +122,7 @@ struct Kept {
 template <typename I>
 struct Units {
   int cw, streams;  // cw * streams = 32
-  I chunk, S, groups;  // positions per chunk, chunks per plane, channel groups (ceil(C / cw))
+  I chunk, S, tiles;  // positions per chunk, chunks per plane, channel tiles (ceil(C / cw))
   Div<I> wo;           // decodes a position into (oh, ow)
   bool cl;
   __device__ int stream() const {
@@ -126,11 +133,11 @@ struct Units {
   __device__ bool unit(int64_t warp_id, const Geo& g, int64_t& n, int64_t& c, I& s, I& i0, I& i1) const {
     const int lane = threadIdx.x & 31;
     const int plane = cl ? lane % cw : lane / streams;
-    const I grp = static_cast<I>(warp_id % groups);
-    const int64_t rest = warp_id / groups;
+    const I tile = static_cast<I>(warp_id % tiles);
+    const int64_t rest = warp_id / tiles;
     s = static_cast<I>(rest % S);
     n = rest / S;
-    c = int64_t(grp) * cw + plane;
+    c = int64_t(tile) * cw + plane;
     i0 = s * chunk + stream();
     const I L = static_cast<I>(g.Ho * g.Wo);
     i1 = s * chunk + chunk < L ? s * chunk + chunk : L;
@@ -249,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
           }
         }
       }
-    out[i] = static_cast<T>(acc);
+    out[g.out(n, c, oh, ow)] = static_cast<T>(acc);
   }
 }
 
@@ -279,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
       // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
       for (I i = i0; live && code != kAdd && i < i1; i += u.streams) {
         const I oh = u.wo.div(i), ow = i - oh * u.wo.d;
-        const int64_t o = g.out(n, c, oh, ow);
+        const int64_t o = g.out(n, c, oh, ow), y = g.ext(n, c, oh, ow);  // grad_out's, the extras'
         const A gv = static_cast<A>(grad[o]);
         if (code == kNone) {
           sum += gv * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
@@ -287,16 +294,16 @@ __global__ void __launch_bounds__(kThreads)
           sum += gv * static_cast<A>(xs(t, e)[g.in(n, c, oh, ow)]);
         } else if (code == kExtra) {
           const int k = e * mt.K + mt.extra_slot(t, p);
-          sum += gv * static_cast<A>(ex(t, k)[o]);
-          gex(t, k)[o] = static_cast<T>(w[e * mt.P + p] * gv);
+          sum += gv * static_cast<A>(ex(t, k)[y]);
+          gex(t, k)[y] = static_cast<T>(w[e * mt.P + p] * gv);
         } else if (code == kMaxPool) {
           uint8_t arg;
           sum += gv * max_arg_at<A>(xs(t, e), g, n, c, oh, ow, arg);
-          kept.arg[kept.at(mt, e, mt.pool_slot(t, p), o)] = arg;
+          kept.arg[kept.at(mt, e, mt.pool_slot(t, p), y)] = arg;
         } else {
           const A v = pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
           sum += gv * v;
-          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), o)] = v;
+          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), y)] = v;
         }
       }
       sum = u.plane_sum(sum);
@@ -344,6 +351,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
     dec(static_cast<I>(i), n, c, h, w);
+    const int64_t at = g.in(n, c, h, w);
     const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
     const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
     for (int e = 0; e < mt.E; ++e) {
@@ -356,28 +364,26 @@ __global__ void __launch_bounds__(kThreads)
         if (code == kSkip) {
           gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
         } else if (code == kMaxPool) {
-          const A xv = static_cast<A>(x[i]);
+          const A xv = static_cast<A>(x[at]);
           const uint8_t* arg = kept.arg + kept.at(mt, e, mt.pool_slot(t, p), 0);
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              const int64_t o = g.out(n, c, oh, ow);
-              const int k = arg[o];
+              const int k = arg[g.ext(n, c, oh, ow)];
               if (lo(oh, g.s) + k / 3 == h && lo(ow, g.s) + k % 3 == w)
-                gx += a * static_cast<A>(grad[o]) + b * xv + d;
+                gx += a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + b * xv + d;
             }
         } else if (code == kAvgPool) {
           const A* avg = b != A(0) ? kept.avg + kept.at(mt, e, mt.pool_slot(t, p), 0) : nullptr;
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              const int64_t o = g.out(n, c, oh, ow);
-              A dp = a * static_cast<A>(grad[o]) + d;
-              if (avg != nullptr) dp += b * avg[o];
+              A dp = a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + d;
+              if (avg != nullptr) dp += b * avg[g.ext(n, c, oh, ow)];
               const int64_t cnt = (hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1);
               gx += dp / static_cast<A>(cnt);
             }
         }
       }
-      gxs(t, e)[i] = static_cast<T>(gx);
+      gxs(t, e)[at] = static_cast<T>(gx);
     }
   }
 }

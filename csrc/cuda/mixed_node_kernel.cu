@@ -26,7 +26,7 @@ struct Call {
 
   Call(const MixedNode& nd, const std::vector<at::Tensor>* grad_extras = nullptr,
        const std::vector<at::Tensor>* grad_inputs = nullptr)
-      : g{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast} {
+      : g{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast, nd.Cx, nd.G} {
     codes = table.add(nd.prims);
     table.add(nd.pool_slot);
     table.add(nd.extra_slot);
@@ -70,14 +70,14 @@ Units<I> units_for(const MixedNode& nd) {
   if (test_knobs().chunk_positions > 0) chunk = std::min(chunk, test_knobs().chunk_positions);
   u.chunk = static_cast<I>(chunk);
   u.S = static_cast<I>((L + chunk - 1) / chunk);
-  u.groups = static_cast<I>((nd.C + u.cw - 1) / u.cw);
+  u.tiles = static_cast<I>((nd.C + u.cw - 1) / u.cw);
   u.wo = Div<I>(static_cast<I>(nd.Wo));
   return u;
 }
 
 template <typename I>
 unsigned unit_blocks(const MixedNode& nd, const Units<I>& u, const char* op) {
-  return blocks_for(nd.N * int64_t(u.S) * u.groups, kWarps, op);
+  return blocks_for(nd.N * int64_t(u.S) * u.tiles, kWarps, op);
 }
 
 // Reduction kernels decode a position of one plane only: 32-bit math when a plane's positions, plus
@@ -119,7 +119,7 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
     using A = at::opmath_type<scalar_t>;
     dispatch_index(nd.N * nd.C * nd.plane_out(), [&](auto index) {
       using I = decltype(index);
-      launch(apply_kernel<scalar_t, A, I>, grid_for(out.numel()), kThreads, 0, call.slots,
+      launch(apply_kernel<scalar_t, A, I>, grid_for(nd.N * nd.C * nd.plane_out()), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.g,
              decode_for<I>(nd, nd.Ho, nd.Wo), call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
              data_or_null<A>(invstd), out.data_ptr<scalar_t>());
@@ -193,9 +193,10 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
     const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps,
+    int64_t groups) {
   const char* op = "hdas::mixed_node";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_forward_stats(node, batch_stats, running_mean, running_var, op);
   const auto& x0 = inputs[0];
   check_device(x0, op);
@@ -209,17 +210,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
   const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
   const Call call(node);
   if (bn && batch_stats) cuda::batch_stats(node, call, eps, mean, invstd, var_u);
-  auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options().memory_format(format));
+  auto out = at::empty({node.N, node.Cx, node.Ho, node.Wo}, x0.options().memory_format(format));
   apply(node, call, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
+  place_passed(node, out);
   return {out, mean, invstd, var_u};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cuda(
     const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
     c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+    const at::Tensor& save_mean, const at::Tensor& save_invstd, int64_t groups) {
   const char* op = "hdas::mixed_node_backward";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_backward_args(node, grad_out, save_mean, save_invstd, op);
   const auto& x0 = inputs[0];
   check_device(x0, op);
@@ -248,6 +250,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   auto D = at::empty_like(A);
   finalize(node, call, sums, w, mean, invstd, bn_batch, grad_w, A, B, D);
   backward_input(node, call, grad, A, B, D, kept);
+  passed_backward(node, grad, grad_inputs[0]);
   return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 
