@@ -8,6 +8,7 @@ from .. import ops
 from .._native import native_available
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from .operations import batch_norm_rules, leading_relu, make_op, momentum_factor, takes_scale
+from .recompute import lean_apply
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
@@ -57,10 +58,11 @@ def fused_node(edges, inputs, weights):
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
-        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
+        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training,
+               edge.recompute)
         groups.setdefault(key, []).append(j)
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
-    rows = weights.flatten().unbind(0) if any(edge._folded for edge in edges) else None
+    rows = weights.flatten().unbind(0) if any(edge._folded or edge.recompute for edge in edges) else None
     out = None
     for idx in groups.values():
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
@@ -68,7 +70,8 @@ def fused_node(edges, inputs, weights):
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
         extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
         bns = [edge._ops[k][1] for edge in group for k in edge._bn]
-        y = run_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
+        codes = group[0].lean_codes if group[0].recompute else group[0].codes
+        y = run_node(xs, w, codes, extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
@@ -78,6 +81,10 @@ def _extras(edges, inputs, rows):
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm (op(x, scale=w)); the kernel
     adds them as they are. They share one relu(x) per edge, computed by the first one's ReLU
     module (op(relu(x), activated=True)): one ReLU output kept for the backward instead of one per op."""
+    if edges[0].recompute and torch.is_grad_enabled():
+        return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
+                          [x for edge, x in zip(edges, inputs) for _ in edge._extra],
+                          [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
     out = []
     for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
         r = leading_relu(edge._ops[edge._folded[0]])(x) if edge._folded else None
@@ -91,14 +98,14 @@ class FusedMixedOp(nn.Module):
     pool BNs and the weighted sum fused. weights: one entry per primitive, already normalised
     (softmax, Gumbel-softmax, sigmoid: the caller chooses)."""
 
-    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
+    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         modules = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in primitives)
-        self._adopt(modules, primitives, stride, fused_bn=pool_bn and not affine)
+        self._adopt(modules, primitives, stride, fused_bn=pool_bn and not affine, recompute=recompute)
 
-    def _adopt(self, modules, primitives, stride, fused_bn):
+    def _adopt(self, modules, primitives, stride, fused_bn, recompute=False):
         """Kernel code of every primitive. Pools are computed by the kernel when bare or when it
         applies their (affine-free) BN itself; affine pool BNs and all parametric ops run as
         modules whose outputs the kernel mixes: weighted by their own last BN when they can fold
@@ -116,6 +123,8 @@ class FusedMixedOp(nn.Module):
         self._extra = [k for k, c in enumerate(self.codes) if c in (ops.EXTRA, ops.ADD)]
         self._folded = [k for k, c in enumerate(self.codes) if c == ops.ADD]
         self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
+        self.recompute = recompute
+        self.lean_codes = [ops.ADD if c == ops.EXTRA else c for c in self.codes]
 
     @classmethod
     def adopt(cls, modules, primitives, stride, fused_bn):
@@ -133,9 +142,10 @@ class FusedMixedOp(nn.Module):
             raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
         ops.check_inputs([x])  # before the parametric ops run on x
-        rows = [weights.unbind(0)] if self._folded else None
+        rows = [weights.unbind(0)] if self._folded or self.recompute else None
         bns = [self._ops[k][1] for k in self._bn]
-        return run_node([x], weights.unsqueeze(0), self.codes, _extras([self], [x], rows), self.stride, bns,
+        codes = self.lean_codes if self.recompute else self.codes
+        return run_node([x], weights.unsqueeze(0), codes, _extras([self], [x], rows), self.stride, bns,
                         self.training)
 
 

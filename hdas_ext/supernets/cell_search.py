@@ -8,6 +8,7 @@ from torch import nn
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
 from ..nn import FactorizedReduce, ReLUConvBN, fused_node
+from ..nn.recompute import lean_apply
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class
@@ -15,11 +16,14 @@ from .modules import module_class
 
 class SearchCell(nn.Module):
     """A DARTS search cell: `steps` nodes, node i sums one mixed op per earlier state (i+2 edges),
-    output = channel concat of the last `multiplier` states."""
+    output = channel concat of the last `multiplier` states. recompute (lean mode, fused only): the
+    preprocessing and the mixed ops keep only the states for the backward, and the output is the
+    tuple of the concatenated states (the next cells' preprocessing concatenates them itself)."""
 
-    def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused):
+    def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused,
+                 recompute=False):
         super().__init__()
-        self.reduction, self.fused = reduction, fused
+        self.reduction, self.fused, self.recompute = reduction, fused, recompute
         self.steps, self.multiplier = steps, multiplier
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
@@ -27,12 +31,16 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         mixed = module_class("MixedOp", fused)
+        lean = {"recompute": True} if recompute else {}
         self._ops = nn.ModuleList(
-            mixed(C, 2 if reduction and j < 2 else 1, primitives, affine=False, pool_bn=True)
+            mixed(C, 2 if reduction and j < 2 else 1, primitives, affine=False, pool_bn=True, **lean)
             for i in range(steps) for j in range(2 + i))
 
     def forward(self, s0, s1, weights):
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.recompute:
+            states = lean_apply([self.preprocess0, self.preprocess1], [s0, s1])
+        else:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
             n = len(states)
@@ -42,6 +50,8 @@ class SearchCell(nn.Module):
                 s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
             offset += n
             states.append(s)
+        if self.recompute:
+            return tuple(states[-self.multiplier:])
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -52,12 +62,15 @@ def reduction_indices(layers):
 class CellSearchNet(nn.Module):
     """stem (3x3 conv -> BN to stem_multiplier*C) -> `layers` search cells (reductions at L//3
     and 2L//3, channels doubled there) -> GAP -> linear. Cell i mixes with weight set
-    cell_sets[i] of the list passed to forward."""
+    cell_sets[i] of the list passed to forward. recompute: lean mode (see SearchCell), the stem's
+    convolution output recomputed too."""
 
     def __init__(self, C, num_classes, layers, primitives, cell_sets, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, fused=True):
+                 stem_multiplier=3, in_channels=3, fused=True, recompute=False):
         super().__init__()
-        self.cell_sets = list(cell_sets)
+        if recompute and not fused:
+            raise ValueError("recompute=True (lean mode) needs fused=True")
+        self.cell_sets, self.recompute = list(cell_sets), recompute
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(C_curr))
@@ -69,16 +82,18 @@ class CellSearchNet(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction,
-                                         reduction_prev, primitives, fused))
+                                         reduction_prev, primitives, fused, recompute))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x, weight_sets):
-        s0 = s1 = self.stem(x)
+        s0 = s1 = lean_apply([self.stem], [x])[0] if self.recompute else self.stem(x)
         for cell, k in zip(self.cells, self.cell_sets):
             s0, s1 = s1, cell(s0, s1, weight_sets[k])
+        if self.recompute:
+            s1 = torch.cat(s1, dim=1)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
@@ -87,7 +102,7 @@ class _CellSupernet(Supernet):
     PRIMITIVES = ()
     RULE = "darts"
 
-    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused):
+    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, recompute):
         super().__init__()
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
@@ -96,7 +111,7 @@ class _CellSupernet(Supernet):
         self.steps, self.multiplier, self.layers, self.fused = steps, multiplier, layers, fused
         self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
                                  [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
-                                 in_channels=in_channels, fused=fused)
+                                 in_channels=in_channels, fused=fused, recompute=recompute)
         edges = sum(2 + i for i in range(steps))
         for name in self.SET_NAMES:
             setattr(self, "alpha_" + name, new_alpha(edges, len(self.PRIMITIVES)))
@@ -118,9 +133,10 @@ class DartsCellSearch(_CellSupernet):
     PRIMITIVES = DARTS_PRIMITIVES
     RULE = "darts"
 
-    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True):
+    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
+                 recompute=False):
         check_int("layers", layers, 3)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute)
 
     @staticmethod
     def cell_set(i, layers):
@@ -140,10 +156,11 @@ class HcDasSearch(_CellSupernet):
     PRIMITIVES = HDAS_PRIMITIVES
     RULE = "hdas"
 
-    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True):
+    def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
+                 recompute=False):
         # Fewer than 5 cells would leave some alpha set without a cell.
         check_int("layers", layers, 5)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute)
 
     @staticmethod
     def cell_set(i, layers):
