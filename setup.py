@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 VERSION = "0.1.0"
 
-# Facts from extension_guide.md: /usr/local/bin/nvcc is a wrapper that makes torch guess the wrong
+# On this project's machines /usr/local/bin/nvcc is a wrapper that makes torch guess the wrong
 # CUDA_HOME, and torch crashes picking archs when no GPU is visible. Both must be set before
 # torch.utils.cpp_extension is imported.
 if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").exists():
@@ -58,10 +58,19 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["hdas_ext", "hdas_ext.*"]),
+    # The embedded default dataset (hdas_ext.data.load_digits reads it with importlib.resources).
+    package_data={"hdas_ext": ["digits.npz"]},
     python_requires=">=3.9",
     # Loose on purpose: the GPU machine runs an older torch; requirement files pin 2.14.1.
-    install_requires=["torch>=2.6", "numpy"],
-    extras_require={"data": ["scikit-learn", "torchvision"], "viz": ["graphviz"], "log": ["tensorboard", "tqdm"]},
+    # Base: what a plain install needs for the main job (search/train on the embedded digits):
+    # numpy reads the dataset; tqdm draws the progress bars that are on by default (small, pure
+    # Python, no dependencies of its own). Extras, each imported only where it is used:
+    # torchvision ('data': CIFAR-10 and ImageNet readers) pins one exact torch release, so as a base
+    # dependency it would make pip replace the torch a user already has; tensorboard ('log') brings
+    # grpcio and protobuf for logs the runs skip with a one-line note; graphviz ('viz') draws genotypes.
+    install_requires=["torch>=2.6", "numpy", "tqdm"],
+    extras_require={"data": ["torchvision"], "viz": ["graphviz"], "log": ["tensorboard"],
+                    "all": ["torchvision", "graphviz", "tensorboard"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     entry_points={"console_scripts": ["hdas=hdas_ext.cli:main"]},

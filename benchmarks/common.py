@@ -1,4 +1,5 @@
-"""Timing and reporting helpers shared by the benchmarks (not part of the package)."""
+"""Timing and reporting helpers shared by the benchmarks (not part of the package), and the
+supernets, data and step that the search-step scripts share."""
 import argparse
 import json
 import os
@@ -11,6 +12,8 @@ import time
 import torch
 
 import hdas_ext
+from hdas_ext.search import BilevelOptimizer
+from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
 
 
 def machine(device):
@@ -144,3 +147,73 @@ def parser(doc):
     ap.add_argument("--json", default=None)
     ap.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     return ap
+
+
+# ---- search steps --------------------------------------------------------------------------
+# Supernets at the paper's search settings on CIFAR shapes (10 classes): DARTS cells (8 cells),
+# Hc-DAS (same), Hs-DAS (6 cells per stage, DARTS_V2 cells), distribution (N_max=8, N_min=4).
+SEARCH_SPACES = {
+    "cells": lambda C, fused: DartsCellSearch(C, 10, 8, fused=fused),
+    "hc": lambda C, fused: HcDasSearch(C, 10, 8, fused=fused),
+    "hs": lambda C, fused: HsDasSearch("DARTS_V2", C, 10, cells_per_stage=6, fused=fused),
+    "distribution": lambda C, fused: DistributionSearch("DARTS_V2", C, 10, n_max=8, n_min=4, fused=fused),
+}
+
+
+def build_search(space, C, fused, device, compiled=False):
+    """(supernet, first-order BilevelOptimizer) with the paper's optimisers and loss weights."""
+    torch.manual_seed(0)
+    model = SEARCH_SPACES[space](C, fused).to(device)
+    if compiled:
+        model.net = torch.compile(model.net)
+    w = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    a = torch.optim.Adam(model.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    delta = 1.0 if space in ("hs", "distribution") else 0.0
+    gamma = 0.4 if space == "distribution" else 0.0
+    return model, BilevelOptimizer(model, w, a, order=1, delta=delta, gamma=gamma)
+
+
+def search_batches(batch, size, device):
+    """One fixed (train, val) pair of random batches."""
+    g = torch.Generator().manual_seed(1)
+    make = lambda: (torch.randn(batch, 3, size, size, generator=g).to(device),  # noqa: E731
+                    torch.randint(0, 10, (batch,), generator=g).to(device))
+    return [make()], [make()]
+
+
+def search_step(opt, data):
+    """One search step (architecture step, then weight step) on data, as a callable."""
+    train, val = data
+    return lambda: opt.step(train, val, lr=0.025)
+
+
+def search_parser(doc, batch_help="default 64 on CUDA, 8 on CPU"):
+    """The options every search-step script takes; parse with parse_search_args."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=None, help=batch_help)
+    p.add_argument("--init-channels", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--spaces", default=",".join(SEARCH_SPACES))
+    p.add_argument("--json", default=None)
+    return p
+
+
+def search_header(what, args):
+    """Prints what runs, its settings and the machine; returns the start of the results JSON."""
+    m = machine(args.device)
+    print(f"# {what}, batch {args.batch}, {args.image_size}px, C={args.init_channels}")
+    print(f"# machine: {m}")
+    return {"machine": m, "batch": args.batch, "C": args.init_channels}
+
+
+def parse_search_args(p, argv=None):
+    """Parsed arguments with --spaces as a checked list and the device-dependent batch default."""
+    args = p.parse_args(argv)
+    args.spaces = [s for s in args.spaces.split(",") if s]
+    for s in args.spaces:
+        if s not in SEARCH_SPACES:
+            p.error(f"--spaces: unknown space {s!r}; expected some of {list(SEARCH_SPACES)}")
+    args.cuda = args.device.startswith("cuda")
+    args.batch = args.batch or (64 if args.cuda else 8)
+    return args

@@ -2,7 +2,7 @@
 kernel launches that bound a small-batch step on a fast GPU (H200), measured here on the CPU.
 
 Counts every ATen/hdas operator call of one first-order search step (architecture step and
-weight step, bench_search_step's supernets and settings), except views and metadata ops, which
+weight step, common.SEARCH_SPACES' supernets and settings), except views and metadata ops, which
 launch nothing. The optimisers' and the gradient clipping's ops are counted apart: on CUDA they
 run as multi-tensor (foreach) kernels, a few launches for all parameters, while on the CPU they
 loop over the parameters. An hdas op counts once here, though its CUDA implementation launches a
@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_search_step as B  # noqa: E402
+import common  # noqa: E402
 
 # Allocation and metadata ops (views are recognised by their schema): no kernel runs.
 NO_KERNEL = {
@@ -45,8 +45,8 @@ class OpCounter(TorchDispatchMode):
 
 
 def count(space, fused):
-    model, opt = B.build(space, 16, fused, "cpu")
-    step = B.step_fn(opt, B.batches(2, 32, "cpu"))  # the op count does not depend on the batch
+    _, opt = common.build_search(space, 16, fused, "cpu")
+    step = common.search_step(opt, common.search_batches(2, 32, "cpu"))  # the op count does not depend on the batch
     step()
     counter = OpCounter()
 
@@ -78,7 +78,7 @@ def top(counts, k):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--spaces", default="cells,hc,hs,distribution")
+    p.add_argument("--spaces", default=",".join(common.SEARCH_SPACES))
     p.add_argument("--top", type=int, default=8)
     args = p.parse_args()
     print("| supernet | eager ops (model / optimiser) | fused ops (model / optimiser) | eager / fused, model ops |")

@@ -7,7 +7,7 @@
 # JSON after each row, so a part stopped at its cap keeps what it finished.
 #   run: bash benchmarks/gpu_check.sh        (device timeout_s ~ 420)
 # $OUT gets at most 8 files (what the device tool brings back): gpu_check.log (everything printed,
-# test output included) and one JSON per benchmark part.
+# test output included) and one JSON per benchmark script (the torch.compile part prints only).
 # Dry run of the mechanics on a machine without a GPU: DEVICE=cpu SKIP_BUILD=1 BUDGET=120.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,16 +49,24 @@ else
   log "pytest missing on this machine: CUDA tests not run"
 fi
 B=benchmarks
-part "search step (fused vs eager, glue profile)" 80 $PY $B/bench_search_step.py --device "$DEVICE" --variants fused,eager \
-  --spaces hc,hs,cells,distribution --reps 5 --profile-steps 1 --json "$OUT/search_step.json"
-part "largest batch (Hc-DAS, Hs-DAS)" 60 $PY $B/bench_search_step.py --device "$DEVICE" --spaces hc,hs --variants "" \
-  --no-profile --max-batch --json "$OUT/search_batch.json"
+# One part, one cap for both scripts (as when one script did both): the timings first, then the profile.
+search_step_and_glue() {
+  $PY $B/bench_search_step.py --device "$DEVICE" --spaces hc,hs,cells,distribution --reps 5 --json "$OUT/search_step.json"
+  $PY $B/profile_search_glue.py --device "$DEVICE" --spaces hc,hs,cells,distribution --steps 1 --json "$OUT/search_glue.json"
+}
+export -f search_step_and_glue
+export PY B DEVICE OUT
+part "search step (fused vs eager, glue profile)" 80 bash -c search_step_and_glue
+# On the CPU (the dry run) memory runs out by swapping, not as an error: try two batch sizes only.
+max_batch_limit=4096
+[[ $DEVICE == cpu ]] && max_batch_limit=16
+part "largest batch (Hc-DAS, Hs-DAS)" 60 $PY $B/search_max_batch.py --device "$DEVICE" --spaces hc,hs \
+  --limit "$max_batch_limit" --json "$OUT/search_batch.json"
 part "MixedOp (fused vs eager)" 35 $PY $B/bench_mixed_op.py --device "$DEVICE" --large --compile off --json "$OUT/mixed_op.json"
 part "stage node and pair concat" 25 $PY $B/bench_stage_node.py --device "$DEVICE" --compile off --json "$OUT/stage_node.json"
 part "train step (bf16)" 35 $PY $B/bench_train_step.py --device "$DEVICE" --amp bf16 --batch 96 --steps 20 --warmup 5 \
   --modes eager,channels_last --json "$OUT/train_step.json"
 part "MixedOp vs torch.compile (first shape per set)" 45 $PY $B/bench_mixed_op.py --device "$DEVICE" --only-first \
   --json "$OUT/mixed_op_compile.json"
-part "Hs-DAS step vs torch.compile" 60 $PY $B/bench_search_step.py --device "$DEVICE" --spaces hs --variants compile \
-  --no-profile --compile-timeout 55
+part "Hs-DAS step vs torch.compile" 60 $PY $B/bench_search_compile.py --device "$DEVICE" --spaces hs --compile-timeout 55
 log "total $(( $(date +%s) - t0 )) s"

@@ -72,7 +72,7 @@ class _KeepReplay(recompute._Replay):
         return super().conv(m, x, step)
 
 
-_PLAIN = (recompute._Forward, recompute._Replay, cell_search.fused_node)
+_PLAIN = (recompute._Forward, recompute._Replay, cell_search.fused_edge_sum)
 
 
 class _NodeRecompute(torch.autograd.Function):
@@ -112,11 +112,11 @@ def _recomputed_node(edges, states, weights):
 
 def switch(variant):
     """Sets the module-level switches the variant runs with."""
-    recompute._Forward, recompute._Replay, cell_search.fused_node = _PLAIN
+    recompute._Forward, recompute._Replay, cell_search.fused_edge_sum = _PLAIN
     if variant == "op+dw":
         recompute._Forward, recompute._Replay = _KeepForward, _KeepReplay
     if variant == "node":
-        cell_search.fused_node = _recomputed_node
+        cell_search.fused_edge_sum = _recomputed_node
 
 
 def build(variant, batch):
@@ -142,25 +142,27 @@ def memory_case(spec):
     print(json.dumps({"peak_mb": common.peak_extra_mb(step, "cpu")}))
 
 
-def times(batch, reps):
-    """Median single-thread CPU time of one step per variant, the variants interleaved."""
+def times(variants, batch, reps):
+    """Single-thread CPU time of one step per variant, the variants interleaved: the fastest of
+    `reps` (the step least disturbed by the machine's other work) and the median."""
     torch.set_num_threads(1)
     steps = {}
-    for v in VARIANTS:
+    for v in variants:
         steps[v] = build(v, batch)
         steps[v]()
-    out = {v: [] for v in VARIANTS}
+    out = {v: [] for v in variants}
     for _ in range(reps):
-        for v in VARIANTS:
+        for v in variants:
             switch(v)
             t0 = time.thread_time()
             steps[v]()
             out[v].append((time.thread_time() - t0) * 1e3)
-    return {v: statistics.median(ts) for v, ts in out.items()}
+    return {v: (min(ts), statistics.median(ts)) for v, ts in out.items()}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--batches", default="8,16")
     p.add_argument("--time-batch", type=int, default=8)
     p.add_argument("--reps", type=int, default=5)
@@ -170,21 +172,27 @@ def main():
     if args.memory_case:
         return memory_case(json.loads(args.memory_case))
     batches = [int(b) for b in args.batches.split(",")]
+    variants = args.variants.split(",")
+    if variants[0] != "fused" or any(v not in VARIANTS for v in variants):
+        p.error(f"--variants: 'fused' first, then some of {VARIANTS[1:]}")
     peaks = {v: [common.cpu_memory(__file__, {"variant": v, "batch": b}).get("peak_mb") for b in batches]
-             for v in VARIANTS}
+             for v in variants}
     slope = {v: (p[-1] - p[0]) / (batches[-1] - batches[0]) for v, p in peaks.items()}
-    ms = times(args.time_batch, args.reps)
+    timed = times(variants, args.time_batch, args.reps)
+    ms = {v: t[0] for v, t in timed.items()}
     print(f"# DARTS cell supernet, one first-order search step; machine: {common.machine('cpu')}")
-    print(f"# memory: peak slope over batch {batches}; time: 1-thread CPU ms at batch {args.time_batch}")
-    print(f"{'variant':<8}{'MB/sample':>11}{'ms/step':>10}{'saved MB/sample':>17}{'added ms/sample':>17}{'MB per ms':>11}")
+    print(f"# memory: peak slope over batch {batches}; time: 1-thread CPU ms at batch {args.time_batch}, "
+          f"fastest of {args.reps} (median in brackets)")
+    print(f"{'variant':<8}{'MB/sample':>11}{'ms/step':>18}{'saved MB/sample':>17}{'added ms/sample':>17}{'MB per ms':>11}")
     rows = {}
-    for v in VARIANTS:
+    for v in variants:
         saved = slope["fused"] - slope[v]
         added = (ms[v] - ms["fused"]) / args.time_batch
         ratio = saved / added if v != "fused" and added > 0 else None
-        rows[v] = {"mb_per_sample": slope[v], "peaks_mb": peaks[v], "ms": ms[v], "saved_mb_per_sample": saved,
-                   "added_ms_per_sample": added, "mb_saved_per_ms": ratio}
-        print(f"{v:<8}{slope[v]:>11.2f}{ms[v]:>10.0f}{saved:>17.2f}{added:>17.2f}{common.fmt(ratio):>11}")
+        rows[v] = {"mb_per_sample": slope[v], "peaks_mb": peaks[v], "ms": ms[v], "median_ms": timed[v][1],
+                   "saved_mb_per_sample": saved, "added_ms_per_sample": added, "mb_saved_per_ms": ratio}
+        both = f"{ms[v]:.0f} ({timed[v][1]:.0f})"
+        print(f"{v:<8}{slope[v]:>11.2f}{both:>18}{saved:>17.2f}{added:>17.2f}{common.fmt(ratio):>11}")
     common.write_json(args.json, {"machine": common.machine("cpu"), "batches": batches, "time_batch": args.time_batch,
                                   "rows": rows})
 

@@ -4,13 +4,15 @@ Small-image datasets are held in memory as one tensor and augmented by `augment_
 code whether a DataLoader calls it per sample on the CPU or `DeviceLoader` calls it per batch on
 the GPU (where the loader, not the network, is usually the bottleneck for 32 px images).
 
-'digits' is scikit-learn's load_digits (1797 8x8 grey images of 0-9, bundled with scikit-learn,
-so no download): upsampled bilinearly to 16x16, replicated to 3 channels, scaled to [0, 1],
+'digits' is the UCI handwritten digits as scikit-learn's load_digits returns them (1797 8x8 grey
+images of 0-9, values 0-16), stored in the package as digits.npz, so no download and no
+scikit-learn: upsampled bilinearly to 16x16, replicated to 3 channels, scaled to [0, 1],
 normalised with the train split's per-channel mean/std; a fixed split (numpy RandomState(0)
 permutation) puts 360 images in the test set and 1437 in the train set. Train augmentation: random
 crop 16 with padding 2 (no flips: digits are not mirror-symmetric).
 """
 import functools
+import importlib.resources
 import math
 import os
 
@@ -21,7 +23,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "DATASETS", "DATASET_SHAPES", "dataset_info", "get_dataset", "InMemoryImages", "augment_batch",
-    "ShardedSampler", "DeviceLoader",
+    "ShardedSampler", "DeviceLoader", "load_digits",
 ]
 
 DATASETS = ("digits", "cifar10", "imagenet")
@@ -31,7 +33,7 @@ DATASET_SHAPES = {"digits": (10, 3, 16), "cifar10": (10, 3, 32), "imagenet": (10
 # DARTS' CIFAR-10 statistics (utils.py of quark0/darts) and the usual ImageNet ones.
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
-CIFAR10_CROP_FILL = 128 / 255  # the released H-DAS recipe (spec §6.1, §8): crops padded with grey
+CIFAR10_CROP_FILL = 128 / 255  # the released H-DAS recipe pads its crops with grey
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -87,18 +89,21 @@ def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=Fa
     return _imagenet(root, train, augment, cutout, color_jitter)
 
 
+def load_digits():
+    """(images, target): the embedded digits as numpy arrays equal to scikit-learn's
+    load_digits().images (float64 [1797, 8, 8], values 0-16) and .target (int64 [1797])."""
+    with importlib.resources.files(__package__).joinpath("digits.npz").open("rb") as f, np.load(f) as z:
+        return z["images"].astype(np.float64), z["target"].astype(np.int64)
+
+
 @functools.lru_cache(maxsize=1)
 def _digits_arrays():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from e
-    d = load_digits()
-    order = np.random.RandomState(0).permutation(len(d.target))
-    x = torch.from_numpy(d.images[order].astype(np.float32) / 16.0).unsqueeze(1)
+    images, target = load_digits()
+    order = np.random.RandomState(0).permutation(len(target))
+    x = torch.from_numpy(images[order].astype(np.float32) / 16.0).unsqueeze(1)
     x = F.interpolate(x, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
     x = x.clamp_(0, 1).expand(-1, 3, -1, -1).contiguous()
-    y = torch.from_numpy(d.target[order].astype(np.int64))
+    y = torch.from_numpy(target[order])
     train = x[DIGITS_TEST:]
     mean = tuple(float(v) for v in train.mean(dim=(0, 2, 3)))
     std = tuple(float(v) for v in train.std(dim=(0, 2, 3)))

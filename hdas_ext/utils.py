@@ -1,18 +1,11 @@
-"""Small shared utilities: seeding and RNG state, atomic checkpoints, a JSON-lines logger,
-running averages and top-k accuracy."""
-import json
-import os
+"""Small shared utilities: the device option's check, seeding and RNG state, running averages
+and top-k accuracy. (Checkpoint files and the JSON-lines log are in hdas_ext.runtime.)"""
 import random
-import tempfile
-import time
 
 import numpy as np
 import torch
 
-__all__ = [
-    "set_seed", "get_rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-    "JsonlLogger", "AverageMeter", "accuracy",
-]
+__all__ = ["check_device", "set_seed", "get_rng_state", "set_rng_state", "AverageMeter", "accuracy"]
 
 
 def check_device(device, name="device"):
@@ -67,69 +60,6 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def save_checkpoint(path, state):
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a kill at any
-    moment leaves either the old or the new checkpoint, never a truncated one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint written by save_checkpoint. Uses weights_only=True: checkpoints hold only
-    tensors and plain Python values, never pickled classes."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint path {path!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-class JsonlLogger:
-    """Appends one JSON object per line and flushes it, so a killed run keeps every line written.
-    `enabled=False` (non-zero DDP ranks) turns every call into a no-op."""
-
-    def __init__(self, path, enabled=True):
-        self.path = os.fspath(path)
-        self.enabled = enabled
-        if enabled:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-
-    def log(self, record=None, **fields):
-        if not self.enabled:
-            return
-        row = {"time": round(time.time(), 3)}
-        row.update(record or {})
-        row.update(fields)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-
-    def read(self):
-        """All records written so far (a missing file reads as none)."""
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
-def _json_default(x):
-    if isinstance(x, torch.Tensor) and x.numel() == 1:
-        return x.item()
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    raise TypeError(f"JsonlLogger: value of type {type(x).__name__} is not JSON serialisable")
 
 
 class AverageMeter:

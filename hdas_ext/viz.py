@@ -4,12 +4,13 @@ Cells (DARTS style): inputs c_{k-2}, c_{k-1} darkseagreen2; intermediate nodes l
 c_{k} palegoldenrod; every concat node feeds c_{k}. Stages (H-DAS style): inputs darkgoldenrod1;
 cells indianred1 pentagons; output honeydew2; only concat states feed the output; dead cells (no
 path to the output) are drawn dashed. Edges are labelled with their op.
-Rendering needs the graphviz ``dot`` binary; :func:`render` falls back to writing the .dot source.
+Drawing needs the graphviz Python package (the ``viz`` extra), imported on first use so that the
+rest of the package works without it; rendering needs the graphviz ``dot`` binary, and
+:func:`render` falls back to writing the .dot source.
 """
 import os
 
-import graphviz
-
+from .extras import require
 from .genotypes import StageGenotype, cell_nodes, cells, dead_cells, flatten_nodes, stages
 
 FORMATS = ("png", "svg", "pdf")
@@ -20,6 +21,10 @@ _GRAPH = dict(rankdir="LR", fontsize="20", fontname="times")
 _NODE = dict(style="filled", shape="rect", align="center", fontsize="20", height="0.5", width="0.5",
              penwidth="2", fontname="times")
 _EDGE = dict(fontsize="16", fontname="times")
+
+
+def _graphviz():
+    return require("graphviz")
 
 
 def _add_cell(g, flat, concat, prefix=""):
@@ -58,7 +63,7 @@ def _add_stage(g, dag, concat, prefix=""):
 
 
 def _digraph(caption=None):
-    g = graphviz.Digraph(graph_attr=dict(_GRAPH), node_attr=dict(_NODE), edge_attr=dict(_EDGE), engine="dot")
+    g = _graphviz().Digraph(graph_attr=dict(_GRAPH), node_attr=dict(_NODE), edge_attr=dict(_EDGE), engine="dot")
     if caption:
         g.attr(label=caption, labelloc="t")
     return g
@@ -96,6 +101,8 @@ def genotype_graph(genotype, caption=None):
 
 
 def dot_available():
+    """Whether the graphviz ``dot`` binary runs (needs the graphviz Python package too)."""
+    graphviz = _graphviz()
     try:
         graphviz.version()
         return True
@@ -111,6 +118,7 @@ def render(graph, path, format=None):
     fmt = format or ext.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r} (from path {path!r})")
+    graphviz = _graphviz()
     try:
         data = graph.pipe(format=fmt)
     except graphviz.ExecutableNotFound:

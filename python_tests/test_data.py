@@ -1,12 +1,16 @@
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from hdas_ext.data import (DeviceLoader, InMemoryImages, ShardedSampler, augment_batch, dataset_info,
-                           get_dataset)
+                           get_dataset, load_digits)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -26,6 +30,23 @@ def test_digits_split_shapes_and_normalisation():
     labels = torch.tensor([test[i][1] for i in range(len(test))])
     assert len(set(labels.tolist())) == 10
     assert torch.equal(get_dataset("digits", train=False)[7][0], test[7][0])
+
+
+def test_embedded_digits_equal_scikit_learns():
+    sk = pytest.importorskip("sklearn.datasets").load_digits()
+    images, target = load_digits()
+    assert images.dtype == sk.images.dtype and target.dtype == sk.target.dtype
+    assert np.array_equal(images, sk.images) and np.array_equal(target, sk.target)
+
+
+def test_digits_load_without_scikit_learn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"  # import sklearn now fails
+            "from hdas_ext.data import get_dataset\n"
+            "print(len(get_dataset('digits', train=True)), len(get_dataset('digits', train=False)))")
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["1437", "360"]
 
 
 def test_digits_augmentation_is_random_and_eval_is_not():

@@ -1,5 +1,6 @@
 """FusedMixedOp and fuse_mixed_ops against DARTS' eager MixedOp (hdas_ext.reference.MixedOp)."""
 import copy
+import importlib
 import re
 import warnings
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 import hdas_ext
-from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops, fused_node
+from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops, fused_edge_sum
 from hdas_ext.primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES
 from hdas_ext.reference import MixedOp
 
@@ -57,7 +58,7 @@ def test_same_function_state_and_running_stats(primitives, stride, pool_bn, affi
 
 @pytest.mark.parametrize("strides", [(2, 2, 1, 1), (1, 2, 1), (1, 1, 1)])
 @pytest.mark.parametrize("train", [True, False])
-def test_fused_node_equals_sum_of_edges(strides, train):
+def test_fused_edge_sum_equals_sum_of_edges(strides, train):
     """A cell node in one fused call per stride group equals DARTS' sum of per-edge MixedOps,
     outputs, every gradient and the running statistics (reduction-cell nodes mix strides)."""
     torch.manual_seed(2)
@@ -72,7 +73,7 @@ def test_fused_node_equals_sum_of_edges(strides, train):
     xf = [x.clone().requires_grad_() for x in xs]
     we, wf = w.clone().requires_grad_(), w.clone().requires_grad_()
     oe = sum(op(x, we[j]) for j, (op, x) in enumerate(zip(eager, xe)))
-    of = fused_node(fused, xf, wf)
+    of = fused_edge_sum(fused, xf, wf)
     torch.testing.assert_close(of, oe)
     g = torch.randn_like(oe)
     oe.backward(g)
@@ -222,9 +223,25 @@ def test_fused_modules_check_inputs_before_the_parametric_ops_run():
     with pytest.raises(ValueError, match=r"inputs\[0\] must be a 4-D tensor \[N, C, H, W\], got shape \[4, 8, 8\]"):
         op(torch.randn(4, 8, 8), torch.rand(8))
     with pytest.raises(TypeError, match=r"edges\[1\] must be a FusedMixedOp .*got MixedOp"):
-        fused_node([op, MixedOp(4, 1)], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(2, 8))
+        fused_edge_sum([op, MixedOp(4, 1)], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(2, 8))
     with pytest.raises(ValueError, match=re.escape("weights must have shape [num_edges, num_primitives] = [2, 8]")):
-        fused_node([op, op], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(8))
+        fused_edge_sum([op, op], [torch.randn(2, 4, 8, 8)] * 2, torch.rand(8))
+
+
+def test_weights_checked_once_on_the_way_down(monkeypatch):
+    """The modules check the arguments they were given; the op's Python checks do not run again."""
+    from hdas_ext.nn import FusedWindowedCellInput
+    op_module = importlib.import_module("hdas_ext.ops.mixed_node")  # hdas_ext.ops.mixed_node is the function
+    calls = []
+    check = op_module.check_args
+    monkeypatch.setattr(op_module, "check_args", lambda *a: calls.append(1) or check(*a))
+    x = torch.randn(2, 4, 6, 6)
+    FusedMixedOp(4, 1)(x, torch.rand(8))
+    fused_edge_sum([FusedMixedOp(4, 1), FusedMixedOp(4, 1)], [x, x], torch.rand(2, 8))
+    FusedWindowedCellInput(4, 2)([x, x], torch.rand(2, 4))
+    assert calls == []
+    hdas_ext.ops.mixed_node([x], torch.rand(1, 2), [1, 2])
+    assert calls == [1]
 
 
 @pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")

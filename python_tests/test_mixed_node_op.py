@@ -1,4 +1,4 @@
-"""hdas::mixed_node against hdas_ext.reference.functional.mixed_node (eager PyTorch)."""
+"""hdas::mixed_node against hdas_ext.ops.reference.mixed_node (eager PyTorch)."""
 import itertools
 import re
 
@@ -7,7 +7,7 @@ import torch
 
 import hdas_ext
 from hdas_ext import ops
-from hdas_ext.reference import functional as ref
+from hdas_ext.ops import reference as ref
 
 NONE, MAX, AVG, SKIP, EXTRA, ADD = ref.NONE, ref.MAX_POOL, ref.AVG_POOL, ref.SKIP, ref.EXTRA, ref.ADD
 pytestmark = pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hdas_ext import cli
-from hdas_ext.genotypes import from_json
+from hdas_ext.genotypes import DARTS_V2, from_json, to_json
 from hdas_ext.search import SearchConfig, run_search
 from hdas_ext.search.bilevel import BilevelOptimizer
 from hdas_ext.search.runner import Search
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(out, **kw):
-    base = dict(space="hs", out=str(out), C=4, cells_per_stage=2, epochs=3, batch_size=8, steps_per_epoch=2,
+    base = dict(space="hs", output=str(out), init_channels=4, cells_per_stage=2, epochs=3, batch_size=8, steps_per_epoch=2,
                 eval_batches=2, fused=False, progress=False, tensorboard=False, plot=False, seed=0)
     base.update(kw)
     return SearchConfig(**base)
@@ -125,11 +125,13 @@ def test_resume_refuses_changed_settings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1, fused=True, log_every=3, resume=True))
+        # the fixed cells given as their JSON instead of their library name are the same cells
+        Search(tiny(tmp_path, epochs=1, steps_per_epoch=1, eval_batches=1, genotype=to_json(DARTS_V2), resume=True))
 
 
 def test_cli_search_writes_outputs(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["search", "distribution", "--out", str(out), "--C", "4", "--n-max", "3", "--n-min", "2",
+    rc = cli.main(["search", "distribution", "--output", str(out), "--init-channels", "4", "--n-max", "3", "--n-min", "2",
                    "--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "1", "--eval-batches", "1",
                    "--no-fused", "--no-progress", "--no-tensorboard", "--no-plot", "--seed", "1"])
     assert rc == 0
@@ -144,6 +146,6 @@ def test_cli_search_writes_outputs(tmp_path, capsys):
 
 def test_cli_search_rejects_bad_settings(tmp_path):
     with pytest.raises(SystemExit, match="window must be in"):
-        cli.main(["search", "hs", "--out", str(tmp_path), "--cells-per-stage", "2", "--window", "4"])
+        cli.main(["search", "hs", "--output", str(tmp_path), "--cells-per-stage", "2", "--window", "4"])
     with pytest.raises(SystemExit):
         cli.main(["search", "hs", "--epochs", "0"])

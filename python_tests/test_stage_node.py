@@ -1,4 +1,4 @@
-"""FusedStageNode and WeightedPairConcat against their eager twins in hdas_ext.reference."""
+"""FusedWindowedCellInput against its eager twin in hdas_ext.reference."""
 import itertools
 import re
 
@@ -7,19 +7,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import hdas_ext
 from hdas_ext import ops
-from hdas_ext.nn import FusedStageNode, WeightedPairConcat
+from hdas_ext.nn import FusedWindowedCellInput
 from hdas_ext.primitives import STAGE_PRIMITIVES
-from hdas_ext.reference import StageNode
-from hdas_ext.reference import WeightedPairConcat as EagerPairConcat
+from hdas_ext.reference import WindowedCellInput
 
 SUBSETS = [list(s) for r in range(1, 5) for s in itertools.permutations(STAGE_PRIMITIVES, r)][::3]
 
 
 def twins(C, m, primitives, pool_bn=True):
-    eager = StageNode(C, m, primitives, pool_bn).double()
-    fused = FusedStageNode(C, m, primitives, pool_bn).double()
+    eager = WindowedCellInput(C, m, primitives, pool_bn).double()
+    fused = FusedWindowedCellInput(C, m, primitives, pool_bn).double()
     fused.load_state_dict(eager.state_dict())
     return eager, fused
 
@@ -69,7 +67,7 @@ def test_node_property_shapes(N, C, H, W, m, pool_bn):
 
 
 def test_node_errors():
-    node = FusedStageNode(3, 2)
+    node = FusedWindowedCellInput(3, 2)
     x = torch.randn(2, 3, 5, 5)
     with pytest.raises(ValueError, match=r"expected 2 inputs"):
         node([x], torch.rand(2, 4))
@@ -81,66 +79,22 @@ def test_node_errors():
         ops.mixed_node([], torch.rand(0, 4), [1, 2, 3, 0])
 
 
-def pair_case(T=5, K=3, shape=(2, 3, 4, 4), dtype=torch.float64):
-    states = [torch.randn(shape, dtype=dtype, requires_grad=True) for _ in range(T)]
-    w = torch.softmax(torch.randn(K, dtype=dtype), 0).requires_grad_()
-    pairs = [(k + 1, k + 2) for k in range(K)]
-    return states, w, pairs
-
-
-def test_pair_concat_matches_eager():
-    states, w, pairs = pair_case(T=8, K=5)
-    out = WeightedPairConcat()(states, w, pairs)
-    expect = EagerPairConcat()(states, w, pairs)
-    torch.testing.assert_close(out, expect)
-    g = torch.randn_like(out)
-    got = torch.autograd.grad(out, states + [w], g)
-    want = torch.autograd.grad(expect, states + [w], g, allow_unused=True)
-    for a, b in zip(got, want):  # states no pair uses get a zero gradient
-        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b)
-
-
-def test_pair_concat_arbitrary_pairs_gradcheck_opcheck():
-    states, w, _ = pair_case(T=4, K=4, shape=(2, 2, 3, 3))
-    pairs = [(0, 3), (3, 0), (2, 2), (1, 3)]
-    assert torch.autograd.gradcheck(lambda *a: ops.pair_concat(list(a[:-1]), a[-1], pairs), states + [w])
-    if hdas_ext.native_available():
-        flat = [v for p in pairs for v in p]
-        torch.library.opcheck(torch.ops.hdas.pair_concat.default, (states, w, flat))
-        torch.library.opcheck(torch.ops.hdas.pair_concat_backward.default,
-                              (torch.randn(2, 4, 3, 3, dtype=torch.float64), [s.detach() for s in states], w.detach(), flat))
-
-
-def test_pair_concat_errors():
-    states, w, pairs = pair_case()
-    with pytest.raises(ValueError, match="index 7 is out of range for 5 states"):
-        ops.pair_concat(states, w, [(1, 2), (3, 7), (0, 1)])
-    with pytest.raises(ValueError, match=re.escape("weights must have shape [num_pairs] = [2]")):
-        ops.pair_concat(states, w, [(1, 2), (3, 4)])
-    with pytest.raises(ValueError, match="non-empty"):
-        ops.pair_concat([], w, pairs)
-    if hdas_ext.native_available():
-        with pytest.raises(ValueError, match="index 7 is out of range"):
-            torch.ops.hdas.pair_concat(states, w, [1, 2, 3, 7, 0, 1])
-        # A transposed grad_out has the right number of elements per plane, not the right shape.
-        states, w, _ = pair_case(T=3, K=1, shape=(2, 3, 4, 5))
-        with pytest.raises(ValueError, match=re.escape("grad_out must have shape [N, 2C, H, W] = [2, 6, 4, 5]")):
-            torch.ops.hdas.pair_concat_backward(torch.randn(2, 6, 5, 4, dtype=torch.float64),
-                                                [s.detach() for s in states], w.detach(), [0, 2])
+def test_old_names_are_aliases():
+    """Published code uses the names of 0.1.0."""
+    import hdas_ext.nn
+    import hdas_ext.reference
+    from hdas_ext.supernets import module_class
+    assert hdas_ext.nn.FusedStageNode is FusedWindowedCellInput
+    assert hdas_ext.reference.StageNode is WindowedCellInput
+    assert hdas_ext.nn.fused_node is hdas_ext.nn.fused_edge_sum
+    assert module_class("StageNode", True) is FusedWindowedCellInput
+    assert module_class("StageNode", False) is WindowedCellInput
 
 
 @pytest.mark.cuda
-def test_stage_ops_on_cuda():
+def test_node_on_cuda():
     eager, fused = twins(3, 3, STAGE_PRIMITIVES)
     eager, fused = eager.cuda(), fused.cuda()
     xs = [torch.randn(2, 3, 6, 6, dtype=torch.float64, device="cuda") for _ in range(3)]
     w = torch.rand(3, 4, dtype=torch.float64, device="cuda")
     torch.testing.assert_close(fused(xs, w), eager(xs, w))
-    states, wp, pairs = pair_case()
-    states = [s.detach().cuda().requires_grad_() for s in states]
-    wp = wp.detach().cuda().requires_grad_()
-    assert torch.autograd.gradcheck(lambda *a: ops.pair_concat(list(a[:-1]), a[-1], pairs), states + [wp])
-    flat = [v for p in pairs for v in p]
-    g = torch.randn(2, 6, 4, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match="grad_out must be on cuda"):
-        torch.ops.hdas.pair_concat_backward(g, [s.detach() for s in states], wp.detach(), flat)

@@ -1,4 +1,4 @@
-"""Fused supernets (hdas_ext.nn.FusedMixedOp / FusedStageNode / WeightedPairConcat) against their
+"""Fused supernets (hdas_ext.nn.FusedMixedOp / FusedWindowedCellInput / WeightedPairConcat) against their
 eager twins (fused=False, the hdas_ext.reference modules): same state-dict keys, outputs,
 gradients, BN statistics and one full search step, within float32 tolerance. Gradient errors
 are judged against a float64 eager reference: the fused error must stay within a small multiple
@@ -26,8 +26,8 @@ def twins(space, dtype=torch.float32, device="cpu"):
     fused = cls(fused=True, **kw).to(device, dtype)
     assert list(fused.state_dict()) == list(eager.state_dict())
     kinds = {type(m).__name__ for m in fused.modules()}
-    assert kinds & {"FusedMixedOp", "FusedStageNode"}, "fused=True built no fused module"
-    assert not kinds & {"MixedOp", "StageNode"}, "fused=True fell back to a reference module"
+    assert kinds & {"FusedMixedOp", "FusedWindowedCellInput"}, "fused=True built no fused module"
+    assert not kinds & {"MixedOp", "WindowedCellInput"}, "fused=True fell back to a reference module"
     fused.load_state_dict(eager.state_dict())
     return eager, fused
 

@@ -171,7 +171,7 @@ def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
     # the same cell given as its JSON is no change
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train(tiny(tmp_path, epochs=1, cell=G.to_json(G.get(cfg.cell)), resume="auto"))
+        train(tiny(tmp_path, epochs=1, cell=G.to_json(cfg.cell), resume="auto"))  # cfg.cell: the parsed DARTS_V2
     with pytest.warns(UserWarning, match="changed options.*grad_clip"):
         train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume="auto"))
 

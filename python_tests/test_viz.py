@@ -1,5 +1,6 @@
 """Genotype pictures: graph sources, PNG rendering, the dot-less fallback and `hdas plot`."""
 import struct
+import sys
 
 import graphviz
 import pytest
@@ -80,3 +81,12 @@ def test_fallback_without_dot(tmp_path, monkeypatch, capsys):
     assert main(["plot", "PDARTS", "--out", str(tmp_path / "p.png")]) == 2
     assert "wrote the source to" in capsys.readouterr().err
     assert (tmp_path / "p.dot").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_without_the_graphviz_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "graphviz", None)  # import graphviz now fails
+    needs = r"graphviz is not installed \(the 'viz' extra\): pip install graphviz"
+    with pytest.raises(ImportError, match=needs):
+        viz.cell_graph(G.DARTS_V2.normal, G.DARTS_V2.normal_concat)
+    with pytest.raises(ImportError, match=needs):
+        viz.dot_available()

@@ -1,9 +1,11 @@
 """`hdas plot NAME_OR_FILE`: draw a genotype (library name, file with a repr/JSON genotype, or the
-genotype text itself) with graphviz."""
+genotype text itself) with graphviz (the package's 'viz' extra)."""
 import os
 import sys
 
-from .. import genotypes, viz
+from .. import genotypes
+
+FORMATS = ("png", "svg", "pdf")  # what hdas_ext.viz.render writes
 
 
 def register(subparsers):
@@ -12,7 +14,7 @@ def register(subparsers):
                                           f"({', '.join(genotypes.names())}), a file holding a genotype "
                                           "(published repr or JSON), or the genotype text itself.")
     p.add_argument("genotype", metavar="NAME_OR_FILE")
-    p.add_argument("--format", choices=viz.FORMATS, default=None,
+    p.add_argument("--format", choices=FORMATS, default=None,
                    help="output format (default: from --out's extension, else png)")
     p.add_argument("--out", default=None, help="output path (default: <name>.<format> in the current directory)")
     p.add_argument("--part", default=None,
@@ -31,27 +33,26 @@ def load(spec):
 
 
 def run(args):
-    try:
-        g, name = load(args.genotype)
-    except (KeyError, ValueError, OSError) as e:
-        raise SystemExit(f"hdas plot: cannot load {args.genotype!r}: {e.args[0] if e.args else e}")
+    g, name = load(args.genotype)
     fmt = args.format
     if args.out and not fmt:
         fmt = os.path.splitext(args.out)[1].lstrip(".").lower() or "png"
     fmt = fmt or "png"
-    if fmt not in viz.FORMATS:
-        raise SystemExit(f"hdas plot: --out extension must be one of {viz.FORMATS}, got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"--out extension must be one of {FORMATS}, got {fmt!r}")
     out = args.out or f"{name}{'_' + args.part if args.part else ''}.{fmt}"
     ext = os.path.splitext(out)[1].lstrip(".").lower()
     if args.format and ext and ext != fmt:
-        raise SystemExit(f"hdas plot: --format {fmt} does not match --out {out!r}; give one of them, or both alike")
+        raise ValueError(f"--format {fmt} does not match --out {out!r}; give one of them, or both alike")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise SystemExit(f"hdas plot: --out: folder {folder!r} does not exist")
+        raise FileNotFoundError(f"--out: folder {folder!r} does not exist")
+    if args.part and (args.part not in g._fields or args.part.endswith("_concat")):
+        fields = [f for f in g._fields if not f.endswith("_concat")]
+        raise ValueError(f"--part must be one of {fields}, got {args.part!r}")
+    from .. import viz  # graphviz is optional: only this command needs it
+
     if args.part:
-        if args.part not in g._fields or args.part.endswith("_concat"):
-            fields = [f for f in g._fields if not f.endswith("_concat")]
-            raise SystemExit(f"hdas plot: --part must be one of {fields}, got {args.part!r}")
         gene, concat = getattr(g, args.part), getattr(g, args.part + "_concat")
         draw = viz.stage_graph if isinstance(g, genotypes.StageGenotype) else viz.cell_graph
         graph = draw(gene, concat, caption=f"{name} {args.part}")

@@ -2,8 +2,9 @@
 same recipe as the searched one and report RI = 100 (Acc_searched - Acc_random) / Acc_random."""
 import json
 
-from ..train.config import PRESETS
-from .train import add_config_arguments, config_overrides
+from ..runtime import is_main_process
+from ..train.config import PRESETS, TrainConfig
+from .options import add_config_options, config_values
 
 
 def _cells_per_stage(text):
@@ -38,7 +39,7 @@ def register(subparsers):
                    help="accuracy (percent) of the searched architecture, to skip training it")
     p.add_argument("--metric", default="best", choices=("best", "last"),
                    help="accuracy compared: best test top-1 over epochs (as the papers) or the last")
-    add_config_arguments(p, skip=("resume",))
+    add_config_options(p, TrainConfig, skip=("resume",), preset=True)
     p.set_defaults(func=run)
 
 
@@ -46,15 +47,14 @@ def run(args):
     from ..train import make_config
     from ..train.random_baseline import run_random_baseline
 
-    overrides = config_overrides(args, skip=("resume",))
+    overrides = config_values(args, TrainConfig, skip=("resume",))
     overrides.setdefault("output", "runs/random_baseline")
     cfg = make_config(args.preset, **overrides)
     cps = _cells_per_stage(args.cells_per_stage) if args.cells_per_stage else None
     summary = run_random_baseline(cfg, space=args.space, samples=args.samples, sample_seed=args.sample_seed,
                                   cells_per_stage=cps, window=args.window, searched_acc=args.searched_acc,
                                   metric=args.metric, n_min=args.n_min)
-    import os
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(json.dumps({k: summary[k] for k in ("space", "samples", "random_mean", "random_std",
                                                   "random_best", "RI")} | {"searched": summary["searched"]["acc"]}))
     return 0

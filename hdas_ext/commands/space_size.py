@@ -37,15 +37,12 @@ def register(subparsers):
 
 def run(args):
     params = {key: getattr(args, key) for key in space.DEFAULTS}
-    try:
-        rows = space.space_table(**params)
-    except ValueError as e:
-        raise SystemExit(f"hdas space-size: {e}")
+    rows = space.space_table(**params)
     defaults = params == space.DEFAULTS
     limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
     if limit and any(v.bit_length() > 3.32 * limit for _, _, v in rows):
-        raise SystemExit(f"hdas space-size: a count has more than {limit} digits, beyond what Python prints "
-                         "as an exact integer; choose smaller parameters")
+        raise ValueError(f"a count has more than {limit} digits, beyond what Python prints as an exact "
+                         "integer; choose smaller parameters")
     if args.json:
         print(json.dumps({"parameters": params,
                           "rows": [{"key": k, "description": desc, "count": v,

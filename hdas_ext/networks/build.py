@@ -1,11 +1,10 @@
 """build_eval_network: one entry point for every evaluation network."""
 from .. import genotypes as G
-from ..genotypes import resolve as resolve_genotype
 from ..data import DATASET_SHAPES
 from .chain import ChainNetwork, chain_cell_genes
 from .stage import StageNetwork
 
-__all__ = ["build_eval_network", "resolve_genotype", "cell_sets"]
+__all__ = ["build_eval_network", "cell_sets"]
 
 
 def cell_sets(g):
@@ -40,7 +39,7 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not 0.0 <= drop_path_prob < 1.0:
         raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}")
-    g = resolve_genotype(cell, "cell", (G.Genotype, G.StageCellsGenotype))
+    g = G.resolve(cell, "cell", (G.Genotype, G.StageCellsGenotype))
     if num_classes is None:
         num_classes = DATASET_SHAPES[dataset][0]
     imagenet = dataset == "imagenet"
@@ -51,7 +50,7 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
         genes = chain_cell_genes(sets, layers)
         return ChainNetwork(genes, init_channels, num_classes, auxiliary, imagenet, bool(pool_bn),
                             drop_path_prob)
-    g2 = resolve_genotype(stages, "stages", (G.StageGenotype,))
+    g2 = G.resolve(stages, "stages", (G.StageGenotype,))
     if pool_bn is None:
         pool_bn = True
     return StageNetwork(G.stages(g2), sets, init_channels, num_classes, auxiliary, imagenet,

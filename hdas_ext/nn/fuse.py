@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .fused import FusedMixedOp
+from .recompute import NotLeanable
 
 _POOL_NAMES = {"MaxPool2d": "max_pool_3x3", "AvgPool2d": "avg_pool_3x3"}
 
@@ -79,13 +80,14 @@ def _agrees(module, fused):
     return None
 
 
-def fuse_mixed_ops(model):
+def fuse_mixed_ops(model, recompute=False):
     """Replaces every module that has an `_ops` ModuleList of DARTS primitives (a DARTS MixedOp)
     with a FusedMixedOp sharing the same parameters and buffers. Returns how many it replaced.
     The replaced module's forward must be DARTS' `forward(x, weights)` = sum_k weights[k] *
     _ops[k](x): each candidate is checked on a small probe input against its own forward, and one
     that computes something else (PC-DARTS' partial channels, say) is left as it is, with a warning.
-    Hooks on the replaced modules (the MixedOp, its pools and pool BNs) no longer fire."""
+    Hooks on the replaced modules (the MixedOp, its pools and pool BNs) no longer fire.
+    recompute=True: lean FusedMixedOps (see FusedMixedOp), checked on the probe in that mode."""
     if _candidate(model) is not None:
         raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp, and only submodules are replaced "
                          "in place; use FusedMixedOp.adopt(model._ops, ...) or fuse the model that holds it")
@@ -95,8 +97,11 @@ def fuse_mixed_ops(model):
             found = _candidate(child)
             if found is None:
                 continue
-            fused = FusedMixedOp.adopt(child._ops, *found)
-            why = _agrees(child, fused)
+            try:
+                fused = FusedMixedOp.adopt(child._ops, *found, recompute=recompute)
+                why = _agrees(child, fused)
+            except NotLeanable as e:
+                why = str(e)
             if why is not None:
                 path = f"{parent_name}.{child_name}" if parent_name else child_name
                 warnings.warn(f"fuse_mixed_ops: left {path} ({type(child).__name__}) unfused: its forward is not "

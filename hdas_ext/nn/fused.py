@@ -1,23 +1,25 @@
 """Drop-in fused modules. Each holds exactly the submodules of its eager twin in
 hdas_ext.reference (same state_dict keys and shapes) and computes the same function with the
-fused ops; pool BatchNorms keep their buffers and are updated as PyTorch updates them."""
+fused ops; pool BatchNorms keep their buffers and are updated as PyTorch updates them. Each public
+entry checks the arguments it was given, in its own words, and calls the op unchecked."""
 import torch
 from torch import nn
 
 from .. import ops
 from .._native import native_available
+from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from .operations import batch_norm_rules, leading_relu, make_op, momentum_factor, takes_scale
-from .recompute import lean_apply
+from .recompute import check_leanable, lean_apply
 
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
 
-def run_node(inputs, weights, codes, extras, stride, bns, training):
-    """Calls the fused op with the pool BNs `bns` (edge-major, one per pool code and edge) and
-    updates their running statistics exactly as nn.BatchNorm2d would."""
+def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training):
+    """The op hdas::mixed_node with the pool BNs `bns` (edge-major, one per pool code and edge),
+    their running statistics updated exactly as nn.BatchNorm2d would update them."""
     if not bns:
-        return ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=False)[0]
+        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False)[0]
     bn0 = bns[0]
     batch_stats, update = batch_norm_rules(bn0, training)
     E, C = len(inputs), inputs[0].shape[1]
@@ -26,8 +28,8 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     if not batch_stats:
         rm = torch.stack([b.running_mean for b in bns]).view(E, Q, C)
         rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
-    out, mean, _, var = ops.mixed_node(inputs, weights, codes, extras, stride, pool_bn=True,
-                                       batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
+    out, mean, _, var = mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=True,
+                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
     if update:
         with torch.no_grad():
             counts = [b.num_batches_tracked for b in bns]
@@ -39,28 +41,39 @@ def run_node(inputs, weights, codes, extras, stride, bns, training):
     return out
 
 
-def fused_node(edges, inputs, weights):
-    """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps, in one fused call per group of
-    edges that share stride and primitive codes: a DARTS normal-cell node is one call, a
-    reduction-cell node two (its stride-2 and stride-1 edges). weights: [len(edges), P]."""
+def fused_edge_sum(edges, inputs, weights):
+    """sum_j edges[j](inputs[j], weights[j]) over FusedMixedOps (the edges into one cell node), in
+    one fused call per group of edges that share stride and primitive codes: a DARTS normal-cell
+    node is one call, a reduction-cell node two (its stride-2 and stride-1 edges).
+    weights: [len(edges), P]."""
     for j, edge in enumerate(edges):
         if not isinstance(edge, FusedMixedOp):
-            raise TypeError(f"fused_node: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
+            raise TypeError(f"fused_edge_sum: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
                             f"swaps DARTS MixedOps for them), got {type(edge).__name__}")
+    inputs = list(inputs)
     if len(inputs) != len(edges):
-        raise ValueError(f"fused_node: expected one input per edge ({len(edges)}), got {len(inputs)}")
+        raise ValueError(f"fused_edge_sum: expected one input per edge ({len(edges)}), got {len(inputs)}")
     P = len(edges[0].primitives) if edges else 0
     if tuple(weights.shape) != (len(edges), P):
-        raise ValueError(f"fused_node: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
+        raise ValueError(f"fused_edge_sum: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
                          f"got {list(weights.shape)}")
-    for x in inputs:
-        ops.check_inputs([x])  # before the parametric ops run on them
+    return _edge_sum(edges, inputs, weights)
+
+
+fused_node = fused_edge_sum  # the old name, kept for published code
+
+
+def _edge_sum(edges, inputs, weights):
+    """fused_edge_sum on checked edges and weights."""
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training,
                edge.recompute)
         groups.setdefault(key, []).append(j)
+    for idx in groups.values():  # before the parametric ops run on them
+        ops.check_inputs([inputs[j] for j in idx])
+    P = weights.shape[1]
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
     rows = weights.flatten().unbind(0) if any(edge._folded or edge.recompute for edge in edges) else None
     out = None
@@ -70,8 +83,7 @@ def fused_node(edges, inputs, weights):
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
         extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
         bns = [edge._ops[k][1] for edge in group for k in edge._bn]
-        codes = group[0].lean_codes if group[0].recompute else group[0].codes
-        y = run_node(xs, w, codes, extras, group[0].stride, bns, group[0].training)
+        y = _call_mixed_node(xs, w, group[0].kernel_codes(), extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
@@ -80,8 +92,10 @@ def _extras(edges, inputs, rows):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm (op(x, scale=w)); the kernel
     adds them as they are. They share one relu(x) per edge, computed by the first one's ReLU
-    module (op(relu(x), activated=True)): one ReLU output kept for the backward instead of one per op."""
-    if edges[0].recompute and torch.is_grad_enabled():
+    module (op(relu(x), activated=True)): one ReLU output kept for the backward instead of one per op.
+    Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
+    (nn.recompute.lean_apply, which runs them without autograd too: fuse_mixed_ops' probe checks it)."""
+    if edges[0].recompute:
         return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
                           [x for edge, x in zip(edges, inputs) for _ in edge._extra],
                           [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
@@ -96,7 +110,11 @@ def _extras(edges, inputs, rows):
 class FusedMixedOp(nn.Module):
     """DARTS' search-time MixedOp, sum_k weights[k] * op_k(x), with the parameter-free ops, the
     pool BNs and the weighted sum fused. weights: one entry per primitive, already normalised
-    (softmax, Gumbel-softmax, sigmoid: the caller chooses)."""
+    (softmax, Gumbel-softmax, sigmoid: the caller chooses).
+
+    recompute=True (lean mode): the forward keeps, of the parametric ops, only the input x (which
+    the kernel keeps anyway) and their BatchNorms' per-channel statistics; the backward rebuilds
+    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.nn.recompute)."""
 
     def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False):
         super().__init__()
@@ -123,19 +141,26 @@ class FusedMixedOp(nn.Module):
         self._extra = [k for k, c in enumerate(self.codes) if c in (ops.EXTRA, ops.ADD)]
         self._folded = [k for k, c in enumerate(self.codes) if c == ops.ADD]
         self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
+        if recompute:
+            for k in self._extra:
+                check_leanable(modules[k], f"{self.primitives[k]} op")
         self.recompute = recompute
-        self.lean_codes = [ops.ADD if c == ops.EXTRA else c for c in self.codes]
+
+    def kernel_codes(self):
+        """The codes the kernel runs: lean edges weight every extra themselves (ADD)."""
+        return [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
 
     @classmethod
-    def adopt(cls, modules, primitives, stride, fused_bn):
+    def adopt(cls, modules, primitives, stride, fused_bn, recompute=False):
         """Wraps existing op modules (sharing their parameters and buffers); see fuse_mixed_ops."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self._adopt(modules, primitives, stride, fused_bn)
+        self._adopt(modules, primitives, stride, fused_bn, recompute)
         return self
 
     def extra_repr(self):
-        return f"primitives={list(self.primitives)}, stride={self.stride}, native={native_available()}"
+        lean = ", recompute=True" if self.recompute else ""
+        return f"primitives={list(self.primitives)}, stride={self.stride}{lean}, native={native_available()}"
 
     def forward(self, x, weights):
         if weights.shape != (len(self.primitives),):
@@ -144,15 +169,15 @@ class FusedMixedOp(nn.Module):
         ops.check_inputs([x])  # before the parametric ops run on x
         rows = [weights.unbind(0)] if self._folded or self.recompute else None
         bns = [self._ops[k][1] for k in self._bn]
-        codes = self.lean_codes if self.recompute else self.codes
-        return run_node([x], weights.unsqueeze(0), codes, _extras([self], [x], rows), self.stride, bns,
-                        self.training)
+        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [x], rows), self.stride,
+                                bns, self.training)
 
 
-class FusedStageNode(nn.Module):
-    """Hs-DAS node input: sum_e sum_o weights[e, o] * op_o(inputs[e]) over the window's edges,
-    every pool with its own BatchNorm(affine=False) per edge. State dict laid out like a list of
-    per-edge MixedOps (edges.{e}._ops.{k}), as hdas_ext.reference.StageNode."""
+class FusedWindowedCellInput(nn.Module):
+    """Hs-DAS: the input of one cell, mixed from the states in its window,
+    sum_e sum_o weights[e, o] * op_o(inputs[e]), every pool with its own BatchNorm(affine=False)
+    per edge. State dict laid out like a list of per-edge MixedOps (edges.{e}._ops.{k}), as
+    hdas_ext.reference.WindowedCellInput."""
 
     def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
         super().__init__()
@@ -166,11 +191,14 @@ class FusedStageNode(nn.Module):
         inputs = list(inputs)
         E, P = len(self.edges), len(self.primitives)
         if len(inputs) != E:
-            raise ValueError(f"FusedStageNode: expected {E} inputs (num_inputs), got {len(inputs)}")
+            raise ValueError(f"FusedWindowedCellInput: expected {E} inputs (num_inputs), got {len(inputs)}")
         if tuple(weights.shape) != (E, P):
-            raise ValueError(f"FusedStageNode: weights must have shape [num_inputs, num_primitives] = [{E}, {P}], "
-                             f"got {list(weights.shape)}")
-        return fused_node(self.edges, inputs, weights)
+            raise ValueError(f"FusedWindowedCellInput: weights must have shape [num_inputs, num_primitives] = "
+                             f"[{E}, {P}], got {list(weights.shape)}")
+        return _edge_sum(self.edges, inputs, weights)
+
+
+FusedStageNode = FusedWindowedCellInput  # the old name, kept for published code
 
 
 class WeightedPairConcat(nn.Module):

@@ -39,7 +39,7 @@ from torch import nn
 
 from .operations import batch_norm_rules, momentum_factor
 
-__all__ = ["lean_apply", "leanable", "NotLeanable"]
+__all__ = ["lean_apply", "check_leanable", "NotLeanable"]
 
 
 class NotLeanable(ValueError):
@@ -82,13 +82,12 @@ def _parts(op):
     return found
 
 
-def leanable(module):
-    """Whether lean_apply can run `module`."""
+def check_leanable(module, what):
+    """Raises NotLeanable, naming `what`, unless lean_apply can run `module`."""
     try:
         _parts(module)
-        return True
-    except NotLeanable:
-        return False
+    except NotLeanable as e:
+        raise NotLeanable(f"{what}: {e}") from None
 
 
 # ---- BatchNorm with the forward's statistics -------------------------------------------------------

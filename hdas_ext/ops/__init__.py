@@ -1,12 +1,23 @@
 """The fused ops, torch.ops.hdas.*: schemas and kernels in csrc/, fake kernels and autograd here.
 
-    mixed_node   csrc/mixed_node.cpp, csrc/cpu/mixed_node_kernel.cpp (+ _impl.h, one build per ISA),
-                 csrc/cuda/mixed_node_kernel.cu,
-                 hdas_ext/ops/mixed_node.py, reference: hdas_ext.reference.functional.mixed_node,
-                 tests: python_tests/test_mixed_node_op.py
-    pair_concat  csrc/pair_concat.cpp, csrc/cpu/pair_concat_kernel.cpp, csrc/cuda/pair_concat_kernel.cu,
-                 hdas_ext/ops/pair_concat.py, reference: hdas_ext.reference.functional.pair_concat,
-                 tests: python_tests/test_stage_node.py
+    mixed_node   schema, checks, dispatch: csrc/mixed_node.{h,cpp}
+                 CPU kernels: csrc/cpu/mixed_node_kernel.cpp (+ _impl.h, one build per ISA)
+                 CUDA kernels: csrc/cuda/mixed_node_kernel.cu
+                 public function, Python checks, fake kernels, registered autograd: ops/mixed_node.py
+                 eager autograd.Function and its double-backward guard: ops/_mixed_node_autograd.py
+                 primitive codes (shared with csrc): ops/codes.py
+                 reference and no-native fallback: ops/reference.py (mixed_node, mixed_node_with_stats)
+                 tests: python_tests/test_mixed_node_op.py (the modules on it: test_fused_mixed_op.py,
+                 test_stage_node.py)
+    pair_concat  schema, checks, dispatch: csrc/pair_concat.{h,cpp}
+                 kernels: csrc/cpu/pair_concat_kernel.cpp, csrc/cuda/pair_concat_kernel.cu
+                 public function, Python checks, fake kernels, registered autograd: ops/pair_concat.py
+                 reference and no-native fallback: ops/reference.py (pair_concat)
+                 tests: python_tests/test_pair_concat_op.py
+    both         output allocation and the double-backward refusal: ops/_common.py
+
+hdas_ext.reference re-exports the reference formulas beside the eager modules.
 """
-from .mixed_node import ADD, CODES, EXTRA, check_inputs, mixed_node
+from .codes import ADD, CODES, EXTRA
+from .mixed_node import check_inputs, mixed_node
 from .pair_concat import pair_concat

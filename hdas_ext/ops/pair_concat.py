@@ -1,9 +1,10 @@
-"""hdas::pair_concat: fake kernel, autograd, argument checks and the public function."""
+"""hdas::pair_concat: the public function, its argument checks, the fake kernels and the registered
+autograd."""
 import torch
 
 from .._native import native_available, warn_fallback
-from ..reference import functional as ref
-from .mixed_node import _empty_like_format
+from . import reference as ref
+from ._common import empty_like_format, register_no_double_backward
 
 _OP = "hdas::pair_concat"
 
@@ -35,11 +36,11 @@ if native_available():
     def _fake(states, weights, pairs):
         s = states[0]
         N, C, H, W = s.shape
-        return _empty_like_format(s, (N, 2 * C, H, W))
+        return empty_like_format(s, (N, 2 * C, H, W))
 
     @torch.library.register_fake("hdas::pair_concat_backward")
     def _fake_backward(grad_out, states, weights, pairs):
-        return [_empty_like_format(states[0], s.shape) for s in states], weights.new_empty(weights.shape)
+        return [empty_like_format(states[0], s.shape) for s in states], weights.new_empty(weights.shape)
 
     def _setup_context(ctx, inputs, output):
         states, weights, pairs = inputs
@@ -52,11 +53,7 @@ if native_available():
         return list(gs), gw, None
 
     torch.library.register_autograd("hdas::pair_concat", _backward, setup_context=_setup_context)
-
-    def _no_double_backward(ctx, *grads):
-        raise RuntimeError("hdas::pair_concat: double backward (create_graph=True through the fused op) is not supported")
-
-    torch.library.register_autograd("hdas::pair_concat_backward", _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+    register_no_double_backward("hdas::pair_concat")
 
 
 def pair_concat(states, weights, pairs):
@@ -66,4 +63,4 @@ def pair_concat(states, weights, pairs):
     if native_available():
         return torch.ops.hdas.pair_concat(states, weights, [v for ij in pairs for v in ij])
     warn_fallback()
-    return ref.pair_concat(states, weights, pairs)
+    return ref.pair_concat_all_states(states, weights, pairs)

@@ -19,8 +19,9 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self._ops))
 
 
-class StageNode(nn.Module):
-    """Hs-DAS node input: sum over window edges e of MixedOp_e(inputs[e]; weights[e])."""
+class WindowedCellInput(nn.Module):
+    """Hs-DAS: the input of one cell, mixed from the states in its window: sum over window edges e
+    of MixedOp_e(inputs[e]; weights[e])."""
 
     def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
         super().__init__()
@@ -30,6 +31,9 @@ class StageNode(nn.Module):
 
     def forward(self, inputs, weights):
         return sum(edge(x, w) for edge, x, w in zip(self.edges, inputs, weights))
+
+
+StageNode = WindowedCellInput  # the old name, kept for published code
 
 
 class WeightedPairConcat(nn.Module):

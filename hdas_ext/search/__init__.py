@@ -2,4 +2,5 @@
 from .bilevel import BilevelOptimizer
 from .config import SPACES, SearchConfig, build_supernet
 from .losses import auxiliary_loss, complexity_loss, depth_loss, edge_weights, stage_depth
-from .runner import Search, genotype_analysis, run_search
+from .report import genotype_analysis
+from .runner import Search, run_search

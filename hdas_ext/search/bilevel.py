@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .distributed import all_reduce_mean_
+from ..runtime import all_reduce_mean_
 from .losses import auxiliary_loss
 
 

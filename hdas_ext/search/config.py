@@ -1,12 +1,20 @@
-"""Search settings. Defaults are the paper's / released code's (spec §6.1), except the dataset,
-which defaults to the embedded 'digits' so a search runs offline on a fresh machine."""
+"""Search settings, one field per `hdas search` option (help and group beside each). Defaults are
+the paper's / released code's, except the dataset, which defaults to the embedded 'digits' so a
+search runs offline on a fresh machine."""
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
+from .. import genotypes as G
+from ..data import DATASETS
+from ..runtime import ResumePolicy, config_dict, option
+from ..runtime.resume import DATA_ORDER, NETWORK, OPTIMISER
 from ..utils import check_device
 
 SPACES = ("cells", "hc", "hs", "distribution")
+AMP_MODES = ("none", "bf16", "fp16")
+LOSS_MODES = ("paper", "released")
+MEMORY_MODES = ("default", "lean")
 
 # Per-space defaults that differ from the dataclass defaults (paper settings).
 SPACE_DEFAULTS = {
@@ -15,131 +23,180 @@ SPACE_DEFAULTS = {
     "hs": dict(cells_per_stage=6, delta=1.0, gamma=0.0),
     "distribution": dict(n_max=8, n_min=4, delta=1.0, gamma=0.4),
 }
+_RUN, _NET, _OPT, _AUX = "run", "network", "optimisation", "auxiliary losses (hs, distribution)"
 
 
 @dataclass
 class SearchConfig:
-    space: str = "hs"
-    out: str = "runs/search"
-    dataset: str = "digits"
-    data_root: Optional[str] = None
-    download: bool = False
-    augment: bool = True            # training augmentation of both halves (the released code's)
-    epochs: int = 50
-    batch_size: int = 64
-    seed: int = 2
-    deterministic: bool = False
+    space: str = option("hs", "search space", positional=True, choices=SPACES)
+    output: Optional[str] = option(None, "output folder (default runs/search-<space>)", group=_RUN)
+    dataset: str = option("digits", "digits is embedded (offline); the others need --data-root",
+                          group=_RUN, choices=DATASETS)
+    data_root: Optional[str] = option(None, "cifar10: folder holding cifar-10-batches-py; imagenet: folder "
+                                            "with train/", group=_RUN)
+    download: bool = option(False, "cifar10: download into --data-root first", group=_RUN)
+    augment: bool = option(True, "training augmentation of both halves (crop, flip; the released code's)",
+                           group=_RUN)
+    epochs: int = option(50, "search epochs", group=_RUN)
+    batch_size: int = option(64, "global batch per step (all ranks)", group=_RUN)
+    seed: int = option(2, "seed of weights, alphas and data order", group=_RUN)
+    deterministic: bool = option(False, "deterministic kernels (slower on GPU)", group=_RUN)
+    resume: bool = option(False, "continue the search checkpointed in --output", group=_RUN)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", group=_RUN)
+    amp: str = option("none", "mixed precision (CUDA)", group=_RUN, choices=AMP_MODES)
+    accumulate: int = option(1, "micro-batches per step and rank", group=_RUN)
+    num_workers: int = option(0, "DataLoader workers (image-folder datasets)", group=_RUN)
+    steps_per_epoch: Optional[int] = option(None, "cap on steps per epoch (quick runs; default: the whole "
+                                                  "half)", group=_RUN)
+    eval_batches: Optional[int] = option(None, "cap on evaluation batches per epoch (default: all)", group=_RUN)
+    progress: bool = option(True, "progress bars", group=_RUN)
+    tensorboard: bool = option(True, "TensorBoard logs in OUTPUT/tb", group=_RUN)
+    plot: bool = option(True, "genotype picture (OUTPUT/genotype.png)", group=_RUN)
+    log_every: int = option(10, "TensorBoard step scalars every N steps", group=_RUN)
+    fused: bool = option(True, "fused mixed-op kernels (--no-fused: eager reference modules)", group=_RUN)
+    memory: str = option("default", "lean: the fused supernet keeps only the states for the backward and "
+                                    "recomputes the ops' internals there (same results, a fraction of the "
+                                    "memory, docs/memory.md)", group=_RUN, choices=MEMORY_MODES)
     # network
-    C: int = 16
-    layers: int = 8                 # cells / hc: cells in the network
-    cells_per_stage: int = 6        # hs: 6 (CIFAR setting), 4 (ImageNet setting)
-    window: int = 3                 # hs / distribution: sliding window m
-    n_max: int = 8                  # distribution
-    n_min: int = 4                  # distribution
-    genotype: str = "DARTS_V2"      # hs / distribution: the fixed cells (name or genotype string)
-    fused: bool = True
+    init_channels: int = option(16, "initial channels", group=_NET)
+    layers: int = option(8, "cells, hc: cells in the network", group=_NET)
+    cells_per_stage: int = option(6, "hs: cells per stage (6 = CIFAR setting, 4 = ImageNet setting)", group=_NET)
+    window: int = option(3, "hs, distribution: window m in [2, N+1]", group=_NET)
+    n_max: int = option(8, "distribution: cells per stage N_max", group=_NET)
+    n_min: int = option(4, "distribution: shortest stage N_min", group=_NET)
+    genotype: Union[str, G.Genotype, G.StageCellsGenotype] = option(
+        "DARTS_V2", "hs, distribution: fixed cells (library name, e.g. DARTS_V2, PDARTS, HC_DAS, a genotype "
+                    "string, JSON or a file holding one)", group=_NET)
     # weights: SGD + cosine
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    lr: float = option(0.025, "weight SGD learning rate (cosine schedule)", group=_OPT)
+    lr_min: float = option(0.001, "learning rate at the end of the cosine", group=_OPT)
+    momentum: float = option(0.9, "weight SGD momentum", group=_OPT)
+    weight_decay: float = option(3e-4, "weight SGD weight decay", group=_OPT)
+    grad_clip: float = option(5.0, "0 disables", group=_OPT)
     # architecture: Adam
-    arch_lr: float = 3e-4
-    arch_betas: tuple = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    order: int = 1
-    warmup_epochs: int = 0
-    # auxiliary losses
-    delta: Optional[float] = None   # depth coefficient (None: the space's default)
-    gamma: Optional[float] = None   # complexity coefficient (None: the space's default)
-    loss_mode: str = "paper"        # 'paper' (in the objective) or 'released' (separate Adam step)
-    # execution
-    device: str = "auto"
-    amp: str = "none"               # none | bf16 | fp16 (CUDA only)
-    accumulate: int = 1             # micro-batches per step and rank
-    workers: int = 0
-    train_portion: float = 0.5
-    steps_per_epoch: Optional[int] = None   # cap (quick runs); None = the whole half
-    eval_batches: Optional[int] = None      # cap on the per-epoch evaluation of the arch half
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-    plot: bool = True
-    log_every: int = 10
+    arch_lr: float = option(3e-4, "architecture Adam learning rate", group=_OPT)
+    arch_betas: tuple = option((0.5, 0.999), "architecture Adam betas", group=_OPT, nargs=2, type=float)
+    arch_weight_decay: float = option(1e-3, "architecture Adam weight decay", group=_OPT)
+    order: int = option(1, "1: first order at the current weights; 2: DARTS unrolled (finite-difference "
+                           "Hessian)", group=_OPT, choices=(1, 2))
+    warmup_epochs: int = option(0, "epochs without architecture updates", group=_OPT)
+    train_portion: float = option(0.5, "share of the train set for weights", group=_OPT)
+    # auxiliary losses (None: the space's default)
+    delta: Optional[float] = option(None, "depth-loss coefficient (default: " + ", ".join(
+        f"{s} {v['delta']}" for s, v in SPACE_DEFAULTS.items()) + ")", group=_AUX)
+    gamma: Optional[float] = option(None, "complexity-loss coefficient (default: distribution 0.4, others 0)",
+                                    group=_AUX)
+    loss_mode: str = option("paper", "paper: L_cls + delta L_depth + gamma L_comp in one step; released: the "
+                                     "released code's raw-logit depth in a separate Adam step", group=_AUX,
+                            choices=LOSS_MODES)
 
     def resolved(self):
-        """A copy with the space's defaults filled in and every field checked."""
+        """A copy with the space's defaults filled in, the genotype parsed and every field checked."""
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
         cfg = dataclasses.replace(self, arch_betas=tuple(self.arch_betas))
+        if cfg.output is None:
+            cfg.output = f"runs/search-{cfg.space}"
         for k, v in SPACE_DEFAULTS[self.space].items():
             if k in ("delta", "gamma") and getattr(cfg, k) is None:
                 setattr(cfg, k, v)
         if cfg.loss_mode == "released" and cfg.space == "distribution" and self.gamma is None:
             cfg.gamma = 0.4
-        _positive_int(cfg, "epochs", "batch_size", "C", "layers", "cells_per_stage", "window", "n_max",
-                      "n_min", "accumulate", "log_every")
-        if cfg.order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {cfg.order!r}")
-        if cfg.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
-        if cfg.loss_mode not in ("paper", "released"):
-            raise ValueError(f"loss_mode must be 'paper' or 'released', got {cfg.loss_mode!r}")
-        if not 0 <= cfg.warmup_epochs <= cfg.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
-        for k in ("delta", "gamma", "lr", "lr_min", "arch_lr", "weight_decay", "arch_weight_decay", "grad_clip"):
-            if getattr(cfg, k) < 0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(cfg, k)}")
-        for k in ("lr", "arch_lr"):
-            if not getattr(cfg, k) > 0:
-                raise ValueError(f"{k} must be > 0, got {getattr(cfg, k)}")
-        if cfg.lr_min > cfg.lr:
-            raise ValueError(f"lr_min must be in [0, lr={cfg.lr}] (the cosine schedule runs from lr down to it), "
-                             f"got {cfg.lr_min}")
-        if not 0 <= cfg.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
-        if not all(0 <= b < 1 for b in cfg.arch_betas) or len(cfg.arch_betas) != 2:
-            raise ValueError(f"arch_betas must be two numbers in [0, 1), got {cfg.arch_betas}")
-        check_device(cfg.device)
-        if cfg.space in ("cells", "hc") and (cfg.delta or cfg.gamma):
-            raise ValueError("delta/gamma (depth and complexity losses) apply to the stage searches "
-                             "'hs' and 'distribution' only")
-        if cfg.dataset != "digits" and cfg.data_root is None:
-            raise ValueError(f"data_root (--data-root) is required for dataset {cfg.dataset!r}")
-        cells = {"hs": cfg.cells_per_stage, "distribution": cfg.n_max}.get(cfg.space)
-        if cells is not None and not 2 <= cfg.window <= cells + 1:
-            raise ValueError(f"window must be in [2, N+1] = [2, {cells + 1}] for {cells} cells per stage, got {cfg.window}")
-        if cfg.space == "distribution" and cfg.n_min > cfg.n_max:
-            raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
+        _check(cfg)
         if cfg.space in ("hs", "distribution"):
-            from ..supernets import resolve_genotype
-            resolve_genotype(cfg.genotype)
-        if cfg.space == "hs" and cfg.gamma:
-            raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
+            cfg.genotype = G.resolve(cfg.genotype, "genotype", (G.Genotype, G.StageCellsGenotype))
         return cfg
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
-        d["arch_betas"] = list(d["arch_betas"])
-        return d
+        return config_dict(self)
 
 
-def _positive_int(cfg, *names):
+def _int(cfg, lo, *names, optional=False):
     for n in names:
         v = getattr(cfg, n)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{n} must be a positive int, got {v!r}")
+        if optional and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            kind = "a positive int" if lo == 1 else f"an int >= {lo}"
+            raise ValueError(f"{n} must be {kind}{' or None' if optional else ''}, got {v!r}")
+
+
+def _check(cfg):
+    """ValueError naming the first bad setting."""
+    _int(cfg, 1, "epochs", "batch_size", "init_channels", "layers", "cells_per_stage", "window", "n_max",
+         "n_min", "accumulate", "log_every")
+    _int(cfg, 1, "steps_per_epoch", "eval_batches", optional=True)
+    _int(cfg, 0, "seed", "num_workers", "warmup_epochs")
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    if cfg.order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {cfg.order!r}")
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
+    if cfg.memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be 'default' or 'lean', got {cfg.memory!r}")
+    if cfg.memory == "lean" and not cfg.fused:
+        raise ValueError("memory='lean' is a mode of the fused supernets: it needs fused=True (drop --no-fused)")
+    if cfg.loss_mode not in LOSS_MODES:
+        raise ValueError(f"loss_mode must be 'paper' or 'released', got {cfg.loss_mode!r}")
+    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise ValueError(f"warmup_epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
+    for k in ("delta", "gamma", "lr", "lr_min", "arch_lr", "weight_decay", "arch_weight_decay", "grad_clip"):
+        if getattr(cfg, k) < 0:
+            raise ValueError(f"{k} must be >= 0, got {getattr(cfg, k)}")
+    for k in ("lr", "arch_lr"):
+        if not getattr(cfg, k) > 0:
+            raise ValueError(f"{k} must be > 0, got {getattr(cfg, k)}")
+    if cfg.lr_min > cfg.lr:
+        raise ValueError(f"lr_min must be in [0, lr={cfg.lr}] (the cosine schedule runs from lr down to it), "
+                         f"got {cfg.lr_min}")
+    if not 0 <= cfg.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
+    if not all(0 <= b < 1 for b in cfg.arch_betas) or len(cfg.arch_betas) != 2:
+        raise ValueError(f"arch_betas must be two numbers in [0, 1), got {cfg.arch_betas}")
+    if not 0 < cfg.train_portion < 1:
+        raise ValueError(f"train_portion must be in (0, 1), got {cfg.train_portion}")
+    check_device(cfg.device)
+    if cfg.space in ("cells", "hc") and (cfg.delta or cfg.gamma):
+        raise ValueError("delta/gamma (depth and complexity losses) apply to the stage searches "
+                         "'hs' and 'distribution' only")
+    if cfg.dataset != "digits" and cfg.data_root is None:
+        raise ValueError(f"data_root (--data-root) is required for dataset {cfg.dataset!r}")
+    cells = {"hs": cfg.cells_per_stage, "distribution": cfg.n_max}.get(cfg.space)
+    if cells is not None and not 2 <= cfg.window <= cells + 1:
+        raise ValueError(f"window must be in [2, N+1] = [2, {cells + 1}] for {cells} cells per stage, got {cfg.window}")
+    if cfg.space == "distribution" and cfg.n_min > cfg.n_max:
+        raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
+    if cfg.space == "hs" and cfg.gamma:
+        raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
+
+
+# What a resumed search may change. Refused: what shapes the supernet and its data, and what the
+# checkpoint's optimiser and LR-schedule states would silently override (a resumed run keeps the old
+# learning rates and cosine period). Free: where a search runs or what it reports.
+RESUME = ResumePolicy(
+    refused={**dict.fromkeys(("space", "dataset", "init_channels", "layers", "cells_per_stage", "window", "n_max",
+                              "n_min", "genotype"), NETWORK),
+             **dict.fromkeys(("batch_size", "seed", "train_portion", "accumulate"), DATA_ORDER),
+             "order": "the architecture gradient would change its method mid-search",
+             **dict.fromkeys(("epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
+                              "arch_weight_decay"), OPTIMISER)},
+    free=frozenset(("output", "data_root", "download", "device", "fused", "memory", "deterministic", "num_workers", "resume",
+                    "progress", "tensorboard", "plot", "log_every")),
+    genotypes=frozenset(("genotype",)),
+    renamed={"out": "output", "C": "init_channels", "workers": "num_workers"},
+)
 
 
 def build_supernet(cfg, num_classes, in_channels):
     from ..supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
+    mode = dict(fused=cfg.fused, recompute=cfg.memory == "lean")
     if cfg.space == "cells":
-        return DartsCellSearch(cfg.C, num_classes, cfg.layers, in_channels, fused=cfg.fused)
+        return DartsCellSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode)
     if cfg.space == "hc":
-        return HcDasSearch(cfg.C, num_classes, cfg.layers, in_channels, fused=cfg.fused)
+        return HcDasSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode)
     if cfg.space == "hs":
-        return HsDasSearch(cfg.genotype, cfg.C, num_classes, cfg.cells_per_stage, cfg.window, in_channels,
-                           fused=cfg.fused)
-    return DistributionSearch(cfg.genotype, cfg.C, num_classes, cfg.n_max, cfg.n_min, cfg.window, in_channels,
-                              fused=cfg.fused)
+        return HsDasSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.cells_per_stage, cfg.window,
+                           in_channels, **mode)
+    return DistributionSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.n_max, cfg.n_min, cfg.window,
+                              in_channels, **mode)

@@ -2,79 +2,38 @@
 LR step, evaluation of the supernet on the architecture half, derivation and logging of the
 genotype, and a checkpoint from which --resume continues exactly (same final genotype)."""
 import contextlib
-import json
-import os
 import time
-import warnings
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import genotypes as G
 from ..data import dataset_info, get_dataset
-from ..utils import (AverageMeter, JsonlLogger, accuracy, get_rng_state, load_checkpoint, save_checkpoint,
-                     set_rng_state, set_seed)
-from . import distributed as D
+from ..runtime import (RunFolder, all_reduce_sum, broadcast_, distributed_session, gather_objects, init_distributed,
+                       progress_bar, show_progress)
+from ..utils import AverageMeter, accuracy, get_rng_state, set_rng_state, set_seed
 from .bilevel import BilevelOptimizer
-from .config import SearchConfig, build_supernet
+from .config import RESUME, SearchConfig, build_supernet
 from .data import SearchData
+from .report import draw_genotype, genotype_analysis
 
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.jsonl"
-# Fields that must match between a checkpoint and the resuming run: those that shape the supernet
-# and its data, and those that the checkpoint's optimiser and LR-schedule states would silently
-# override (a resumed run keeps the old learning rates and cosine period).
-_STRUCTURAL = ("space", "dataset", "C", "layers", "cells_per_stage", "window", "n_max", "n_min", "genotype",
-               "batch_size", "seed", "order", "train_portion", "accumulate",
-               "epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas", "arch_weight_decay")
-# Fields that change where a search runs or what it reports, not what it computes; a change of any
-# other field is honoured with a warning that the run will differ from an uninterrupted one.
-_RESUME_FREE = ("out", "data_root", "download", "device", "fused", "deterministic", "workers", "resume", "progress",
-                "tensorboard", "plot", "log_every")
-
-
-def genotype_analysis(genotype):
-    """Per stage of a StageGenotype: longest chain of cells, expected depth, dead cells; plus the
-    averages. Empty for cell genotypes."""
-    if not isinstance(genotype, G.StageGenotype):
-        return {}
-    stages = []
-    for dag, concat in G.stages(genotype):
-        stages.append(dict(cells=len(dag), depth=G.stage_depth(dag, concat),
-                           expected_depth=G.expected_depth(dag, concat), dead_cells=G.dead_cells(dag, concat),
-                           live_cells=len(dag) - len(G.dead_cells(dag, concat))))
-    return dict(stages=stages,
-                avg_depth=sum(s["depth"] for s in stages) / len(stages),
-                avg_expected_depth=sum(s["expected_depth"] for s in stages) / len(stages),
-                num_dead_cells=sum(len(s["dead_cells"]) for s in stages))
-
-
-def _plot(genotype, path, caption=None):
-    """genotype.png via hdas_ext.viz; without graphviz's `dot` binary viz leaves genotype.dot
-    (renderable later) and the search goes on."""
-    try:
-        from .. import viz
-    except ImportError:  # the graphviz Python package is optional for searching
-        return None
-    try:
-        return viz.render(viz.genotype_graph(genotype, caption=caption), path + ".png")
-    except RuntimeError as e:
-        return str(e)
+FORMAT = "hdas_ext.search/1"
 
 
 class Search:
-    def __init__(self, cfg: SearchConfig):
+    def __init__(self, cfg: SearchConfig, ctx=None):
+        """ctx: a runtime.DistContext (default: from the environment, as torchrun describes it)."""
         self.cfg = cfg = cfg.resolved()
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-        self.device = D.init_from_env(device)
+        self.ctx = ctx = ctx or init_distributed(cfg.device)
+        self.device, self.rank, self.world, self.main = ctx.device, ctx.rank, ctx.world, ctx.main
         if cfg.amp != "none" and self.device.type != "cuda":
             raise ValueError(f"amp={cfg.amp!r} needs a CUDA device (got {self.device})")
-        self.rank, self.world = D.rank(), D.world_size()
-        self.main = self.rank == 0
+        self.folder = RunFolder(cfg.output, self.main, tag="search")
+        resume_from = self.folder.checkpoint_to_resume(cfg.resume)
         set_seed(cfg.seed, cfg.deterministic)
         info = dataset_info(cfg.dataset)
         self.model = build_supernet(cfg, info["num_classes"], info["in_channels"]).to(self.device)
-        D.broadcast_(self.model.alphas())  # identical architecture on every rank
+        broadcast_(self.model.alphas())  # identical architecture on every rank
         self.w_optimizer = torch.optim.SGD(self.model.weights(), cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)
         self.a_optimizer = torch.optim.Adam(self.model.alphas(), cfg.arch_lr, betas=cfg.arch_betas,
@@ -87,7 +46,7 @@ class Search:
         dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=cfg.augment, download=cfg.download)
         eval_dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=False)
         self.data = SearchData(dataset, eval_dataset, cfg.batch_size, cfg.seed, self.device, cfg.train_portion,
-                               self.rank, self.world, cfg.accumulate, cfg.workers)
+                               self.rank, self.world, cfg.accumulate, cfg.num_workers)
         self.ddp_net = None
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -98,50 +57,18 @@ class Search:
             amp_dtype=amp_dtype, w_scaler=self.w_scaler, a_scaler=self.a_scaler)
         self.start_epoch, self.global_step = 0, 0
         self.best = {"acc": -1.0, "epoch": None, "genotype": None}
-        self.out = cfg.out
-        self._load_or_start()
-        self.logger = JsonlLogger(os.path.join(self.out, LOG), enabled=self.main)
-        self.writer = None
-        if self.main and cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # the tensorboard package is optional
-                print("[search] tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-            else:
-                self.writer = SummaryWriter(os.path.join(self.out, "tb"), purge_step=self.global_step)
+        if resume_from is not None:
+            self._load(resume_from)
+        self.folder.start(cfg.to_dict(), self.start_epoch)
+        self.writer = self.folder.tensorboard(cfg.tensorboard, self.global_step)
 
     # ---- checkpointing -------------------------------------------------------------------
-    def _ckpt_path(self):
-        return os.path.join(self.out, CHECKPOINT)
-
-    def _load_or_start(self):
-        path = self._ckpt_path()
-        exists = os.path.isfile(path)
-        if exists and not self.cfg.resume:
-            raise FileExistsError(f"--out {self.out!r} already holds a checkpoint; pass --resume to continue "
-                                  "it or choose another --out")
-        if self.main:
-            os.makedirs(self.out, exist_ok=True)
-        if not exists:
-            if self.cfg.resume and self.main:
-                print(f"[search] --resume: no checkpoint in {self.out!r}, starting from scratch")
-            if self.main:
-                with open(os.path.join(self.out, "config.json"), "w") as f:
-                    json.dump(self.cfg.to_dict(), f, indent=1)
-            return
-        state = load_checkpoint(path, map_location=self.device)
-        old, new = state["config"], self.cfg.to_dict()
-        changed = [k for k in new if k not in _RESUME_FREE and old.get(k) != new[k]]
-        refused = [k for k in changed if k in _STRUCTURAL]
-        if refused:
-            raise ValueError(f"cannot resume {path}: settings differ from the checkpoint's: "
-                             + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in refused)
-                             + "; start a new search (another --out) to change them")
-        if changed and self.main:
-            warnings.warn(f"resuming with changed settings {changed}: the search will differ from an "
-                          "uninterrupted one")
-        if old.get("world", 1) != self.world:
-            raise ValueError(f"cannot resume {path}: it was written by {old.get('world', 1)} processes, now {self.world}")
+    def _load(self, path):
+        state = self.folder.load(path, FORMAT, RESUME, self.cfg.to_dict(), map_location=self.device,
+                                 unmarked=FORMAT)
+        written_by = state["config"].get("world", 1)
+        if written_by != self.world:
+            raise ValueError(f"cannot resume {path}: it was written by {written_by} processes, now {self.world}")
         self.model.load_state_dict(state["model"])
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.a_optimizer.load_state_dict(state["a_optimizer"])
@@ -156,41 +83,23 @@ class Search:
         if self.best["genotype"] is not None:
             self.best["genotype"] = G.from_json(self.best["genotype"])
         if self.main:
-            self._truncate_log(self.start_epoch)
             print(f"[search] resumed from {path} at epoch {self.start_epoch}")
 
-    def _truncate_log(self, epoch):
-        """Drop log records of epochs the checkpoint does not hold (written before a kill)."""
-        path = os.path.join(self.out, LOG)
-        if not os.path.exists(path):
-            return
-        with open(path) as f:
-            rows = [r for r in (json.loads(line) for line in f if line.strip()) if r.get("epoch", -1) < epoch]
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-
     def _save(self, epoch):
-        rng = get_rng_state()
-        data_state = self.data.state_dict()
-        if self.world > 1:
-            gathered = [None] * self.world
-            torch.distributed.all_gather_object(gathered, (rng, data_state))
-            rngs, datas = [g[0] for g in gathered], [g[1] for g in gathered]
-        else:
-            rngs, datas = [rng], [data_state]
+        gathered = gather_objects((get_rng_state(), self.data.state_dict()))
         if not self.main:
             return
         best = dict(self.best)
         best["genotype"] = None if best["genotype"] is None else G.to_json(best["genotype"])
-        save_checkpoint(self._ckpt_path(), {
-            "epoch": epoch + 1, "global_step": self.global_step,
+        self.folder.save({
+            "format": FORMAT, "epoch": epoch + 1, "global_step": self.global_step,
             "config": dict(self.cfg.to_dict(), world=self.world),
             "model": self.model.state_dict(),
             "w_optimizer": self.w_optimizer.state_dict(), "a_optimizer": self.a_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "w_scaler": self.w_scaler.state_dict() if self.w_scaler is not None else None,
             "a_scaler": self.a_scaler.state_dict() if self.a_scaler is not None else None,
-            "data": datas, "rng": rngs, "best": best,
+            "data": [g[1] for g in gathered], "rng": [g[0] for g in gathered], "best": best,
         })
 
     # ---- loop ----------------------------------------------------------------------------
@@ -205,40 +114,35 @@ class Search:
         steps = self.data.steps_per_epoch()
         if cfg.steps_per_epoch:
             steps = min(steps, cfg.steps_per_epoch)
-        bar = None
-        if self.main and cfg.progress:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # progress bars are optional
-                tqdm = None
-            if tqdm is not None:
-                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        for step, (train_chunks, val_chunks) in enumerate(self.data.epoch()):
-            if step >= steps:
-                break
-            stats, train_logits, val_logits = self.optimizer.step(train_chunks, val_chunks, lr, update_arch)
-            n = sum(y.numel() for _, y in train_chunks)
-            meters["train_loss"].update(stats.pop("train_loss"), n)
-            meters["train_acc"].update(self._acc(train_logits, train_chunks), n)
-            if val_logits is not None:
-                meters["val_loss"].update(stats.pop("val_loss"), n)
-                meters["val_acc"].update(self._acc(val_logits, val_chunks), n)
-            for k, v in stats.items():
-                if k in meters:
-                    meters[k].update(v)
-            self.global_step += 1
-            if self.writer is not None and self.global_step % cfg.log_every == 0:
-                for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
-                    if meters[k].count:
-                        self.writer.add_scalar(f"step/{k}", meters[k].avg, self.global_step)
-                self.writer.add_scalar("step/lr", lr, self.global_step)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{meters['train_loss'].avg:.3f}", acc=f"{meters['train_acc'].avg:.1f}")
-        if bar is not None:
-            bar.close()
+        with progress_bar(steps, f"epoch {epoch + 1}/{cfg.epochs}", show_progress(cfg.progress, self.main),
+                          "search") as bar:
+            for step, (train_chunks, val_chunks) in enumerate(self.data.epoch()):
+                if step >= steps:
+                    break
+                self._step(train_chunks, val_chunks, lr, update_arch, meters)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{meters['train_loss'].avg:.3f}", acc=f"{meters['train_acc'].avg:.1f}")
         self.scheduler.step()
         return lr, {k: m.avg for k, m in meters.items() if m.count}
+
+    def _step(self, train_chunks, val_chunks, lr, update_arch, meters):
+        stats, train_logits, val_logits = self.optimizer.step(train_chunks, val_chunks, lr, update_arch)
+        n = sum(y.numel() for _, y in train_chunks)
+        meters["train_loss"].update(stats.pop("train_loss"), n)
+        meters["train_acc"].update(self._acc(train_logits, train_chunks), n)
+        if val_logits is not None:
+            meters["val_loss"].update(stats.pop("val_loss"), n)
+            meters["val_acc"].update(self._acc(val_logits, val_chunks), n)
+        for k, v in stats.items():
+            if k in meters:
+                meters[k].update(v)
+        self.global_step += 1
+        if self.writer is not None and self.global_step % self.cfg.log_every == 0:
+            for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                if meters[k].count:
+                    self.writer.add_scalar(f"step/{k}", meters[k].avg, self.global_step)
+            self.writer.add_scalar("step/lr", lr, self.global_step)
 
     @staticmethod
     def _acc(logits, chunks):
@@ -261,11 +165,21 @@ class Search:
             loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             count += y.numel()
-        loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], self.device)
+        loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], self.device)
         self.model.train()
         return loss_sum / max(count, 1), 100.0 * correct / max(count, 1)
 
     def run(self):
+        try:
+            self._run_epochs()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        last = self.model.genotype()
+        return dict(last=last, best=self.best["genotype"] or last, best_acc=self.best["acc"],
+                    best_epoch=self.best["epoch"], analysis=genotype_analysis(last))
+
+    def _run_epochs(self):
         cfg = self.cfg
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
@@ -282,18 +196,13 @@ class Search:
                 record["stage_lengths"] = self.model.stage_lengths()
             self._report(epoch, record, genotype)
             self._save(epoch)
-        if self.writer is not None:
-            self.writer.close()
-        last = self.model.genotype()
-        return dict(last=last, best=self.best["genotype"] or last, best_acc=self.best["acc"],
-                    best_epoch=self.best["epoch"], analysis=genotype_analysis(last))
 
     def _report(self, epoch, record, genotype):
         if not self.main:
             return
-        self.logger.log(record)
+        self.folder.log.log(record)
         for name, g in (("last", genotype), ("best", self.best["genotype"])):
-            with open(os.path.join(self.out, f"genotype_{name}.json"), "w") as f:
+            with open(self.folder.file(f"genotype_{name}.json"), "w") as f:
                 f.write(G.to_json(g, indent=1))
         if self.writer is not None:
             for k in ("train_loss", "train_acc", "val_loss", "val_acc", "eval_loss", "eval_acc", "depth_loss",
@@ -306,7 +215,7 @@ class Search:
                 self.writer.add_scalar("epoch/dead_cells", a["num_dead_cells"], epoch)
             self.writer.add_text("genotype", repr(genotype), epoch)
         if self.cfg.plot:
-            _plot(genotype, os.path.join(self.out, "genotype"), caption=f"epoch {epoch + 1}")
+            draw_genotype(genotype, self.folder.file("genotype"), caption=f"epoch {epoch + 1}")
         a = record["analysis"]
         extra = f" depth {a['avg_depth']:.2f} dead {a['num_dead_cells']}" if a else ""
         print(f"[search] epoch {epoch + 1}/{self.cfg.epochs} lr {record['lr']:.4g} "
@@ -316,4 +225,6 @@ class Search:
 
 
 def run_search(cfg: SearchConfig):
-    return Search(cfg).run()
+    """Run a search in this process (or this torchrun rank); returns the last and best genotypes."""
+    with distributed_session(cfg.device) as ctx:
+        return Search(cfg, ctx).run()

@@ -3,7 +3,7 @@ cell-distribution search. Each keeps architecture parameters (alphas()/named_alp
 network weights (weights()/named_weights()); fused=False builds the eager reference twin."""
 from .base import Supernet
 from .cell_search import CellSearchNet, DartsCellSearch, HcDasSearch, SearchCell
-from .fixed_cells import fixed_cell, resolve_genotype, stage_cell_genes
+from .fixed_cells import fixed_cell, stage_cell_genes
 from .modules import module_class
 from .stage_search import (DistributionSearch, HsDasSearch, SearchStage, StageSearchNet, output_pairs,
                            window_inputs, window_sources)

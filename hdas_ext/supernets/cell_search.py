@@ -7,7 +7,7 @@ from torch import nn
 
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
-from ..nn import FactorizedReduce, ReLUConvBN, fused_node
+from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
 from ..nn.recompute import lean_apply
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
@@ -45,7 +45,7 @@ class SearchCell(nn.Module):
         for _ in range(self.steps):
             n = len(states)
             if self.fused:  # the whole node in one fused call (two in a reduction cell)
-                s = fused_node(self._ops[offset:offset + n], states, weights[offset:offset + n])
+                s = fused_edge_sum(self._ops[offset:offset + n], states, weights[offset:offset + n])
             else:
                 s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
             offset += n

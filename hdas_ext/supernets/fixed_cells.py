@@ -4,27 +4,23 @@ inputs of a stage cell, and of the reduction cell between stages, have the same 
 affine ops with pool BN (H-DAS builds every pool with BN), no drop path during search."""
 import torch
 
-from ..genotypes import Genotype, StageCellsGenotype
+from ..genotypes import Genotype, StageCellsGenotype, resolve
 from ..networks import Cell
 from ..networks.build import cell_sets
-from ..networks.build import resolve_genotype as _resolve
 from ..nn import Identity
 from ..nn.recompute import lean_apply
-
-
-def resolve_genotype(genotype):
-    """A Genotype/StageCellsGenotype from an object, a library name or a genotype string / JSON."""
-    try:
-        return _resolve(genotype, "genotype", (Genotype, StageCellsGenotype))
-    except TypeError as e:
-        raise ValueError(str(e)) from None
 
 
 def stage_cell_genes(genotype):
     """([(normal gene, concat)] for stages 1..3, [(reduce gene, concat)] for the two reductions).
     A DARTS-style Genotype uses its one normal/reduce cell everywhere; a StageCellsGenotype gives each
-    stage its own normal cell and each reduction its own reduce cell."""
-    normal1, reduce1, normal2, reduce2, normal3 = cell_sets(resolve_genotype(genotype))
+    stage its own normal cell and each reduction its own reduce cell. `genotype`: an object, a
+    library name or a genotype string / JSON (ValueError for any other kind)."""
+    try:
+        genotype = resolve(genotype, "genotype", (Genotype, StageCellsGenotype))
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    normal1, reduce1, normal2, reduce2, normal3 = cell_sets(genotype)
     return [normal1, normal2, normal3], [reduce1, reduce2]
 
 

@@ -36,7 +36,7 @@ def output_pairs(n_min, n_max):
 
 class SearchStage(nn.Module):
     """States 0/1 = two 1x1 ReLU-conv-BN (affine=False) projections of the stage input; cell j is
-    fed the mixed sum over its window (one StageNode) and computes state j+2 = cell(x, x).
+    fed the mixed sum over its window (one WindowedCellInput) and computes state j+2 = cell(x, x).
     Output: concat of the last two states, or the beta-weighted concat of `pairs`. recompute (lean
     mode): the preprocessing and the fixed cells keep only the states they read for the backward,
     and the output is the tuple of the last two states (the reduction cell reads them concatenated)."""
@@ -46,7 +46,7 @@ class SearchStage(nn.Module):
         self.window, self.recompute = window, recompute
         self.preprocess0 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
-        node = module_class("StageNode", fused)
+        node = module_class("WindowedCellInput", fused)
         self.nodes = nn.ModuleList(node(W, window_inputs(j, window), STAGE_PRIMITIVES, pool_bn=True)
                                    for j in range(num_cells))
         self.cells = nn.ModuleList(fixed_cell(gene, concat, W, W, C_cell, reduction=False)

@@ -1,10 +1,14 @@
-"""Training recipes: one dataclass of every setting, presets that fill it, validation."""
+"""Training recipes: one dataclass of every setting (one `hdas train` option each, help beside it),
+presets that fill it, validation and what a resumed run may change."""
 import dataclasses
 import json
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Optional, Union
 
+from .. import genotypes as G
 from ..data import DATASETS
+from ..runtime import ResumePolicy, config_dict, option
+from ..runtime.resume import NETWORK, OPTIMISER
 from ..utils import check_device
 
 SCHEDULES = ("cosine", "step", "warmup_cosine")
@@ -14,56 +18,62 @@ AMP_MODES = ("none", "bf16", "fp16")
 @dataclass
 class TrainConfig:
     # architecture
-    cell: str = "DARTS_V2"            # library name or genotype string/JSON (Genotype or StageCellsGenotype)
-    stages: Optional[str] = None      # Hs-DAS stage genotype (name/string/JSON), None = chain network
-    init_channels: int = 36
-    layers: int = 20                  # chain networks only; stage networks take it from the DAGs
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.2       # final value of a linear ramp from 0 (epoch e: p * e / epochs)
-    pool_bn: Optional[bool] = None    # None: the network family's convention (build_eval_network)
+    cell: Union[str, G.Genotype, G.StageCellsGenotype] = option(
+        "DARTS_V2", "cell genotype: library name (DARTS_V2, PDARTS, HC_DAS, ...), genotype string, JSON or a "
+                    "file holding one")
+    stages: Union[None, str, G.StageGenotype] = option(
+        None, "Hs-DAS stage genotype (HS_DAS_CIFAR, HS_DAS_IMAGENET, string, JSON or file); omit for a chain network")
+    init_channels: int = option(36, "initial channels")
+    layers: int = option(20, "cells of a chain network (stage networks take them from the DAGs)")
+    auxiliary: bool = option(True, "auxiliary head")
+    auxiliary_weight: float = option(0.4, "weight of the auxiliary head's loss (0: no head)")
+    drop_path_prob: float = option(0.2, "final drop-path probability of a linear ramp from 0 (epoch e: p * e / epochs)")
+    pool_bn: Optional[bool] = option(None, "pools followed by BN (unset: the network family's convention)")
     # data
-    dataset: str = "cifar10"
-    data_root: Optional[str] = None
-    download: bool = False
-    augment: bool = True              # the dataset's standard training augmentation
-    cutout: int = 16
-    color_jitter: bool = False
-    train_subset: int = 0             # first n training images only (0 = all): quick runs, tests
-    test_subset: int = 0
-    num_workers: int = 2
-    data_on_device: bool = False      # keep the whole (small-image) dataset on the device, augment there
+    dataset: str = option("cifar10", "dataset (digits is embedded and offline)", choices=DATASETS)
+    data_root: Optional[str] = option(None, "cifar10: folder holding cifar-10-batches-py; imagenet: folder with "
+                                            "train/ and val/")
+    download: bool = option(False, "cifar10: download into --data-root first")
+    augment: bool = option(True, "the dataset's standard training augmentation")
+    cutout: int = option(16, "cutout length (0 = off)")
+    color_jitter: bool = option(False, "colour jitter (ImageNet recipe)")
+    train_subset: int = option(0, "use only the first N training images (0 = all)")
+    test_subset: int = option(0, "use only the first N test images (0 = all)")
+    num_workers: int = option(2, "DataLoader workers")
+    data_on_device: bool = option(False, "keep the whole dataset on the device and augment there (digits, cifar10)")
     # optimisation
-    epochs: int = 600
-    batch_size: int = 96              # per process; the global batch is batch_size * world size
-    lr: float = 0.025                 # for one process; multiplied by the world size when scale_lr
-    scale_lr: bool = True
-    lr_min: float = 0.0
-    schedule: str = "cosine"          # cosine (per epoch, DARTS), step (x decay per epoch), warmup_cosine (per step)
-    decay: float = 0.97
-    warmup_epochs: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0            # 0 = off
-    label_smoothing: float = 0.0      # training loss only; evaluation uses plain cross-entropy
-    max_train_steps: int = 0          # per epoch, 0 = the whole loader (smoke tests, benchmarks)
-    max_eval_steps: int = 0
+    epochs: int = option(600, "training epochs")
+    batch_size: int = option(96, "batch per process (the global batch is batch_size x processes)")
+    lr: float = option(0.025, "SGD learning rate for one process")
+    scale_lr: bool = option(True, "multiply lr by the number of processes (DDP)")
+    lr_min: float = option(0.0, "learning rate at the end of the schedule")
+    schedule: str = option("cosine", "cosine (per epoch, DARTS), step (x decay per epoch), warmup_cosine (per step)",
+                           choices=SCHEDULES)
+    decay: float = option(0.97, "step schedule: factor per epoch")
+    warmup_epochs: int = option(0, "warmup_cosine: epochs of linear warm-up")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(3e-4, "SGD weight decay")
+    grad_clip: float = option(5.0, "gradient-norm clip (0 = off)")
+    label_smoothing: float = option(0.0, "label smoothing of the training loss (evaluation uses plain cross-entropy)")
+    max_train_steps: int = option(0, "cap optimizer steps per epoch (0 = whole epoch)")
+    max_eval_steps: int = option(0, "cap evaluation steps (0 = the whole test set)")
     # system
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"              # auto, cpu, cuda, cuda:N
-    amp: str = "none"                 # none, bf16, fp16
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    output: str = "runs/train"
-    resume: Optional[str] = None      # 'auto' (output/checkpoint.pt if present) or a checkpoint path
-    tensorboard: bool = True
-    progress: Optional[bool] = None   # None: progress bars when stderr is a terminal
-    eval_every: int = 1
+    seed: int = option(0, "seed (rank r uses seed + r)")
+    deterministic: bool = option(False, "deterministic kernels (slower on GPU)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N")
+    amp: str = option("none", "mixed precision (CUDA)", choices=AMP_MODES)
+    channels_last: bool = option(False, "channels-last memory format")
+    compile: bool = option(False, "torch.compile the network")
+    sync_bn: bool = option(False, "BatchNorm statistics over the global batch when running under torchrun")
+    output: str = option("runs/train", "output folder")
+    resume: Optional[str] = option(None, "'auto' (continue from OUTPUT/checkpoint.pt when present) or a checkpoint "
+                                         "path; --resume alone means auto", nargs="?", const="auto")
+    tensorboard: bool = option(True, "TensorBoard logs in OUTPUT/tb")
+    progress: Optional[bool] = option(None, "progress bars (unset: when stderr is a terminal)")
+    eval_every: int = option(1, "evaluate every N epochs (and after the last)")
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        return config_dict(self)
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -112,8 +122,9 @@ def _int(v, lo=0):
 
 
 def validate(cfg, check_data=True):
-    """Raise ValueError naming the first bad option; return cfg. check_data=False skips the
-    data_root requirement (printing a configuration needs no data)."""
+    """Raise ValueError naming the first bad option; return cfg with its genotypes parsed (a copy
+    when they were text). check_data=False skips the data_root requirement (printing a
+    configuration needs no data)."""
     _need(cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}", cfg.dataset)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
     _need(cfg.amp in AMP_MODES, "amp", f"one of {AMP_MODES}", cfg.amp)
@@ -140,4 +151,27 @@ def validate(cfg, check_data=True):
     if check_data and cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root:
         raise ValueError(f"data_root is required for dataset {cfg.dataset!r} (the folder holding, or with "
                          f"--download receiving, {'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
-    return cfg
+    cell = G.resolve(cfg.cell, "cell", (G.Genotype, G.StageCellsGenotype))
+    stages = None if cfg.stages is None else G.resolve(cfg.stages, "stages", (G.StageGenotype,))
+    if cell is cfg.cell and stages is cfg.stages:
+        return cfg
+    return dataclasses.replace(cfg, cell=cell, stages=stages)
+
+
+def has_aux_head(config):
+    """Whether the network gets an auxiliary head (config: a TrainConfig's dict): one whose loss
+    weighs 0 is not built (its parameters would get no gradient, which DDP refuses)."""
+    return bool(config.get("auxiliary")) and config.get("auxiliary_weight", 0) > 0
+
+
+# What a resumed run may change. Refused: the network, and what the checkpoint's optimiser and
+# LR-schedule states (learning rates, the schedule's period, steps per epoch) would silently
+# override. Free: where it runs and what it reports.
+RESUME = ResumePolicy(
+    refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"), NETWORK),
+             **dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
+                              "warmup_epochs", "batch_size", "max_train_steps", "train_subset"), OPTIMISER)},
+    free=frozenset(("resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root")),
+    genotypes=frozenset(("cell", "stages")),
+    refused_when={"auxiliary_weight": (has_aux_head, NETWORK)},  # a weight of 0 builds no head
+)

@@ -1,8 +1,6 @@
 """The training loop behind `hdas train`: one process or DDP under torchrun, checkpoint every
 epoch, bit-exact resume (same seed, same world size), JSONL + TensorBoard logs."""
 import contextlib
-import os
-import sys
 import time
 import warnings
 
@@ -11,51 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .. import genotypes as G
 from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
 from ..networks import build_eval_network, count_params
-from ..utils import (JsonlLogger, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
-                     set_seed)
-from .config import TrainConfig, validate
-from .distributed import (all_reduce_sum, barrier, cleanup_distributed, convert_sync_batchnorm,
-                          gather_objects, init_distributed)
+from ..runtime import (RunFolder, all_reduce_sum, barrier, convert_sync_batchnorm, cpu_state, distributed_session,
+                       gather_objects, progress_bar, save_checkpoint, show_progress)
+from ..utils import get_rng_state, set_rng_state, set_seed
+from .config import RESUME, TrainConfig, has_aux_head, validate
 from .schedule import LRFactor
 
-CHECKPOINT, LAST, BEST, LOG = "checkpoint.pt", "last.pt", "best.pt", "log.jsonl"
+LAST, BEST = "last.pt", "best.pt"
 FORMAT = "hdas_ext.train/1"
-# Options that may differ between a run and its resumption without changing its results.
-_RESUME_FREE = {"resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root"}
-# Options a resumed run cannot change, and why: the checkpoint holds another network, or its
-# optimiser and LR-schedule states (learning rates, the schedule's period, steps per epoch) would
-# silently override them.
-_NETWORK = "the checkpoint holds another network"
-_RESUME_FIXED = dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"),
-                              _NETWORK)
-_RESUME_FIXED.update(dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule",
-                                    "decay", "warmup_epochs", "batch_size", "max_train_steps", "train_subset"),
-                                   "the checkpoint's optimiser and LR schedule would override them"))
-
-
-def _same_option(key, old, new):
-    """Equal options; genotypes compare as genotypes (a library name and its JSON are the same
-    cell)."""
-    if key in ("cell", "stages") and old is not None and new is not None:
-        try:
-            return G.resolve(old) == G.resolve(new)
-        except (ValueError, TypeError, OSError):
-            return old == new
-    return old == new
-
-
-def _has_aux_head(config):
-    """Whether the network gets an auxiliary head: one whose loss weighs 0 is not built (its
-    parameters would get no gradient, which DistributedDataParallel refuses)."""
-    return bool(config.get("auxiliary")) and config.get("auxiliary_weight", 0) > 0
 
 
 def build_model(cfg):
     return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
-                              layers=cfg.layers, auxiliary=_has_aux_head(cfg.to_dict()),
+                              layers=cfg.layers, auxiliary=has_aux_head(cfg.to_dict()),
                               drop_path_prob=0.0, pool_bn=cfg.pool_bn)
 
 
@@ -65,7 +33,7 @@ def _dataset(cfg, ctx, train):
     if cfg.download:
         if ctx.main:
             get_dataset(cfg.dataset, download=True, **kw)
-        barrier(ctx)
+        barrier()
     ds = get_dataset(cfg.dataset, **kw)
     n = cfg.train_subset if train else cfg.test_subset
     if n:
@@ -120,7 +88,7 @@ def _batches(loader, limit, cfg, ctx):
 
 
 def _totals(sums, ctx, prefix):
-    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx)
+    loss_sum, c1, c5, n = all_reduce_sum(sums.tolist(), ctx.device)
     return {f"{prefix}_loss": loss_sum / max(n, 1), f"{prefix}_top1": 100 * c1 / max(n, 1),
             f"{prefix}_top5": 100 * c5 / max(n, 1), f"{prefix}_images": int(n)}
 
@@ -165,19 +133,22 @@ def evaluate(fwd, model, loader, cfg, ctx, max_steps=0):
     return _totals(sums, ctx, "test")
 
 
-def _resume_path(cfg):
-    if cfg.resume is None:
-        return None
-    if cfg.resume == "auto":
-        path = os.path.join(cfg.output, CHECKPOINT)
-        return path if os.path.isfile(path) else None
-    if not os.path.isfile(cfg.resume):
-        raise FileNotFoundError(f"resume={cfg.resume!r}: no such checkpoint file")
-    return cfg.resume
-
-
-def _cpu_state(module):
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+def _network(cfg, ctx):
+    """(the network on the device, the forward used in training (DDP-wrapped under torchrun), the
+    forward used in evaluation)."""
+    raw = build_model(cfg)
+    if cfg.sync_bn and ctx.distributed:
+        raw = convert_sync_batchnorm(raw, ctx.device)
+    raw = raw.to(ctx.device)
+    if cfg.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
+    model = raw
+    if ctx.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg.compile:
+        return raw, torch.compile(model), torch.compile(raw)
+    return raw, model, raw
 
 
 def train(cfg, on_epoch_end=None):
@@ -185,33 +156,15 @@ def train(cfg, on_epoch_end=None):
     epoch's checkpoint is written (tests use it to interrupt a run)."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"train(cfg): cfg must be a TrainConfig (see make_config), got {type(cfg).__name__}")
-    validate(cfg)
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    ctx = init_distributed(cfg.device)
-    writer = None
-    try:
+    cfg = validate(cfg)
+    with distributed_session(cfg.device) as ctx:
         set_seed(cfg.seed + ctx.rank, deterministic=cfg.deterministic)
         if ctx.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
-        resume_from = _resume_path(cfg)
-        if resume_from is None and os.path.isfile(os.path.join(cfg.output, CHECKPOINT)):
-            raise FileExistsError(f"output={cfg.output!r} already holds {CHECKPOINT}; pass --resume to "
-                                  f"continue that run or choose another --output")
-
-        model = build_model(cfg)
-        n_params = count_params(model)
-        if cfg.sync_bn and ctx.distributed:
-            model = convert_sync_batchnorm(model, ctx.device)
-        model = model.to(ctx.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        raw = model
-        if ctx.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        fwd, eval_fwd = model, raw
-        if cfg.compile:
-            fwd, eval_fwd = torch.compile(model), torch.compile(raw)
+        folder = RunFolder(cfg.output, ctx.main, tag="train")
+        resume_from = folder.checkpoint_to_resume(cfg.resume)
+        raw, fwd, eval_fwd = _network(cfg, ctx)
+        n_params = count_params(raw)
 
         train_loader = _loader(_dataset(cfg, ctx, True), cfg, ctx, True)
         test_loader = _loader(_dataset(cfg, ctx, False), cfg, ctx, False)
@@ -226,21 +179,7 @@ def train(cfg, on_epoch_end=None):
         start_epoch, best_top1, best_epoch = 0, -1.0, -1
         record = {}
         if resume_from:
-            ck = load_checkpoint(resume_from, map_location="cpu")
-            if ck.get("format") != FORMAT:
-                raise ValueError(f"{resume_from}: not a training checkpoint of this package")
-            changed = sorted(k for k, v in ck["config"].items()
-                             if k not in _RESUME_FREE and not _same_option(k, v, getattr(cfg, k, None)))
-            fixed = [k for k in changed if k in _RESUME_FIXED]
-            if "auxiliary_weight" in changed and _has_aux_head(ck["config"]) != _has_aux_head(cfg.to_dict()):
-                fixed.append("auxiliary_weight")  # a weight of 0 builds no head: another network
-            if fixed:
-                raise ValueError(f"cannot resume {resume_from} with changed " + ", ".join(
-                    f"{k}={ck['config'][k]!r} (now {getattr(cfg, k)!r})" for k in fixed)
-                    + f": {_RESUME_FIXED.get(fixed[0], _NETWORK)}; start a new run (another --output)")
-            if changed and ctx.main:
-                warnings.warn(f"resuming with changed options {changed}: the run will differ from an "
-                              f"uninterrupted one")
+            ck = folder.load(resume_from, FORMAT, RESUME, cfg.to_dict())
             raw.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
@@ -256,71 +195,55 @@ def train(cfg, on_epoch_end=None):
             start_epoch, best_top1, best_epoch = ck["epoch"] + 1, ck["best_top1"], ck["best_epoch"]
             record = dict(ck.get("record", {}))
 
-        log = JsonlLogger(os.path.join(cfg.output, LOG), enabled=ctx.main)
-        if ctx.main:
-            os.makedirs(cfg.output, exist_ok=True)
-            with open(os.path.join(cfg.output, "config.json"), "w") as f:
-                f.write(cfg.to_json())
-            log.log(event="resume" if resume_from else "start", epoch=start_epoch, params=n_params,
-                    world=ctx.world, device=str(ctx.device), lr=lr, steps_per_epoch=steps_per_epoch)
-            if cfg.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-                writer = SummaryWriter(os.path.join(cfg.output, "tb"), purge_step=start_epoch)
-        show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.main
-
-        for epoch in range(start_epoch, cfg.epochs):
-            raw.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
-            train_loader.sampler.set_epoch(epoch)
-            lr_now = optimizer.param_groups[0]["lr"]
-            t0 = time.time()
-            bar = None
-            if show:
-                from tqdm import tqdm
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                           dynamic_ncols=True)
-            try:
-                stats = train_epoch(raw, fwd, train_loader, optimizer, scheduler, scaler, cfg, ctx, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-            train_time = time.time() - t0
-            record = dict(event="epoch", epoch=epoch, lr=lr_now, drop_path_prob=raw.drop_path_prob, **stats,
-                          train_time=train_time, images_per_s=stats["train_images"] / max(train_time, 1e-9))
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                record.update(evaluate(eval_fwd, raw, test_loader, cfg, ctx, cfg.max_eval_steps))
-                if record["test_top1"] > best_top1:
-                    best_top1, best_epoch = record["test_top1"], epoch
-                    if ctx.main:
-                        save_checkpoint(os.path.join(cfg.output, BEST), _cpu_state(raw))
-            record.update(best_top1=best_top1, best_epoch=best_epoch, epoch_time=time.time() - t0)
-            per_rank = {"rng": get_rng_state()}
-            if isinstance(train_loader, DeviceLoader):
-                per_rank["loader"] = train_loader.state_dict()
-            ranks = gather_objects(per_rank, ctx)
-            if ctx.main:
-                save_checkpoint(os.path.join(cfg.output, LAST), _cpu_state(raw))
-                save_checkpoint(os.path.join(cfg.output, CHECKPOINT), dict(
+        folder.start(cfg.to_dict(), start_epoch)
+        folder.log.log(event="resume" if resume_from else "start", epoch=start_epoch, params=n_params,
+                       world=ctx.world, device=str(ctx.device), lr=lr, steps_per_epoch=steps_per_epoch)
+        writer = folder.tensorboard(cfg.tensorboard, start_epoch)
+        show = show_progress(cfg.progress, ctx.main)
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                raw.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+                train_loader.sampler.set_epoch(epoch)
+                lr_now = optimizer.param_groups[0]["lr"]
+                t0 = time.time()
+                with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show, "train") as bar:
+                    stats = train_epoch(raw, fwd, train_loader, optimizer, scheduler, scaler, cfg, ctx, bar)
+                train_time = time.time() - t0
+                record = dict(event="epoch", epoch=epoch, lr=lr_now, drop_path_prob=raw.drop_path_prob, **stats,
+                              train_time=train_time, images_per_s=stats["train_images"] / max(train_time, 1e-9))
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    record.update(evaluate(eval_fwd, raw, test_loader, cfg, ctx, cfg.max_eval_steps))
+                    if record["test_top1"] > best_top1:
+                        best_top1, best_epoch = record["test_top1"], epoch
+                        if ctx.main:
+                            save_checkpoint(folder.file(BEST), cpu_state(raw))
+                record.update(best_top1=best_top1, best_epoch=best_epoch, epoch_time=time.time() - t0)
+                per_rank = {"rng": get_rng_state()}
+                if isinstance(train_loader, DeviceLoader):
+                    per_rank["loader"] = train_loader.state_dict()
+                ranks = gather_objects(per_rank)
+                if ctx.main:
+                    save_checkpoint(folder.file(LAST), cpu_state(raw))
+                folder.save(dict(
                     format=FORMAT, epoch=epoch, config=cfg.to_dict(), model=raw.state_dict(),
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     scaler=scaler.state_dict(), ranks=ranks, best_top1=best_top1, best_epoch=best_epoch,
                     world=ctx.world, record=record))
-                log.log(record)
+                folder.log.log(record)
                 if writer is not None:
                     for k, v in record.items():
                         if isinstance(v, (int, float)) and k not in ("epoch", "best_epoch"):
                             writer.add_scalar(k.replace("_", "/", 1), v, epoch)
                     writer.flush()
-            barrier(ctx)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
+                barrier()
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+        finally:
+            if writer is not None:
+                writer.close()
         summary = dict(output=cfg.output, params=n_params, epochs=cfg.epochs, best_top1=best_top1,
                        best_epoch=best_epoch, last_top1=record.get("test_top1"),
                        last_top5=record.get("test_top5"), world=ctx.world)
-        if ctx.main and record:
-            log.log(event="end", **summary)
+        if record:
+            folder.log.log(event="end", **summary)
         return summary
-    finally:
-        if writer is not None:
-            writer.close()
-        if owns_group:
-            cleanup_distributed()

@@ -8,9 +8,9 @@ import random
 import statistics
 
 from .. import genotypes as G
-from ..networks import resolve_genotype
 from ..primitives import HDAS_PRIMITIVES, STAGE_PRIMITIVES
-from .distributed import cleanup_distributed, init_distributed
+from ..runtime import distributed_session
+from .config import validate
 from .loop import train
 
 CELL_OPS = tuple(p for p in HDAS_PRIMITIVES if p != "none")
@@ -91,7 +91,8 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         raise ValueError(f"metric must be 'best' or 'last', got {metric!r}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    cell = resolve_genotype(cfg.cell, "cell", (G.Genotype, G.StageCellsGenotype))
+    cfg = validate(cfg)
+    cell = cfg.cell
     stage_space = space in ("stage", "distribution")
     if stage_space and cfg.stages is None and searched_acc is None:
         raise ValueError(f"space {space!r} compares stage DAGs: give the searched one (stages=, --stages) "
@@ -100,8 +101,7 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         if cfg.stages is None:
             cells_per_stage = (6, 6, 6)
         else:
-            g2 = resolve_genotype(cfg.stages, "stages", (G.StageGenotype,))
-            cells_per_stage = tuple(len(d) for d, _ in G.stages(g2))
+            cells_per_stage = tuple(len(d) for d, _ in G.stages(cfg.stages))
     rng = random.Random(sample_seed)
     if space == "cell":
         archs = [dict(cell=G.to_json(sample_genotype(rng, stage_specific=isinstance(cell, G.StageCellsGenotype))))
@@ -117,9 +117,7 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
         archs = [dict(stages=G.to_json(sample_genotype2(rng, cells_per_stage, window, lengths)))
                  for _ in range(samples)]
 
-    owns_group = not _dist_initialized()
-    ctx = init_distributed(cfg.device)
-    try:
+    with distributed_session(cfg.device) as ctx:
         def run(name, **arch):
             sub = dataclasses.replace(cfg, output=os.path.join(cfg.output, name), resume="auto", **arch)
             s = train(sub)
@@ -132,14 +130,6 @@ def run_random_baseline(cfg, space="stage", samples=8, sample_seed=0, cells_per_
             randoms.append(run(f"random_{i:03d}", **arch))
             _write(cfg, ctx, space, metric, searched, randoms)
         return _write(cfg, ctx, space, metric, searched, randoms)
-    finally:
-        if owns_group:
-            cleanup_distributed()
-
-
-def _dist_initialized():
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
 
 
 def _write(cfg, ctx, space, metric, searched, randoms):
