@@ -1,0 +1,295 @@
+"""Memory per sample and time of one search step: eager vs fused vs fused-lean (recompute=True).
+
+    python benchmarks/bench_memory.py                                  # CPU, every row
+    python benchmarks/bench_memory.py --rows cells,hc --time-batch 16 --clock cpu
+    python benchmarks/bench_memory.py --device cuda --json $OUT/memory.json
+
+Rows, on CIFAR shapes (32 px, 10 classes) with the paper's search settings, each in the modes
+eager (the reference modules), fused and lean (fused, recompute=True):
+  cells         DARTS cell supernet (C=16, 8 cells)
+  hc            Hc-DAS (C=16, 8 cells)
+  hs            Hs-DAS (C=16, 6 cells per stage, DARTS_V2 cells)
+  distribution  cell-distribution search (C=16, N_max=8, N_min=4)
+  darts-fuse    DARTS' search network with its own MixedOps (the eager cell supernet), fused in
+                place by hdas_ext.fuse_mixed_ops(model) / fuse_mixed_ops(model, recompute=True)
+  pc-darts      partial-channel DARTS (PC-DARTS, k=4: the ops mix C/k channels, the rest pass
+                through, channel shuffle, edge normalisation), eager only
+
+Memory per sample: the slope of a least-squares line through the peak memory of one first-order
+search step at each batch of --batches (default 8,16,32,64; a batch whose peak the line through the
+smaller ones puts above --max-gb is skipped). CPU: the peak resident memory above the process's own
+before the step, in a fresh process per row, mode and batch whose freed memory goes back to the OS
+(glibc's mmap threshold pinned, see common.py); CUDA: torch.cuda.max_memory_allocated. The largest
+batch that fits in 80 GB and 141 GB is read off the same line. Time: the median of --reps steps at
+--time-batch (default 64), the modes' steps interleaved; --clock cpu times one thread's CPU time
+(a shared machine distorts it far less than wall time).
+"""
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+from hdas_ext import fuse_mixed_ops  # noqa: E402
+from hdas_ext.nn import FactorizedReduce, ReLUConvBN, make_op  # noqa: E402
+from hdas_ext.primitives import DARTS_PRIMITIVES  # noqa: E402
+from hdas_ext.search.bilevel import BilevelOptimizer  # noqa: E402
+from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch,  # noqa: E402
+                                Supernet)
+
+MODES = ("eager", "fused", "lean")
+GB = (80, 141)
+
+
+# ---- PC-DARTS (partial channels, k = 4), eager, as its paper describes it ---------------------------
+class PartialMixedOp(nn.Module):
+    """The ops mix the first C/k channels; the others pass through (max-pooled 2x2 at stride 2);
+    the concatenation is shuffled in k groups."""
+
+    def __init__(self, C, stride, k=4):
+        super().__init__()
+        self.k = k
+        self.mp = nn.MaxPool2d(2, 2)
+        self._ops = nn.ModuleList(make_op(p, C // k, stride, False, True) for p in DARTS_PRIMITIVES)
+
+    def forward(self, x, weights):
+        c = x.shape[1] // self.k
+        mixed = sum(w * op(x[:, :c]) for w, op in zip(weights, self._ops))
+        rest = x[:, c:] if mixed.shape[2] == x.shape[2] else self.mp(x[:, c:])
+        out = torch.cat([mixed, rest], dim=1)
+        n, ch, h, w = out.shape
+        return out.view(n, self.k, ch // self.k, h, w).transpose(1, 2).reshape(n, ch, h, w)
+
+
+class PartialCell(nn.Module):
+    def __init__(self, C_pp, C_p, C, reduction, reduction_prev, steps=4, multiplier=4):
+        super().__init__()
+        self.steps, self.multiplier = steps, multiplier
+        self.preprocess0 = FactorizedReduce(C_pp, C, affine=False) if reduction_prev else \
+            ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self._ops = nn.ModuleList(PartialMixedOp(C, 2 if reduction and j < 2 else 1)
+                                  for i in range(steps) for j in range(2 + i))
+
+    def forward(self, s0, s1, weights, edge_weights):
+        states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
+        for _ in range(self.steps):
+            n = len(states)
+            states.append(sum(edge_weights[offset + j] * self._ops[offset + j](h, weights[offset + j])
+                              for j, h in enumerate(states)))
+            offset += n
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class PartialNet(nn.Module):
+    def __init__(self, C=16, num_classes=10, layers=8, steps=4, multiplier=4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
+        C_pp, C_p, C_curr, reduction_prev = 3 * C, 3 * C, C, False
+        self.cells, self.reductions = nn.ModuleList(), []
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            C_curr *= 2 if reduction else 1
+            self.cells.append(PartialCell(C_pp, C_p, C_curr, reduction, reduction_prev, steps, multiplier))
+            self.reductions.append(reduction)
+            reduction_prev, C_pp, C_p = reduction, C_p, multiplier * C_curr
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x, normal, reduce, edge_normal, edge_reduce):
+        s0 = s1 = self.stem(x)
+        for cell, red in zip(self.cells, self.reductions):
+            s0, s1 = s1, cell(s0, s1, reduce if red else normal, edge_reduce if red else edge_normal)
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+
+
+class PCDartsSearch(Supernet):
+    """PC-DARTS' search network: alphas as DARTS', betas normalised over each node's edges."""
+
+    def __init__(self, C=16, num_classes=10, layers=8, steps=4):
+        super().__init__()
+        self.steps = steps
+        self.net = PartialNet(C, num_classes, layers, steps)
+        edges = sum(2 + i for i in range(steps))
+        for name in ("alpha_normal", "alpha_reduce"):
+            setattr(self, name, nn.Parameter(1e-3 * torch.randn(edges, len(DARTS_PRIMITIVES))))
+        for name in ("beta_normal", "beta_reduce"):
+            setattr(self, name, nn.Parameter(1e-3 * torch.randn(edges)))
+
+    def _edge_weights(self, beta):
+        out, start = [], 0
+        for i in range(self.steps):
+            out.append(F.softmax(beta[start:start + i + 2], dim=-1))
+            start += i + 2
+        return torch.cat(out)
+
+    def arch_weights(self):
+        return (F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1),
+                self._edge_weights(self.beta_normal), self._edge_weights(self.beta_reduce))
+
+
+# ---- rows ---------------------------------------------------------------------------------------------
+def _supernet(cls, **kw):
+    return lambda mode: cls(fused=mode != "eager", recompute=mode == "lean", **kw)
+
+
+def _darts_fused_in_place(mode):
+    model = DartsCellSearch(16, 10, 8, fused=False)
+    if mode != "eager":
+        fuse_mixed_ops(model, recompute=mode == "lean")
+    return model
+
+
+ROWS = {
+    "cells": (_supernet(DartsCellSearch, C=16, layers=8), MODES),
+    "hc": (_supernet(HcDasSearch, C=16, layers=8), MODES),
+    "hs": (_supernet(HsDasSearch, genotype="DARTS_V2", C=16, cells_per_stage=6), MODES),
+    "distribution": (_supernet(DistributionSearch, genotype="DARTS_V2", C=16, n_max=8, n_min=4), MODES),
+    "darts-fuse": (_darts_fused_in_place, MODES),
+    "pc-darts": (lambda mode: PCDartsSearch(16, 10, 8), ("eager",)),
+}
+
+
+def build(row, mode, batch, device):
+    """One first-order search step of the row's supernet in `mode` on a fixed batch."""
+    torch.manual_seed(0)
+    model = ROWS[row][0](mode).to(device)
+    w = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    a = torch.optim.Adam(model.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    opt = BilevelOptimizer(model, w, a, order=1)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(batch, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (batch,), generator=g).to(device))]
+    return lambda: opt.step(data, data, lr=0.025)
+
+
+def peak_mb(row, mode, batch, device):
+    if device.startswith("cuda"):
+        step = build(row, mode, batch, device)
+        step()  # optimiser state, allocator
+        peak = common.peak_extra_mb(step, device)
+        del step
+        gc.collect()
+        torch.cuda.empty_cache()
+        return peak
+    return common.cpu_memory(__file__, {"row": row, "mode": mode, "batch": batch}).get("peak_mb")
+
+
+def memory_case(spec):
+    step = build(spec["row"], spec["mode"], spec["batch"], "cpu")
+    step()
+    print(json.dumps({"peak_mb": common.peak_extra_mb(step, "cpu")}))
+
+
+def fit(points):
+    """Least-squares line (slope, intercept) through (batch, MB) points."""
+    n = len(points)
+    mx = sum(b for b, _ in points) / n
+    my = sum(m for _, m in points) / n
+    sxx = sum((b - mx) ** 2 for b, _ in points)
+    slope = sum((b - mx) * (m - my) for b, m in points) / sxx
+    return slope, my - slope * mx
+
+
+def memory_row(row, mode, args):
+    points = []
+    for b in args.batches:
+        if len(points) >= 2:
+            slope, icpt = fit(points)
+            if slope * b + icpt > args.max_gb * 1024:
+                break
+        mb = peak_mb(row, mode, b, args.device)
+        if mb is None:
+            break
+        points.append((b, mb))
+    if len(points) < 2:
+        return {"points": points}
+    slope, icpt = fit(points)
+    return {"points": points, "mb_per_sample": slope, "intercept_mb": icpt,
+            "max_batch": {str(g): int((g * 1024 - icpt) // slope) for g in GB}}
+
+
+def step_times(row, modes, args):
+    """Median time of one step per mode at --time-batch, the modes' steps interleaved."""
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    steps = {m: build(row, m, args.time_batch, args.device) for m in modes}
+    for step in steps.values():
+        step()
+    out = {m: [] for m in modes}
+    for _ in range(args.reps):
+        for m, step in steps.items():
+            common.sync(args.device)
+            t0 = clock()
+            step()
+            common.sync(args.device)
+            out[m].append((clock() - t0) * 1e3)
+    return {m: statistics.median(ts) for m, ts in out.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--batches", default="8,16,32,64")
+    p.add_argument("--max-gb", type=float, default=None,
+                   help="skip batches whose predicted peak exceeds this (default: half the memory available)")
+    p.add_argument("--time-batch", type=int, default=64, help="batch of the timed steps (0: no timing)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    p.add_argument("--json", default=None)
+    p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_case:
+        return memory_case(json.loads(args.memory_case))
+    args.batches = [int(b) for b in args.batches.split(",")]
+    rows = [r for r in args.rows.split(",") if r]
+    for r in rows:
+        if r not in ROWS:
+            p.error(f"--rows: unknown row {r!r}; expected some of {list(ROWS)}")
+    if args.max_gb is None:
+        args.max_gb = _available_gb(args.device) / 2
+    machine = common.machine(args.device)
+    print(f"# one first-order search step, 32 px; machine: {machine}")
+    print(f"# memory: slope of the peak over batches {args.batches}; time: {args.clock} clock at batch {args.time_batch}")
+    print(f"{'row':<14}{'mode':<7}{'MB/sample':>10}{'fits 80GB':>11}{'fits 141GB':>11}{'step ms':>10}{'vs eager':>10}")
+    results = {"machine": machine, "device": args.device, "batches": args.batches, "time_batch": args.time_batch,
+               "clock": args.clock, "rows": {}}
+    for r in rows:
+        modes = ROWS[r][1]
+        res = {m: memory_row(r, m, args) for m in modes}
+        ms = step_times(r, modes, args) if args.time_batch else {}
+        for m in modes:
+            res[m]["ms"] = ms.get(m)
+        results["rows"][r] = res
+        common.write_json(args.json, results)  # kept if a time cap stops the run later
+        for m in modes:
+            x = res[m]
+            fits = x.get("max_batch", {})
+            ratio = ms["eager"] / ms[m] if ms.get("eager") and ms.get(m) else None
+            print(f"{r:<14}{m:<7}{common.fmt(x.get('mb_per_sample')):>10}{fits.get('80', '-'):>11}"
+                  f"{fits.get('141', '-'):>11}{common.fmt(ms.get(m), '.0f'):>10}"
+                  f"{common.fmt(1 / ratio if ratio else None, '.2f') + 'x':>10}", flush=True)
+
+
+def _available_gb(device):
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info()
+        return free / 2**30
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return 8.0
+
+
+if __name__ == "__main__":
+    main()
