@@ -218,8 +218,6 @@ def memory_row(row, mode, args):
 
 def step_times(row, modes, args):
     """Median time of one step per mode at --time-batch, the modes' steps interleaved."""
-    if args.clock == "cpu":
-        torch.set_num_threads(1)
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     steps = {m: build(row, m, args.time_batch, args.device) for m in modes}
     for step in steps.values():
@@ -257,10 +255,13 @@ def main():
             p.error(f"--rows: unknown row {r!r}; expected some of {list(ROWS)}")
     if args.max_gb is None:
         args.max_gb = _available_gb(args.device) / 2
+    if args.clock == "cpu":
+        torch.set_num_threads(1)  # the timed steps; memory is measured in child processes
     machine = common.machine(args.device)
     print(f"# one first-order search step, 32 px; machine: {machine}")
     print(f"# memory: slope of the peak over batches {args.batches}; time: {args.clock} clock at batch {args.time_batch}")
-    print(f"{'row':<14}{'mode':<7}{'MB/sample':>10}{'fits 80GB':>11}{'fits 141GB':>11}{'step ms':>10}{'vs eager':>10}")
+    print(f"{'row':<14}{'mode':<7}{'MB/sample':>10}{'fits 80GB':>11}{'fits 141GB':>11}{'step ms':>10}{'vs eager':>10}"
+          "  peak MB at each batch")
     results = {"machine": machine, "device": args.device, "batches": args.batches, "time_batch": args.time_batch,
                "clock": args.clock, "rows": {}}
     for r in rows:
@@ -277,7 +278,8 @@ def main():
             ratio = ms["eager"] / ms[m] if ms.get("eager") and ms.get(m) else None
             print(f"{r:<14}{m:<7}{common.fmt(x.get('mb_per_sample')):>10}{fits.get('80', '-'):>11}"
                   f"{fits.get('141', '-'):>11}{common.fmt(ms.get(m), '.0f'):>10}"
-                  f"{common.fmt(1 / ratio if ratio else None, '.2f') + 'x':>10}", flush=True)
+                  f"{common.fmt(1 / ratio if ratio else None, '.2f') + 'x':>10}  "
+                  + " ".join(f"{b}:{mb:.0f}" for b, mb in x["points"]), flush=True)
 
 
 def _available_gb(device):

@@ -240,7 +240,8 @@ def test_unsupported_module_and_double_backward_refused():
 
 
 def test_torch_compile_of_a_lean_op():
-    """The lean call runs eagerly inside a compiled model (a graph break), with the same result."""
+    """The lean call runs eagerly inside a compiled model (a graph break), with the same result;
+    fullgraph=True refuses with a message."""
     torch.manual_seed(0)
     eager = FusedMixedOp(4, 1, DARTS_PRIMITIVES, recompute=True).double()
     compiled_op = copy.deepcopy(eager)
@@ -258,6 +259,8 @@ def test_torch_compile_of_a_lean_op():
                             **{n: p.grad for n, p in module.named_parameters()}})
         assert_same(*results)
     assert_same(eager.state_dict(), compiled_op.state_dict())
+    with pytest.raises(Exception, match="recompute=False"):  # a full graph is refused, saying why
+        torch.compile(copy.deepcopy(eager), fullgraph=True, backend="aot_eager")(x, w)
 
 
 def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch):
@@ -281,3 +284,28 @@ def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch):
         states[memory] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert results["lean"] == results["default"]
     assert_same(states["default"], states["lean"])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("space", ["cells", "hs"])
+def test_lean_on_cuda_equals_default(space):
+    """CUDA: float64 to float64 precision (the default mode's BatchNorms run cuDNN, the lean
+    recomputation ATen's kernels), a second-order step, and a bf16 autocast step on channels_last."""
+    default, lean = (m.cuda() for m in twins(space))
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, device="cuda")
+    assert_same_step(default, lean, x)
+    data = [([(a.cuda(), b.cuda()) for a, b in train], [(a.cuda(), b.cuda()) for a, b in val])
+            for train, val in batches(1)]
+    search_step(default, 2, data)
+    search_step(lean, 2, data)
+    assert_same(default.state_dict(), lean.state_dict())
+    grads = []
+    for model in (default, lean):
+        model.float().to(memory_format=torch.channels_last)
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = model(x.float().contiguous(memory_format=torch.channels_last))
+        y.float().square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.isfinite(grads[1]).all()
+    assert (grads[1] - grads[0]).norm() <= 5e-2 * grads[0].norm()

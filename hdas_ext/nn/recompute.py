@@ -336,7 +336,8 @@ def _set_rng_state(device, state):
         torch.set_rng_state(state)
 
 
-@torch.compiler.disable
+@torch.compiler.disable(reason="lean mode (recompute=True) runs its ops eagerly inside a compiled model, so that its "
+                                "backward can recompute them; a full graph needs recompute=False")
 def lean_apply(modules, inputs, scales=None):
     """[scales[k] * modules[k](inputs[k]) for k], keeping for the backward only the inputs, the
     scales and per-channel statistics (see the module docstring). inputs[k]: a tensor, or a tuple
