@@ -260,8 +260,7 @@ class _Lean(torch.autograd.Function):
             key = plan.keys[k]
             if grads[k] is not None:
                 if key not in bases:
-                    with torch.no_grad():
-                        base = _cat([xs[i] for i in key])
+                    base = _cat([xs[i] for i in key]).detach()
                     bases[key] = [base.requires_grad_(any(need[i] for i in key)), None, None, None]
                 b = bases[key]
                 if plan.shared[k]:
