@@ -211,34 +211,41 @@ def _cat(parts):
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+def _forward(plan, xs, scales, params):
+    """The ops' outputs, and per op what its recomputation needs: records and random state."""
+    env = _Forward({(id(m), n): p for (m, n), p in zip(plan.slots, params)})
+    device = xs[0].device
+    bases, outs, records, rng = {}, [], [], []
+    for k, steps in enumerate(plan.programs):
+        key = plan.keys[k]
+        if key not in bases:
+            bases[key] = [_cat([xs[i] for i in key]), None]
+        base = bases[key]
+        if plan.shared[k]:
+            if base[1] is None:
+                base[1] = F.relu(base[0])
+            x, steps = base[1], steps[1:]
+        else:
+            x = base[0]
+        if plan.last_use[key] == k:
+            del bases[key]
+        start = len(env.records)
+        rng.append(_rng_state(device) if plan.stochastic else None)
+        out = _run(steps, x, scales[k] if plan.scaled[k] else None, env)
+        outs.append(out.clone() if out is x else out)  # an identity's output must not be its input
+        records.append(env.records[start:])
+    return outs, records, rng
+
+
 class _Lean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, n_in, *tensors):
-        xs, n_op = tensors[:n_in], len(plan.programs)
-        scales, params = tensors[n_in:n_in + n_op], tensors[n_in + n_op:]
-        env = _Forward({(id(m), n): p for (m, n), p in zip(plan.slots, params)})
+        n_op = len(plan.programs)
+        xs, scales, params = tensors[:n_in], tensors[n_in:n_in + n_op], tensors[n_in + n_op:]
         device = xs[0].device
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-        bases, outs, records, rng = {}, [], [], []
-        for k, steps in enumerate(plan.programs):
-            key = plan.keys[k]
-            if key not in bases:
-                bases[key] = [_cat([xs[i] for i in key]), None]
-            base = bases[key]
-            if plan.shared[k]:
-                if base[1] is None:
-                    base[1] = F.relu(base[0])
-                x, steps = base[1], steps[1:]
-            else:
-                x = base[0]
-            if plan.last_use[key] == k:
-                del bases[key]
-            start = len(env.records)
-            rng.append(_rng_state(device) if plan.stochastic else None)
-            out = _run(steps, x, scales[k] if plan.scaled[k] else None, env)
-            outs.append(out.clone() if out is x else out)  # an identity's output must not be its input
-            records.append(env.records[start:])
-        ctx.plan, ctx.n_in, ctx.records, ctx.rng = plan, n_in, records, rng
+        outs, ctx.records, ctx.rng = _forward(plan, xs, scales, params)
+        ctx.plan, ctx.n_in = plan, n_in
         ctx.save_for_backward(*tensors)
         return tuple(outs)
 
@@ -357,7 +364,9 @@ def lean_apply(modules, inputs, scales=None):
                 xs.append(t)
         keys.append(tuple(index[id(t)] for t in parts))
     plan = _Plan(modules, keys, [s is not None for s in scales])
-    # Parameters as views: see _needed.
-    params = [p.view_as(p) if p.requires_grad else p for p in (m._parameters[n] for m, n in plan.slots)]
+    params = [m._parameters[n] for m, n in plan.slots]
+    if not torch.is_grad_enabled():
+        return _forward(plan, xs, scales, params)[0]
+    params = [p.view_as(p) if p.requires_grad else p for p in params]  # views: see _needed
     filler = xs[0].new_empty(())
     return list(_Lean.apply(plan, len(xs), *xs, *(filler if s is None else s for s in scales), *params))
