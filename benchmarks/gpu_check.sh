@@ -48,6 +48,19 @@ if $PY -c "import pytest" 2>/dev/null; then
 else
   log "pytest missing on this machine: CUDA tests not run"
 fi
+
+# --- compute-sanitizer on a small run of every CUDA kernel (memcheck: out-of-bounds and misaligned
+# accesses, with PyTorch's caching allocator off so every tensor is its own allocation; racecheck:
+# shared-memory hazards). Capped like the other parts; skipped where the tool is not installed.
+SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+if [[ "$DEVICE" == cuda && -x "$SANITIZER" ]]; then
+  part "compute-sanitizer memcheck" 45 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool memcheck \
+    --error-exitcode 1 $PY benchmarks/cuda_sanitizer_case.py
+  part "compute-sanitizer racecheck" 45 "$SANITIZER" --tool racecheck --error-exitcode 1 \
+    $PY benchmarks/cuda_sanitizer_case.py
+else
+  log "compute-sanitizer not found (or DEVICE=$DEVICE): sanitizer runs skipped"
+fi
 B=benchmarks
 # One part, one cap for both scripts (as when one script did both): the timings first, then the profile.
 search_step_and_glue() {

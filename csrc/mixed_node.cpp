@@ -1,16 +1,17 @@
-// Schema, argument checks and the device-independent orchestration of hdas::mixed_node.
+// Schema, argument checks and the steps both backends share of hdas::mixed_node.
 #include "mixed_node.h"
 
 #include <torch/library.h>
-
-#include <sstream>
 
 namespace hdas {
 
 namespace {
 
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
+                                                double eps, at::ScalarType acc) {
+  // A copy: outputs must never alias inputs (the running statistics belong to the caller).
+  return {running_mean.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous(),
+          (running_var.to(acc) + eps).rsqrt().contiguous()};
 }
 
 }  // namespace
@@ -22,7 +23,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   const at::Tensor& x0 = inputs[0];
   TORCH_CHECK_VALUE(x0.dim() == 4, op, ": inputs[0] must be a 4-D tensor [N, C, H, W], got shape ",
                     x0.sizes());
-  TORCH_CHECK_TYPE(supported_dtype(x0.scalar_type()), op,
+  TORCH_CHECK_TYPE(kernel_dtype(x0.scalar_type()), op,
                    ": inputs must be float32, float64, float16 or bfloat16, got ", x0.scalar_type());
   for (size_t i = 1; i < inputs.size(); ++i) {
     TORCH_CHECK_VALUE(inputs[i].sizes() == x0.sizes(), op, ": inputs[", i,
@@ -58,7 +59,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(weights.dim() == 2 && weights.size(0) == node.E && weights.size(1) == node.P,
                     op, ": weights must have shape [num_inputs, num_primitives] = [", node.E, ", ",
                     node.P, "], got ", weights.sizes());
-  TORCH_CHECK_TYPE(supported_dtype(weights.scalar_type()), op,
+  TORCH_CHECK_TYPE(kernel_dtype(weights.scalar_type()), op,
                    ": weights must be a floating tensor, got ", weights.scalar_type());
   TORCH_CHECK_VALUE(weights.device() == x0.device(), op, ": weights must be on ", x0.device(),
                     " like inputs, got ", weights.device());
@@ -160,95 +161,30 @@ void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, cons
   }
 }
 
-std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
-                                                double eps, at::ScalarType acc) {
-  // A copy: outputs must never alias inputs (the running statistics belong to the caller).
-  return {running_mean.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous(),
-          (running_var.to(acc) + eps).rsqrt().contiguous()};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
-    const MixedNodeKernels& kernels, at::MemoryFormat compute_format,
-    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
-    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
-    double eps) {
-  const char* op = "hdas::mixed_node";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
-  const auto& x0 = inputs[0];
-  const auto acc = op_math(x0.scalar_type());
-  const auto stat_opts = x0.options().dtype(acc);
-  const bool bn = pool_bn && node.Q > 0;
-  check_forward_stats(node, batch_stats, running_mean, running_var, op);
-
-  to_format(node.inputs, compute_format);
-  to_format(node.extras, compute_format);
-  node.format = compute_format;
-  const at::Tensor w = weights.to(acc).contiguous();
-
-  at::Tensor mean, invstd, var_unbiased;
-  if (bn && batch_stats) {
-    mean = at::empty({node.E, node.Q, node.C}, stat_opts);
-    invstd = at::empty_like(mean);
-    var_unbiased = at::empty_like(mean);
-    kernels.batch_stats(node, eps, mean, invstd, var_unbiased);
-  } else if (bn) {
-    std::tie(mean, invstd) = running_stats(*running_mean, *running_var, eps, acc);
-    var_unbiased = at::empty({0}, stat_opts);
+ForwardStats forward_stats(const MixedNode& node, bool batch_stats, const std::optional<at::Tensor>& running_mean,
+                           const std::optional<at::Tensor>& running_var, double eps) {
+  const auto acc = op_math(node.inputs[0].scalar_type());
+  const auto opts = node.inputs[0].options().dtype(acc);
+  ForwardStats st{at::empty({0}, opts), at::empty({0}, opts), at::empty({0}, opts)};
+  if (!node.pool_bn || node.Q == 0) return st;
+  if (batch_stats) {
+    st.mean = at::empty({node.E, node.Q, node.C}, opts);
+    st.invstd = at::empty_like(st.mean);
+    st.var_u = at::empty_like(st.mean);
   } else {
-    mean = at::empty({0}, stat_opts);
-    invstd = at::empty({0}, stat_opts);
-    var_unbiased = at::empty({0}, stat_opts);
+    std::tie(st.mean, st.invstd) = running_stats(*running_mean, *running_var, eps, acc);
   }
-
-  auto out = at::empty({node.N, node.C, node.Ho, node.Wo},
-                       x0.options().memory_format(compute_format));
-  kernels.apply(node, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
-  out = out.contiguous(output_format(x0));
-  return {out, mean, invstd, var_unbiased};
+  return st;
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_node_backward(
-    const MixedNodeKernels& kernels, at::MemoryFormat compute_format, const at::Tensor& grad_out,
-    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
-    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
-  const char* op = "hdas::mixed_node_backward";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
-  const auto& x0 = inputs[0];
-  const bool bn = pool_bn && node.Q > 0;
-  check_backward_args(node, grad_out, save_mean, save_invstd, op);
-  const auto acc = op_math(x0.scalar_type());
-  const auto stat_opts = x0.options().dtype(acc);
-  to_format(node.inputs, compute_format);
-  node.format = compute_format;
-  const auto grad = grad_out.contiguous(compute_format);
-  backward_extras(node, grad, compute_format);
-  const at::Tensor w = weights.to(acc).contiguous();
-  const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
-  const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();
-
-  auto grad_extras = extra_grads_for(node);
-  auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
-  kernels.backward_reduce(node, grad, w, partial, grad_extras);
-  const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
-
-  auto grad_w = at::empty({node.E, node.P}, stat_opts);
-  auto A = at::empty({node.E, node.P, node.C}, stat_opts);
-  auto B = at::empty_like(A);
-  auto D = at::empty_like(A);
-  kernels.finalize(node, sums, w, mean, invstd, bn && batch_stats, grad_w, A, B, D);
-
-  std::vector<at::Tensor> grad_inputs;
-  for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
-  kernels.backward_input(node, grad, w, A, B, D, grad_inputs);
-
-  const auto f = output_format(x0);
-  for (auto& g : grad_inputs) g = g.contiguous(f);
-  return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), f)};
+std::pair<at::Tensor, at::Tensor> saved_stats(const MixedNode& node, const at::Tensor& save_mean,
+                                              const at::Tensor& save_invstd) {
+  if (!node.pool_bn || node.Q == 0) return {};
+  const auto acc = op_math(node.inputs[0].scalar_type());
+  return {save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous()};
 }
 
-TORCH_LIBRARY_FRAGMENT(hdas, m) {
+TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {
   m.def(
       "mixed_node(Tensor[] inputs, Tensor weights, int[] prims, Tensor[] extras, int stride, "
       "bool pool_bn, bool batch_stats, Tensor? running_mean, Tensor? running_var, float eps) "

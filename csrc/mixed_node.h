@@ -12,10 +12,11 @@
 // tensors only; an "add" column of the weights is ignored and gets a zero gradient).
 // One edge is DARTS' MixedOp, several are an Hs-DAS node.
 //
-// The argument checks here are shared by both backends. The CUDA backend supplies the kernels of
-// MixedNodeKernels to the generic mixed_node_forward/backward below; the CPU backend runs its own
-// channel-by-channel kernels (cpu/mixed_node_kernel_impl.h, built per instruction set and
-// dispatched in cpu/mixed_node_kernel.cpp) on the same checks.
+// This header and mixed_node.cpp hold the schema, the argument checks and the small steps both
+// backends share (statistics buffers, the layout of extras and of returned gradients). Each backend
+// allocates and launches in its own file: the CPU one (cpu/mixed_node_kernel.cpp) runs its
+// channel-by-channel kernels, statistics and output in one pass; the CUDA one
+// (cuda/mixed_node_kernel.cu) runs a sequence of grid-wide kernels with reductions between them.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,9 +24,10 @@
 
 #include <vector>
 
-namespace hdas {
+#include "mixed_node_codes.h"
+#include "ops_namespace.h"
 
-enum Prim : int64_t { kNone = 0, kMaxPool = 1, kAvgPool = 2, kSkip = 3, kExtra = 4, kAdd = 5 };
+namespace hdas {
 
 // A validated call: geometry plus, for every primitive p, its pool slot q (or -1) and its extra
 // slot k (or -1). Tensors are already in the layout the backend asked for.
@@ -60,10 +62,6 @@ void check_forward_stats(const MixedNode& node, bool batch_stats, const std::opt
 // grad_out of the output's shape and dtype; saved statistics [E, Q, C] when the pools have BN.
 void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, const at::Tensor& save_mean,
                          const at::Tensor& save_invstd, const char* op);
-// (mean, invstd) in `acc` for eval: copies, never aliases of the caller's buffers.
-std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
-                                                double eps, at::ScalarType acc);
-
 // The backward's gradient buffers for node.extras: empty tensors at the "extra" slots, undefined
 // at the "add" slots; returned_extra_grads keeps the defined ones, in layout f.
 std::vector<at::Tensor> extra_grads_for(const MixedNode& node);
@@ -72,51 +70,28 @@ std::vector<at::Tensor> extra_grads_for(const MixedNode& node);
 void backward_extras(MixedNode& node, const at::Tensor& grad, at::MemoryFormat f);
 std::vector<at::Tensor> returned_extra_grads(std::vector<at::Tensor> grads, at::MemoryFormat f);
 
+// The element types the kernels of both ops are built for (float8 types are floating too, but not these).
+inline bool kernel_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
 inline at::ScalarType op_math(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline void to_format(std::vector<at::Tensor>& ts, at::MemoryFormat f) {
   for (auto& t : ts) t = t.contiguous(f);
 }
 
-// The CUDA backend's kernels. Statistic tensors are in the op-math type (float, or double for double).
-struct MixedNodeKernels {
-  // Batch statistics of every pool over N and the output plane, [E, Q, C] each: mean, 1/sqrt(var
-  // + eps) and the unbiased variance (for the running-statistics update).
-  void (*batch_stats)(const MixedNode& node, double eps, at::Tensor& mean, at::Tensor& invstd,
-                      at::Tensor& var_unbiased);
-  // out = sum_e sum_p coef(e, p, c) * op_p(inputs[e]) + bias(c), where for pools with BN
-  // coef = w * invstd and bias collects -w * invstd * mean; w is [E, P] in op-math type, mean and
-  // invstd [E, Q, C] (undefined when !pool_bn).
-  void (*apply)(const MixedNode& node, const at::Tensor& w, const at::Tensor& mean,
-                const at::Tensor& invstd, at::Tensor& out);
-  // partial[n, c, e*P + p] = sum over the output plane of grad * op_p(inputs[e]) (raw pool, no BN),
-  // partial[n, c, E*P] = sum of grad; writes grad_extras[e*K + k] = w[e, p_k] * grad for the
-  // "extra" codes (undefined tensors at the "add" slots, whose partial sums are 0).
-  void (*backward_reduce)(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w,
-                          at::Tensor& partial, std::vector<at::Tensor>& grad_extras);
-  // grad_w[e, p] and the per-(e, p, c) coefficients of d op_p / d pool: dpool = A*g + B*pool + D.
-  void (*finalize)(const MixedNode& node, const at::Tensor& sums /* [C, E*P+1] */,
-                   const at::Tensor& w, const at::Tensor& mean, const at::Tensor& invstd,
-                   bool batch_stats, at::Tensor& grad_w, at::Tensor& A, at::Tensor& B,
-                   at::Tensor& D);
-  // grad_inputs[e] = w_skip * g + sum over pools of the pool's transpose applied to dpool.
-  void (*backward_input)(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w,
-                         const at::Tensor& A, const at::Tensor& B, const at::Tensor& D,
-                         std::vector<at::Tensor>& grad_inputs);
+// The forward's statistics [E, Q, C] in the op-math type: buffers for the batch statistics (mean,
+// 1/sqrt(var + eps), unbiased variance) that the kernels fill; in eval copies of the running mean and
+// 1/sqrt(running_var + eps) and an empty var_u; without pool BN three empty tensors.
+struct ForwardStats {
+  at::Tensor mean, invstd, var_u;
 };
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixed_node_forward(
-    const MixedNodeKernels& kernels, at::MemoryFormat compute_format,
-    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
-    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
-    double eps);
-
-std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> mixed_node_backward(
-    const MixedNodeKernels& kernels, at::MemoryFormat compute_format, const at::Tensor& grad_out,
-    const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
-    const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd);
+ForwardStats forward_stats(const MixedNode& node, bool batch_stats, const std::optional<at::Tensor>& running_mean,
+                           const std::optional<at::Tensor>& running_var, double eps);
+// The backward's saved (mean, invstd) in the op-math type, contiguous; undefined tensors without pool BN.
+std::pair<at::Tensor, at::Tensor> saved_stats(const MixedNode& node, const at::Tensor& save_mean,
+                                              const at::Tensor& save_invstd);
 
 // The layout the output takes: channels_last when inputs[0] is, else contiguous NCHW.
 inline at::MemoryFormat output_format(const at::Tensor& x) {

@@ -1,4 +1,4 @@
-// Schema, argument checks and the device-independent part of hdas::pair_concat.
+// Schema, argument checks and the steps both backends share of hdas::pair_concat.
 #include "pair_concat.h"
 
 #include <torch/library.h>
@@ -12,7 +12,9 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
   TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
   const auto& s0 = states[0];
   TORCH_CHECK_VALUE(s0.dim() == 4, op, ": states[0] must be a 4-D tensor [N, C, H, W], got shape ", s0.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(s0.scalar_type()), op, ": states must be floating point, got ",
+  // Checked here, before the dispatch macros, which would reject other floating types (float8)
+  // with an internal error.
+  TORCH_CHECK_TYPE(kernel_dtype(s0.scalar_type()), op, ": states must be float32, float64, float16 or bfloat16, got ",
                    s0.scalar_type());
   for (size_t t = 1; t < states.size(); ++t) {
     TORCH_CHECK_VALUE(states[t].sizes() == s0.sizes(), op, ": states[", t, "] must have the shape of states[0] ",
@@ -40,40 +42,50 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
                     ": weights must have shape [num_pairs] = [", pc.K, "], got ", weights.sizes());
   TORCH_CHECK_VALUE(weights.device() == s0.device(), op, ": weights must be on ", s0.device(), ", got ",
                     weights.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), op, ": weights must be floating point, got ",
-                   weights.scalar_type());
+  TORCH_CHECK_TYPE(kernel_dtype(weights.scalar_type()), op,
+                   ": weights must be float32, float64, float16 or bfloat16, got ", weights.scalar_type());
   pc.N = s0.size(0);
   pc.C = s0.size(1);
-  pc.HW = s0.size(2) * s0.size(3);
+  pc.H = s0.size(2);
+  pc.W = s0.size(3);
+  pc.HW = pc.H * pc.W;
   for (const auto& s : states) pc.states.push_back(s.contiguous());
   return pc;
 }
 
+void check_pair_concat_grad(const PairConcat& pc, const at::Tensor& grad_out, const char* op) {
+  const auto& s0 = pc.states[0];
+  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({pc.N, 2 * pc.C, pc.H, pc.W}), op,
+                    ": grad_out must have shape [N, 2C, H, W] = [", pc.N, ", ", 2 * pc.C, ", ", pc.H, ", ", pc.W,
+                    "], got ", grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.device() == s0.device(), op, ": grad_out must be on ", s0.device(), ", got ",
+                    grad_out.device());
+}
+
 namespace {
 
-// The pair members as index tensors on the weights' device, built once per call. On a GPU they
-// travel from pinned memory without blocking: a copy from pageable memory would make the host wait
-// for every queued kernel, twice per call.
+// On a GPU the indices travel from pinned memory without blocking: a copy from pageable memory
+// would make the host wait for every queued kernel.
 at::Tensor on_device(const std::vector<int64_t>& idx, const at::Device& device) {
   auto host = at::tensor(idx, at::TensorOptions().dtype(at::kLong));
   if (device.is_cpu()) return host;
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
-struct Members {
-  at::Tensor first, second;
-  int64_t T;
-  Members(const PairConcat& pc, const at::Tensor& w)
-      : first(on_device(pc.first, w.device())), second(on_device(pc.second, w.device())), T(pc.T) {}
-  // u, v as device tensors: no host round trip for the weights.
-  std::pair<at::Tensor, at::Tensor> weights(const at::Tensor& w) const {
-    return {at::zeros({T}, w.options()).index_add_(0, first, w), at::zeros({T}, w.options()).index_add_(0, second, w)};
-  }
-};
+}  // namespace
 
-// The states some pair references, with the pairs renumbered over them; slot[t] is state t's
-// position there, or -1. The backward passes only these to the kernels: the others get zero
-// gradients without being read.
+PairMembers PairMembers::of(const PairConcat& pc, const at::Device& device) {
+  return {on_device(pc.first, device), on_device(pc.second, device), pc.T};
+}
+
+std::pair<at::Tensor, at::Tensor> PairMembers::weights(const at::Tensor& w) const {
+  return {at::zeros({T}, w.options()).index_add_(0, first, w), at::zeros({T}, w.options()).index_add_(0, second, w)};
+}
+
+at::Tensor PairMembers::weight_grad(const at::Tensor& sums) const {
+  return sums.index_select(0, first) + sums.index_select(0, second + T);
+}
+
 PairConcat referenced(const PairConcat& pc, std::vector<int64_t>& slot) {
   std::vector<bool> used(pc.T, false);
   for (auto t : pc.first) used[t] = true;
@@ -92,50 +104,15 @@ PairConcat referenced(const PairConcat& pc, std::vector<int64_t>& slot) {
   return sub;
 }
 
-}  // namespace
-
-at::Tensor pair_concat_forward(const PairConcatKernels& k, const std::vector<at::Tensor>& states,
-                               const at::Tensor& weights, c10::IntArrayRef pairs) {
-  auto pc = make_pair_concat(states, weights, pairs, "hdas::pair_concat");
-  const auto w = weights.to(op_math(states[0].scalar_type()));
-  auto [u, v] = Members(pc, w).weights(w);
-  auto out = at::empty({pc.N, 2 * pc.C, states[0].size(2), states[0].size(3)}, states[0].options());
-  k.forward(pc, u, v, out);
-  return out.contiguous(output_format(states[0]));
+std::vector<at::Tensor> state_grads(const std::vector<at::Tensor>& states, const std::vector<int64_t>& slot,
+                                    const std::vector<at::Tensor>& grads, at::MemoryFormat format) {
+  std::vector<at::Tensor> out;
+  for (size_t t = 0; t < states.size(); ++t)
+    out.push_back(slot[t] >= 0 ? grads[slot[t]].contiguous(format) : at::zeros_like(states[t], format));
+  return out;
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor> pair_concat_backward(
-    const PairConcatKernels& k, const at::Tensor& grad_out, const std::vector<at::Tensor>& states,
-    const at::Tensor& weights, c10::IntArrayRef pairs) {
-  const char* op = "hdas::pair_concat_backward";
-  const auto all = make_pair_concat(states, weights, pairs, op);
-  const auto& s0 = states[0];
-  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({all.N, 2 * all.C, s0.size(2), s0.size(3)}), op,
-                    ": grad_out must have shape [N, 2C, H, W] = [", all.N, ", ", 2 * all.C, ", ", s0.size(2), ", ",
-                    s0.size(3), "], got ", grad_out.sizes());
-  TORCH_CHECK_VALUE(grad_out.device() == s0.device(), op, ": grad_out must be on ", s0.device(), ", got ",
-                    grad_out.device());
-  std::vector<int64_t> slot;
-  const auto pc = referenced(all, slot);
-  const auto acc = op_math(states[0].scalar_type());
-  const auto w = weights.to(acc);
-  const Members members(pc, w);
-  auto [u, v] = members.weights(w);
-  std::vector<at::Tensor> grads;
-  for (const auto& s : pc.states) grads.push_back(at::empty_like(s));
-  auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, states[0].options().dtype(acc));
-  k.backward(pc, grad_out.to(states[0].scalar_type()).contiguous(), u, v, grads, dots);
-  const auto sums = dots.sum(0);
-  const auto grad_w =
-      (sums.index_select(0, members.first) + sums.index_select(0, members.second + pc.T)).to(weights.scalar_type());
-  const auto f = output_format(states[0]);
-  std::vector<at::Tensor> grad_states;
-  for (int64_t t = 0; t < all.T; ++t)
-    grad_states.push_back(slot[t] >= 0 ? grads[slot[t]].contiguous(f) : at::zeros_like(states[t], f));
-  return {grad_states, grad_w};
-}
-
-TORCH_LIBRARY_FRAGMENT(hdas, m) {
+TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {
   m.def("pair_concat(Tensor[] states, Tensor weights, int[] pairs) -> Tensor");
   m.def(
       "pair_concat_backward(Tensor grad_out, Tensor[] states, Tensor weights, int[] pairs) "

@@ -10,6 +10,11 @@ scikit-learn: upsampled bilinearly to 16x16, replicated to 3 channels, scaled to
 normalised with the train split's per-channel mean/std; a fixed split (numpy RandomState(0)
 permutation) puts 360 images in the test set and 1437 in the train set. Train augmentation: random
 crop 16 with padding 2 (no flips: digits are not mirror-symmetric).
+
+`autoaugment=True` (in-memory datasets) adds torchvision's AutoAugment with its CIFAR-10 policy
+after the crop and flip, before normalisation and Cutout, as DARTS-family code that reports
+AutoAugment results orders it; it needs torchvision (the 'data' extra) and draws its random choices
+from torch's global RNG.
 """
 import functools
 import importlib.resources
@@ -20,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from .extras import require
 
 __all__ = [
     "DATASETS", "DATASET_SHAPES", "dataset_info", "get_dataset", "InMemoryImages", "augment_batch",
@@ -60,7 +67,7 @@ def dataset_info(name):
 
 
 def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=False,
-                color_jitter=False):
+                color_jitter=False, autoaugment=False):
     """A torch Dataset of (image tensor, int label).
 
     name: 'digits' (root ignored), 'cifar10' (root = folder holding cifar-10-batches-py;
@@ -68,8 +75,13 @@ def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=Fa
     augment: the standard training augmentation (only applied when train=True).
     cutout: side of the zeroed square (DARTS' Cutout, after normalisation); 0 = off.
     color_jitter: ImageNet only, ColorJitter(0.4, 0.4, 0.4, 0.2) as in DARTS' train_imagenet.py.
+    autoaugment: 'cifar10' and 'digits' only, torchvision's AutoAugment (CIFAR-10 policy) after the
+    crop and flip (only applied when train=True and augment).
     """
     _check_name(name)
+    if autoaugment and name == "imagenet":
+        raise ValueError("autoaugment (torchvision's CIFAR-10 policy) applies to the in-memory datasets "
+                         "'cifar10' and 'digits', not 'imagenet'")
     if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
         raise ValueError(f"cutout must be a non-negative int (square side in pixels), got {cutout!r}")
     augment = bool(augment and train)
@@ -78,14 +90,15 @@ def get_dataset(name, root=None, train=True, augment=True, cutout=0, download=Fa
         n_test = DIGITS_TEST
         sl = slice(n_test, None) if train else slice(0, n_test)
         return InMemoryImages(images[sl], labels[sl], mean, std, crop_padding=2 if augment else 0,
-                              flip=False, cutout=cutout if augment else 0)
+                              flip=False, cutout=cutout if augment else 0, autoaugment=autoaugment and augment)
     if name == "cifar10":
         reader = _cifar10_reader(root, train, download)
         images = torch.from_numpy(reader.data).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
         labels = torch.tensor(reader.targets, dtype=torch.long)
         return InMemoryImages(images, labels, CIFAR10_MEAN, CIFAR10_STD,
                               crop_padding=4 if augment else 0, flip=augment,
-                              cutout=cutout if augment else 0, crop_fill=CIFAR10_CROP_FILL)
+                              cutout=cutout if augment else 0, crop_fill=CIFAR10_CROP_FILL,
+                              autoaugment=autoaugment and augment)
     return _imagenet(root, train, augment, cutout, color_jitter)
 
 
@@ -163,12 +176,20 @@ class _Cutout:
         return augment_batch(img.unsqueeze(0), cutout=self.size).squeeze(0)
 
 
-def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, generator=None, crop_fill=0.0):
+def autoaugment_policy():
+    """torchvision's AutoAugment with its CIFAR-10 policy (the 'data' extra)."""
+    transforms = require("torchvision.transforms")
+    return transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)
+
+
+def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, generator=None, crop_fill=0.0,
+                  policy=None):
     """Augment a float batch [B, C, H, W] with every sample drawn independently: random crop of
     the original size from the image padded with `crop_fill` (a value in x's [0, 1] scale),
-    horizontal flip with probability 1/2, then normalisation with (mean, std) when given, then
-    DARTS' Cutout (a square of side `cutout` centred uniformly at random, clipped at the border,
-    set to 0). `generator` must live on x's device; None uses the global RNG."""
+    horizontal flip with probability 1/2, then `policy` (a transform of one uint8 image, e.g.
+    autoaugment_policy(); its own random choices), then normalisation with (mean, std) when given,
+    then DARTS' Cutout (a square of side `cutout` centred uniformly at random, clipped at the
+    border, set to 0). `generator` must live on x's device; None uses the global RNG."""
     B, C, H, W = x.shape
     dev = x.device
     if crop_padding:
@@ -183,6 +204,9 @@ def augment_batch(x, crop_padding=0, flip=False, cutout=0, mean=None, std=None, 
     if flip:
         mirror = torch.rand(B, device=dev, generator=generator) < 0.5
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+    if policy is not None:
+        pixels = x.mul(255).round_().to(torch.uint8)
+        x = torch.stack([policy(img) for img in pixels]).to(x.dtype).div_(255)
     if mean is not None:
         m = torch.as_tensor(mean, dtype=x.dtype, device=dev).view(1, -1, 1, 1)
         s = torch.as_tensor(std, dtype=x.dtype, device=dev).view(1, -1, 1, 1)
@@ -204,13 +228,16 @@ class InMemoryImages(Dataset):
     """Images held as one tensor ([N, C, H, W], uint8 in [0, 255] or float in [0, 1]) with labels;
     items are normalised float tensors, augmented per sample with the global RNG."""
 
-    def __init__(self, images, labels, mean, std, crop_padding=0, flip=False, cutout=0, crop_fill=0.0):
+    def __init__(self, images, labels, mean, std, crop_padding=0, flip=False, cutout=0, crop_fill=0.0,
+                 autoaugment=False):
         if images.dim() != 4 or images.shape[0] != labels.shape[0]:
             raise ValueError(f"images must be [N, C, H, W] with N == len(labels), got "
                              f"{tuple(images.shape)} and {tuple(labels.shape)}")
         self.images, self.labels = images, labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.crop_padding, self.flip, self.cutout, self.crop_fill = crop_padding, flip, cutout, crop_fill
+        self.autoaugment = bool(autoaugment)
+        self.policy = autoaugment_policy() if self.autoaugment else None
 
     def __len__(self):
         return self.images.shape[0]
@@ -221,7 +248,7 @@ class InMemoryImages(Dataset):
     def transform(self, x, generator=None):
         """Augment and normalise a raw batch (uint8 or float [0, 1])."""
         return augment_batch(self.to_float(x), self.crop_padding, self.flip, self.cutout,
-                             self.mean, self.std, generator, self.crop_fill)
+                             self.mean, self.std, generator, self.crop_fill, self.policy)
 
     def __getitem__(self, i):
         return self.transform(self.images[i:i + 1]).squeeze(0), int(self.labels[i])
@@ -236,7 +263,7 @@ class InMemoryImages(Dataset):
         """The items at idx (a slice or an index tensor/list), same augmentation."""
         idx = idx if isinstance(idx, slice) else torch.as_tensor(idx)
         return InMemoryImages(self.images[idx], self.labels[idx], self.mean, self.std, self.crop_padding,
-                              self.flip, self.cutout, self.crop_fill)
+                              self.flip, self.cutout, self.crop_fill, self.autoaugment)
 
 
 class ShardedSampler(torch.utils.data.Sampler):

@@ -17,7 +17,10 @@ DARTS cells and 3 (max_pool, avg_pool, skip) for stage edges.
   No window, N = 6: 1*3*6*10*15*21 * 9**6 = 56_700 * 531_441 ~ 3.0e10;
   window 3: 3**(N-1) * 9**N = 243 * 531_441 ~ 1.3e8.
 * Hs-DAS network: independent stage DAGs, ``prod_s stage(N_s, m)``; 3 x 6 cells, m = 3 ~ 2.2e24.
-* Full H-DAS (20 cells = 3 stages of 6 + 2 reductions): Hc-DAS cells x Hs-DAS stage DAGs.
+  Hs-DAS* (one DAG shared by the stages): ``stage(N, m)``.
+* H-DAS as the paper counts it (~1e42): DARTS' shared normal and reduction cells x windowed
+  Hs-DAS stage DAGs, 1.08e18 x 2.15e24 = 2.32e42. Stage-specific (Hc-DAS) cells x Hs-DAS stage
+  DAGs is a larger space (~2.6e69), labelled as such.
 * Distribution search: a stage has N cells with N in [n_min, n_max] (the output is the last two
   of them; later cells are dead and pruned), so one stage has ``sum_{N=n_min}^{n_max} stage(N, m)``
   architectures and the network the product over stages. Counted as genotypes *before* pruning
@@ -28,7 +31,7 @@ from math import comb, prod
 
 __all__ = ["cell_space", "stage_space", "darts_network_space", "hc_das_space", "hs_das_space",
            "distribution_stage_space", "distribution_genotypes", "space_table", "DEFAULTS",
-           "PAPER_ORDERS"]
+           "PAPER_ORDERS", "order_of_magnitude"]
 
 
 def _pos_int(name, v, minimum=1):
@@ -93,10 +96,18 @@ def distribution_genotypes(n_min=4, n_max=8, ops=3, k=2, window=None):
 DEFAULTS = dict(nodes=4, cell_ops=7, stage_ops=3, k=2, cells_per_stage=6, stages=3, window=3,
                 n_min=4, n_max=8, normal_types=3, reduce_types=2)
 
-# Orders of magnitude quoted for the default parameters (paper's complexity appendix, as summarised
-# in issue 4); compared against the exact counts by the tests and the table.
+# Orders of magnitude the paper quotes, beside the row each one matches at the default parameters
+# (docs/reproduction.md: the distribution rows are matched by their counts); a count agrees when
+# it rounds to that power of ten.
 PAPER_ORDERS = {"darts_cell": 9, "darts_network": 18, "hc_das": 45, "hs_stage_nowin": 10,
-                "hs_network_win": 24}
+                "hs_network_win": 24, "dist_stage_nowin": 15, "dist_network_win": 33, "hdas_paper": 42,
+                "dist_x_darts_cells": 51}
+
+
+def order_of_magnitude(count):
+    """The power of ten nearest to `count` on a log scale (9.3e32 -> 33), exact for any int."""
+    digits = len(str(count)) - 1
+    return digits + (count * count >= 10 ** (2 * digits + 1))
 
 
 def space_table(**params):
@@ -124,8 +135,10 @@ def space_table(**params):
         ("hs_stage_win", f"Hs-DAS stage, N={n}, window m={m}", st_w),
         ("hs_network_nowin", f"Hs-DAS network, {S} stages x {n}, no window", st_nw ** S),
         ("hs_network_win", f"Hs-DAS network, {S} stages x {n}, window m={m}", st_w ** S),
-        ("hdas_full_win", f"H-DAS {L} cells: Hc-DAS cells x Hs-DAS (m={m})", hc * st_w ** S),
-        ("hdas_full_nowin", f"H-DAS {L} cells: Hc-DAS cells x Hs-DAS (no window)", hc * st_nw ** S),
+        ("hs_star_win", f"Hs-DAS* network (one DAG shared by the stages), m={m}", st_w),
+        ("hdas_paper", f"H-DAS as the paper counts it: DARTS cells x Hs-DAS (m={m}), {L} cells", cell ** 2 * st_w ** S),
+        ("hc_x_hs_win", f"Hc-DAS cells x Hs-DAS stages (m={m}), {L} cells", hc * st_w ** S),
+        ("hc_x_hs_nowin", f"Hc-DAS cells x Hs-DAS stages (no window), {L} cells", hc * st_nw ** S),
         ("dist_stage_nowin", f"distribution stage, {rng}, no window", dist_nw),
         ("dist_stage_win", f"distribution stage, {rng}, window m={m}", dist_w),
         ("dist_network_nowin", f"distribution network, {S} stages, no window", dist_nw ** S),

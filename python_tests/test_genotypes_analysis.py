@@ -60,7 +60,7 @@ def test_distribution_tail_is_dead():
 
 
 def test_published_depths():
-    # spec §4.3: longest chains CIFAR 5/4/4, ImageNet 4/4/3; no dead cells
+    # longest chains CIFAR 5/4/4, ImageNet 4/4/3; no dead cells (docs/reproduction.md)
     assert [G.stage_depth(d, c) for d, c in G.stages(G.HS_DAS_CIFAR)] == [5, 4, 4]
     assert [G.stage_depth(d, c) for d, c in G.stages(G.HS_DAS_IMAGENET)] == [4, 4, 3]
     for g in (G.HS_DAS_CIFAR, G.HS_DAS_IMAGENET):

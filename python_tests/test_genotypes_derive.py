@@ -78,7 +78,7 @@ def first_edge_strongest(counts):
 
 @pytest.mark.parametrize("window, expected", [
     (2, [[0, 1], [1, 2], [2, 3], [3, 4]]),   # window 2: cell j reads states j, j+1
-    (3, [[0, 1], [0, 1], [1, 2], [2, 3]]),   # spec §4.1: edge e of cell j >= 1 reads state e + j - 1
+    (3, [[0, 1], [0, 1], [1, 2], [2, 3]]),   # edge e of cell j >= 1 reads state e + j - 1
     (4, [[0, 1], [0, 1], [0, 1], [1, 2]]),
     (5, [[0, 1], [0, 1], [0, 1], [0, 1]]),   # N+1: no window, every cell sees every earlier state
 ])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hdas_ext
+from device_compare import check_mixed_node, mixed_node_case
 from hdas_ext import ops
 from hdas_ext.ops import reference as ref
 
@@ -313,25 +314,34 @@ def test_cuda_backward_rejects_other_devices():
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("batch_stats", [True, False])
 def test_cuda_matches_cpu(dtype, channels_last, batch_stats):
+    """Forward outputs, statistics and every gradient against the CPU op and the float64 reference,
+    all fed the same values rounded to dtype (device_compare says how a dtype is judged); the
+    emulated CUDA tests run the same comparison without a GPU."""
     for stride in (1, 2):
         prims = [NONE, MAX, AVG, EXTRA, ADD] + ([SKIP] if stride == 1 else [])
-        xs, w, extras = make(3, prims, (4, 5, 9, 8), stride, dtype=torch.float64, channels_last=channels_last)
-        rm = torch.randn(3, 2, 5, dtype=torch.float64)
-        rv = torch.rand(3, 2, 5, dtype=torch.float64) + 0.5
-        sb = None if batch_stats else rm
-        vb = None if batch_stats else rv
-        cpu = [t.requires_grad_() for t in xs + extras + [w]]
-        gpu = [t.detach().to("cuda", dtype).requires_grad_() for t in cpu]
-        o_cpu, *stats_cpu = ops.mixed_node(cpu[:3], cpu[-1], prims, cpu[3:-1], stride, True, batch_stats, sb, vb)
-        o_gpu, *stats_gpu = ops.mixed_node(gpu[:3], gpu[-1], prims, gpu[3:-1], stride, True, batch_stats,
-                                           None if sb is None else sb.cuda(), None if vb is None else vb.cuda())
-        tol = dict(atol=3e-2, rtol=3e-2) if dtype in (torch.float16, torch.bfloat16) else {}
-        torch.testing.assert_close(o_gpu.double().cpu(), o_cpu, **tol)
-        for a, b in zip(stats_gpu, stats_cpu):  # batch mean, invstd, unbiased variance (or the running ones)
-            torch.testing.assert_close(a.double().cpu(), b.double(), **tol)
-        g = torch.randn_like(o_cpu)
-        for a, b in zip(grads(o_gpu, gpu, g.to("cuda", dtype)), grads(o_cpu, cpu, g)):
-            torch.testing.assert_close(a.double().cpu(), b, **tol)
+        case = mixed_node_case(3, prims, (4, 5, 9, 8), stride, "batch" if batch_stats else "running", channels_last,
+                               dtype, seed=stride)
+        check_mixed_node("cuda", case, f"stride={stride}")
+
+
+@pytest.mark.cuda
+def test_cuda_device_checks_come_before_the_device_guard():
+    """A CPU first input with CUDA weights (the dispatcher picks the CUDA kernel) gets the op's
+    ValueError, not c10's "Expected a cuda device" from a guard built before the checks."""
+    xs, w, _ = make(1, [MAX, AVG], shape=(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="weights must be on cpu"):
+        torch.ops.hdas.mixed_node(xs, w.cuda(), [MAX, AVG], [], 1, True, True, None, None, 1e-5)
+    # Running statistics are not read in training, so not checked: the backend names the device.
+    rm = torch.zeros(1, 2, 3, dtype=torch.float64, device="cuda")
+    with pytest.raises(ValueError, match="must be on a cuda device, got cpu"):
+        torch.ops.hdas.mixed_node(xs, w, [MAX, AVG], [], 1, True, True, rm, rm, 1e-5)
+    _, mean, invstd, _ = torch.ops.hdas.mixed_node(xs, w, [MAX, AVG], [], 1, True, True, None, None, 1e-5)
+    with pytest.raises(ValueError, match="grad_out must be on cpu"):
+        torch.ops.hdas.mixed_node_backward(torch.randn(2, 3, 4, 5, dtype=torch.float64, device="cuda"), xs, w,
+                                           [MAX, AVG], [], 1, True, True, mean, invstd)
+    states = [torch.randn(2, 3, 4, 4) for _ in range(3)]
+    with pytest.raises(ValueError, match="weights must be on cpu"):
+        torch.ops.hdas.pair_concat(states, torch.rand(1, device="cuda"), [0, 2])
 
 
 @pytest.mark.cuda

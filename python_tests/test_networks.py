@@ -22,7 +22,7 @@ def M(n):
     return n / 1e6
 
 
-# ---- parameter counts: the papers' figures and the analytic counts of spec §7.4 -------------
+# ---- parameter counts: the papers' figures and an independent analytic count ----------------
 
 @pytest.mark.parametrize("name,expected", [
     ("DARTS_V2", 3.35), ("DARTS_V1", 3.17), ("PDARTS", 3.43), ("PC_DARTS_cifar", 3.63),
@@ -57,7 +57,7 @@ def test_hs_das_imagenet_params(name, C, expected):
 def test_auxiliary_head_is_left_out_of_the_count():
     net = meta("DARTS_V2", "HS_DAS_CIFAR")
     aux = sum(p.numel() for n, p in net.named_parameters() if n.startswith("auxiliary_head"))
-    assert M(aux) == pytest.approx(0.476, abs=0.001)  # spec §7.4: CIFAR aux head 576 -> 10
+    assert M(aux) == pytest.approx(0.476, abs=0.001)  # CIFAR aux head 576 -> 10
     assert count_params(net) + aux == sum(p.numel() for p in net.parameters())
     assert count_params(meta("DARTS_V2", auxiliary=False)) == count_params(meta("DARTS_V2"))
 

@@ -32,8 +32,10 @@ def records(out):
 
 
 def test_search_on_digits_loss_falls(tmp_path):
+    # 18 steps are chaotic (final loss 1.8-2.4 across seeds and loss modes); the threshold below was
+    # measured with these settings (the defaults before the loss modes were renamed)
     cfg = tiny(tmp_path, epochs=3, batch_size=24, steps_per_epoch=6, eval_batches=1, lr=0.1, tensorboard=True,
-               plot=True)
+               plot=True, loss_mode="edge-softmax", weight_decay=3e-4)
     result = run_search(cfg)
     rows = records(tmp_path)
     assert [r["epoch"] for r in rows] == [0, 1, 2]

@@ -56,9 +56,19 @@ def test_hand_numbers():
 
 def test_paper_orders_of_magnitude():
     rows = {k: v for k, _, v in space.space_table()}
+    for key in ("darts_cell", "darts_network", "hc_das", "hs_stage_nowin", "hs_network_win"):
+        assert len(str(rows[key])) - 1 == space.PAPER_ORDERS[key], (key, rows[key])
+    assert sorted(space.PAPER_ORDERS.values()) == [9, 10, 15, 18, 24, 33, 42, 45, 51]
     for key, order in space.PAPER_ORDERS.items():
-        assert len(str(rows[key])) - 1 == order, (key, rows[key])
-    assert rows["hdas_full_win"] == rows["hc_das"] * rows["hs_network_win"]
+        assert space.order_of_magnitude(rows[key]) == order, (key, rows[key])
+    # the paper's H-DAS row: DARTS' shared cells x windowed Hs-DAS stages (not the appendix's
+    # (1e10)^3 x (1e9)^2 = 1e48), and the larger stage-specific-cells space labelled as such
+    assert rows["hdas_paper"] == rows["darts_network"] * rows["hs_network_win"]
+    assert 2.31e42 < rows["hdas_paper"] < 2.33e42
+    assert rows["hc_x_hs_win"] == rows["hc_das"] * rows["hs_network_win"]
+    assert 2.59e69 < rows["hc_x_hs_win"] < 2.60e69
+    assert rows["hs_star_win"] == rows["hs_stage_win"]
+    assert 9.34e32 < rows["dist_network_win"] < 9.35e32 and space.order_of_magnitude(rows["dist_network_win"]) == 33
     assert rows["dist_network_win"] == space.distribution_stage_space(window=3) ** 3
 
 
@@ -83,6 +93,11 @@ def test_cli_json_and_table(capsys):
     assert main(["space-size"]) == 0
     table = capsys.readouterr().out
     assert "1.038e+09" in table and "~1e24" in table and "2153693963075557766310747" in table
+    lines = {line.split("  ")[0]: line.split() for line in table.splitlines()}
+    paper_row = lines["H-DAS as the paper counts it: DARTS cells x Hs-DAS (m=3), 20 cells"]
+    assert paper_row[-3:-1] == ["~1e42", "yes"]
+    assert sum(line[-2] == "yes" for line in lines.values()) == 9 and not any(line[-2] == "no" for line in lines.values())
+    assert rows["darts_cell"]["order"] == 9 and rows["dist_network_win"]["order"] == 33
     assert main(["space-size", "--json", "--cells-per-stage", "4", "--window", "5"]) == 0
     doc = json.loads(capsys.readouterr().out)
     rows = {r["key"]: r for r in doc["rows"]}

@@ -40,7 +40,7 @@ def test_alphas_and_weights_are_disjoint_and_complete(space):
 
 def test_hc_das_assigns_stage_specific_sets():
     m = HcDasSearch(C=4, layers=8, fused=False)
-    # cells 0-1 normal1, 2 reduce1, 3-4 normal2, 5 reduce2, 6-7 normal3 (spec §5)
+    # cells 0-1 normal1, 2 reduce1, 3-4 normal2, 5 reduce2, 6-7 normal3
     assert m.net.cell_sets == [0, 0, 1, 2, 2, 3, 4, 4]
     assert [c.reduction for c in m.net.cells] == [False, False, True, False, False, True, False, False]
     assert isinstance(m.genotype(), StageCellsGenotype)

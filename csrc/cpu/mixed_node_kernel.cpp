@@ -15,25 +15,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
   MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
   check_forward_stats(node, batch_stats, running_mean, running_var, op);
   const auto& x0 = inputs[0];
-  const auto acc = op_math(x0.scalar_type());
-  const auto stat_opts = x0.options().dtype(acc);
   const bool bn = pool_bn && node.Q > 0;
+  auto [mean, invstd, var_u] = forward_stats(node, batch_stats, running_mean, running_var, eps);
   // The CPU kernels index NCHW planes: channels_last inputs are computed through a copy.
   to_format(node.inputs, at::MemoryFormat::Contiguous);
   to_format(node.extras, at::MemoryFormat::Contiguous);
-  const at::Tensor w = weights.to(acc).contiguous();
-
-  at::Tensor mean, invstd, var_u = at::empty({0}, stat_opts);
-  if (bn && batch_stats) {
-    mean = at::empty({node.E, node.Q, node.C}, stat_opts);
-    invstd = at::empty_like(mean);
-    var_u = at::empty_like(mean);
-  } else if (bn) {
-    std::tie(mean, invstd) = running_stats(*running_mean, *running_var, eps, acc);
-  } else {
-    mean = at::empty({0}, stat_opts);
-    invstd = at::empty({0}, stat_opts);
-  }
+  const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
   auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options());
   if (use_avx2())
     isa_avx2::forward(node, w, bn, batch_stats, eps, mean, invstd, var_u, out);
@@ -56,8 +43,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   const auto grad = grad_out.contiguous();
   backward_extras(node, grad, at::MemoryFormat::Contiguous);
   const at::Tensor w = weights.to(acc).contiguous();
-  const at::Tensor mean = bn ? save_mean.to(acc).contiguous() : at::Tensor();
-  const at::Tensor invstd = bn ? save_invstd.to(acc).contiguous() : at::Tensor();
+  const auto [mean, invstd] = saved_stats(node, save_mean, save_invstd);
 
   std::vector<at::Tensor> grad_inputs;
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../mixed_node.h"
 #include "../pair_concat.h"
 
 namespace hdas::cpu {
@@ -76,16 +77,33 @@ void backward(const PairConcat& pc, const at::Tensor& grad, const at::Tensor& u,
   });
 }
 
-const PairConcatKernels kKernels{forward, backward};
-
 at::Tensor forward_cpu(const std::vector<at::Tensor>& states, const at::Tensor& weights, c10::IntArrayRef pairs) {
-  return pair_concat_forward(kKernels, states, weights, pairs);
+  const auto pc = make_pair_concat(states, weights, pairs, "hdas::pair_concat");
+  const auto w = weights.to(op_math(pc.states[0].scalar_type()));
+  const auto [u, v] = PairMembers::of(pc, w.device()).weights(w);
+  auto out = at::empty({pc.N, 2 * pc.C, pc.H, pc.W}, pc.states[0].options());
+  forward(pc, u, v, out);
+  return out.contiguous(output_format(states[0]));
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor> backward_cpu(const at::Tensor& grad_out,
                                                              const std::vector<at::Tensor>& states,
                                                              const at::Tensor& weights, c10::IntArrayRef pairs) {
-  return pair_concat_backward(kKernels, grad_out, states, weights, pairs);
+  const char* op = "hdas::pair_concat_backward";
+  const auto all = make_pair_concat(states, weights, pairs, op);
+  check_pair_concat_grad(all, grad_out, op);
+  std::vector<int64_t> slot;
+  const auto pc = referenced(all, slot);
+  const auto acc = op_math(pc.states[0].scalar_type());
+  const auto w = weights.to(acc);
+  const auto members = PairMembers::of(pc, w.device());
+  const auto [u, v] = members.weights(w);
+  std::vector<at::Tensor> grads;
+  for (const auto& s : pc.states) grads.push_back(at::empty_like(s));
+  auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, pc.states[0].options().dtype(acc));
+  backward(pc, grad_out.to(pc.states[0].scalar_type()).contiguous(), u, v, grads, dots);
+  const auto grad_w = members.weight_grad(dots.sum(0)).to(weights.scalar_type());
+  return {state_grads(states, slot, grads, output_format(states[0])), grad_w};
 }
 
 }  // namespace

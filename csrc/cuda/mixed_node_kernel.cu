@@ -1,408 +1,174 @@
-// CUDA kernels of hdas::mixed_node, on the current stream. Tensors arrive contiguous in one
-// layout (NCHW or channels_last); pools are recomputed from the inputs wherever they are needed.
+// The CUDA backend of hdas::mixed_node: checks, allocations and launches of the kernels of
+// mixed_node_device.cuh on the current stream. Compiled by nvcc for the shipped ops, and as C++ by the
+// emulated build (csrc/emu/mixed_node_emu.cpp, with runtime.cuh's emulated launch).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include "../mixed_node.h"
-#include "common.cuh"
+#include "mixed_node_device.cuh"
+#include "runtime.cuh"
 
 namespace hdas::cuda {
 namespace {
 
-constexpr int kMaxInputs = 16;
-constexpr int kMaxPrims = 16;
-constexpr int kMaxExtras = 64;
-
-struct Geo {
-  int64_t N, C, H, W, Ho, Wo, s;
-  bool cl;  // channels_last
-  __device__ int64_t in(int64_t n, int64_t c, int64_t h, int64_t w) const {
-    return cl ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
-  }
-  __device__ int64_t out(int64_t n, int64_t c, int64_t h, int64_t w) const {
-    return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
-  }
-  // Output element at linear position i of the output's memory order.
-  __device__ void decode_out(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % Wo; i /= Wo; h = i % Ho; n = i / Ho; }
-    else { w = i % Wo; i /= Wo; h = i % Ho; i /= Ho; c = i % C; n = i / C; }
-  }
-  __device__ void decode_in(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % W; i /= W; h = i % H; n = i / H; }
-    else { w = i % W; i /= W; h = i % H; i /= H; c = i % C; n = i / C; }
-  }
-};
-
-struct Meta {
-  int E, P, Q, K;
-  int8_t prim[kMaxPrims], pool_slot[kMaxPrims], extra_slot[kMaxPrims];
-};
-
-template <typename T>
-struct Ptrs {
-  T* p[kMaxExtras];
-};
-
-Geo geo_of(const MixedNode& nd) {
-  return Geo{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast};
-}
-
-Meta meta_of(const MixedNode& nd) {
-  TORCH_CHECK_VALUE(nd.E <= kMaxInputs, "hdas::mixed_node (CUDA): at most ", kMaxInputs, " inputs, got ", nd.E);
-  TORCH_CHECK_VALUE(nd.P <= kMaxPrims, "hdas::mixed_node (CUDA): at most ", kMaxPrims, " primitives, got ", nd.P);
-  TORCH_CHECK_VALUE(nd.E * nd.K <= kMaxExtras, "hdas::mixed_node (CUDA): at most ", kMaxExtras, " extras, got ",
-                    nd.E * nd.K);
-  Meta m{static_cast<int>(nd.E), static_cast<int>(nd.P), static_cast<int>(nd.Q), static_cast<int>(nd.K), {}, {}, {}};
-  for (int p = 0; p < nd.P; ++p) {
-    m.prim[p] = static_cast<int8_t>(nd.prims[p]);
-    m.pool_slot[p] = static_cast<int8_t>(nd.pool_slot[p]);
-    m.extra_slot[p] = static_cast<int8_t>(nd.extra_slot[p]);
-  }
-  return m;
-}
-
-template <typename T>
-Ptrs<const T> const_ptrs(const std::vector<at::Tensor>& ts) {
-  Ptrs<const T> r{};
-  for (size_t i = 0; i < ts.size(); ++i) r.p[i] = ts[i].const_data_ptr<T>();
-  return r;
-}
-
-template <typename T>
-Ptrs<T> mut_ptrs(std::vector<at::Tensor>& ts) {
-  Ptrs<T> r{};
-  for (size_t i = 0; i < ts.size(); ++i) r.p[i] = ts[i].defined() ? ts[i].data_ptr<T>() : nullptr;  // "add" slots
-  return r;
-}
-
-__device__ inline int64_t lo(int64_t o, int64_t s) { return o * s - 1 > 0 ? o * s - 1 : 0; }
-__device__ inline int64_t hi(int64_t o, int64_t s, int64_t n) { return o * s + 1 < n - 1 ? o * s + 1 : n - 1; }
-
-// 3x3 pool at output (n, c, oh, ow); max follows PyTorch (NaN wins), average excludes padding.
-template <typename A, typename T>
-__device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
-  const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
-  A m = is_max ? -INFINITY : A(0);
-  for (int64_t h = h0; h <= h1; ++h)
-    for (int64_t w = w0; w <= w1; ++w) {
-      const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (is_max) m = (v > m || v != v) ? v : m;
-      else m += v;
-    }
-  return is_max ? m : m / static_cast<A>((h1 - h0 + 1) * (w1 - w0 + 1));
-}
-
-// (h, w) that max_pool2d selects for output (oh, ow), packed as h * W + w.
-template <typename A, typename T>
-__device__ int64_t argmax_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
-  const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
-  A m = -INFINITY;
-  int64_t best = h0 * g.W + w0;
-  for (int64_t h = h0; h <= h1; ++h)
-    for (int64_t w = w0; w <= w1; ++w) {
-      const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (v > m || v != v) { m = v; best = h * g.W + w; }
-    }
-  return best;
-}
-
-// One block per (n, c) plane: mean and M2 of every (edge, pool) over the plane.
-template <typename T, typename A>
-__global__ void pool_stats_kernel(Ptrs<const T> xs, Geo g, Meta mt, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
-  for (int e = 0; e < mt.E; ++e)
-    for (int p = 0; p < mt.P; ++p) {
-      const int q = mt.pool_slot[p];
-      if (q < 0) continue;
-      const bool is_max = mt.prim[p] == kMaxPool;
-      A sum = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-        sum += pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo);
-      const A mean = block_sum(sum, smem) / static_cast<A>(L);
-      A m2 = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
-        const A d = pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo) - mean;
-        m2 += d * d;
-      }
-      m2 = block_sum(m2, smem);
-      if (threadIdx.x == 0) {
-        A* o = partial + (plane * mt.E * mt.Q + e * mt.Q + q) * 2;
-        o[0] = mean;
-        o[1] = m2;
-      }
-    }
-}
-
-// One thread per (e*Q + q, c): Chan et al.'s pairwise combination of the N planes' (mean, M2),
-// stable where a sum / sum of squares is not. Every plane has L values.
-template <typename A>
-__global__ void combine_stats_kernel(const A* partial, int64_t N, int64_t C, int64_t EQ, int64_t L, A eps, A* mean,
-                                     A* invstd, A* var_u) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < EQ * C; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t eq = j / C, c = j % C;
-    auto plane = [&](int64_t n) { return partial + ((n * C + c) * EQ + eq) * 2; };
-    A m = 0;
-    for (int64_t n = 0; n < N; ++n) m += plane(n)[0];
-    m /= static_cast<A>(N);
-    A m2 = 0, spread = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const A d = plane(n)[0] - m;
-      m2 += plane(n)[1];
-      spread += d * d;
-    }
-    m2 += spread * static_cast<A>(L);
-    const A count = static_cast<A>(N * L);
-    mean[j] = m;
-    invstd[j] = A(1) / sqrt(m2 / count + eps);
-    var_u[j] = m2 / (count - A(1));
-  }
-}
-
-template <typename T, typename A>
-__global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt, const A* w, const A* mean,
-                             const A* invstd, T* out) {
-  const int64_t total = g.N * g.C * g.Ho * g.Wo;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n, c, oh, ow;
-    g.decode_out(i, n, c, oh, ow);
-    A acc = 0;
-    for (int e = 0; e < mt.E; ++e)
-      for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
-        A coef = w[e * mt.P + p];
-        if (code == kNone) {
-          acc += coef * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
-        } else if (code == kSkip) {
-          acc += coef * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
-        } else if (code == kExtra || code == kAdd) {
-          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex.p[e * mt.K + mt.extra_slot[p]][i]);
-        } else {
-          const A v = pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
-          if (mean != nullptr) {
-            const int64_t k = (e * mt.Q + mt.pool_slot[p]) * g.C + c;
-            coef *= invstd[k];
-            acc += coef * (v - mean[k]);
-          } else {
-            acc += coef * v;
-          }
-        }
-      }
-    out[i] = static_cast<T>(acc);
-  }
-}
-
-// One block per (n, c) plane: plane sums of grad * op_p(x_e), and of grad; grad of the extras.
-template <typename T, typename A>
-__global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex, const T* grad, Geo g,
-                                       Meta mt, const A* w, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
-  const int64_t S = mt.E * mt.P + 1;
-  A sg = 0;
-  for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-    sg += static_cast<A>(grad[g.out(n, c, i / g.Wo, i % g.Wo)]);
-  sg = block_sum(sg, smem);
-  if (threadIdx.x == 0) partial[plane * S + S - 1] = sg;
-  for (int e = 0; e < mt.E; ++e)
-    for (int p = 0; p < mt.P; ++p) {
-      const int code = mt.prim[p];
-      A sum = 0;
-      // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
-      for (int64_t i = threadIdx.x; code != kAdd && i < L; i += blockDim.x) {
-        const int64_t oh = i / g.Wo, ow = i % g.Wo, o = g.out(n, c, oh, ow);
-        const A gv = static_cast<A>(grad[o]);
-        if (code == kNone) {
-          sum += gv * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
-        } else if (code == kSkip) {
-          sum += gv * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
-        } else if (code == kExtra) {
-          const int k = e * mt.K + mt.extra_slot[p];
-          sum += gv * static_cast<A>(ex.p[k][o]);
-          gex.p[k][o] = static_cast<T>(w[e * mt.P + p] * gv);
-        } else {
-          sum += gv * pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
-        }
-      }
-      sum = block_sum(sum, smem);
-      if (threadIdx.x == 0) partial[plane * S + e * mt.P + p] = sum;
-    }
-}
-
-// One block per (e, p): grad_w[e, p] and A, B, D over the channels (see mixed_node.h).
-template <typename A>
-__global__ void finalize_kernel(const A* sums, Geo g, Meta mt, const A* w, const A* mean, const A* invstd,
-                                bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
-  __shared__ A smem[32];
-  const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot[p];
-  const int64_t S = mt.E * mt.P + 1;
-  const A M = static_cast<A>(g.N * g.Ho * g.Wo), wep = w[e * mt.P + p];
-  A total = 0;
-  for (int64_t c = threadIdx.x; c < g.C; c += blockDim.x) {
-    const A sgp = sums[c * S + e * mt.P + p], sg = sums[c * S + S - 1];
-    const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
-    if (q >= 0 && mean != nullptr) {
-      const int64_t k = (int64_t(e) * mt.Q + q) * g.C + c;
-      const A mu = mean[k], is = invstd[k], k1 = wep * is, gy = is * (sgp - mu * sg);
-      total += gy;
-      Ap[j] = k1;
-      Bp[j] = batch_stats ? -k1 * is * gy / M : A(0);
-      Dp[j] = batch_stats ? -k1 * sg / M + k1 * mu * is * gy / M : A(0);
-    } else {
-      total += sgp;
-      Ap[j] = wep;
-      Bp[j] = 0;
-      Dp[j] = 0;
-    }
-  }
-  total = block_sum(total, smem);
-  if (threadIdx.x == 0) grad_w[e * mt.P + p] = total;
-}
-
-// One thread per input element (n, c, h, w): gathers from every output window that covers it.
-template <typename T, typename A>
-__global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g, Meta mt, const A* Ap,
-                                      const A* Bp, const A* Dp) {
-  const int64_t total = g.N * g.C * g.H * g.W;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n, c, h, w;
-    g.decode_in(i, n, c, h, w);
-    const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
-    const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
-    for (int e = 0; e < mt.E; ++e) {
-      const T* x = xs.p[e];
-      A gx = 0;
-      for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
-        const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
-        const A a = Ap[j], b = Bp[j], d = Dp[j];
-        if (code == kSkip) {
-          gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
-        } else if (code == kMaxPool) {
-          const A xv = static_cast<A>(x[i]);
-          for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow)
-              if (argmax_at<A>(x, g, n, c, oh, ow) == h * g.W + w)
-                gx += a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + b * xv + d;
-        } else if (code == kAvgPool) {
-          for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              A dp = a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + d;
-              if (b != A(0)) dp += b * pool_at<A>(false, x, g, n, c, oh, ow);
-              const int64_t cnt = (hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1);
-              gx += dp / static_cast<A>(cnt);
-            }
-        }
-      }
-      gxs.p[e][i] = static_cast<T>(gx);
-    }
-  }
-}
-
 #define HDAS_DISPATCH(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-void batch_stats(const MixedNode& nd, double eps, at::Tensor& mean, at::Tensor& invstd, at::Tensor& var_u) {
-  const Geo g = geo_of(nd);
-  const Meta mt = meta_of(nd);
+// One call's geometry and device tables: the primitives' codes and slots, and the data pointers of
+// the inputs, extras and (backward) of their gradients.
+struct Call {
+  Geo g;
+  Meta mt{};
+  DeviceTable table;
+  int64_t codes = 0, xs = 0, ex = 0, gex = 0, gxs = 0;  // offsets in table
+
+  Call(const MixedNode& nd, const std::vector<at::Tensor>* grad_extras = nullptr,
+       const std::vector<at::Tensor>* grad_inputs = nullptr)
+      : g{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast} {
+    codes = table.add(nd.prims);
+    table.add(nd.pool_slot);
+    table.add(nd.extra_slot);
+    xs = table.add_data(nd.inputs);
+    ex = table.add_data(nd.extras);
+    if (grad_extras) gex = table.add_data(*grad_extras);
+    if (grad_inputs) gxs = table.add_data(*grad_inputs);
+    table.upload(nd.inputs[0].device());
+    const int64_t P = nd.P;
+    mt = Meta{static_cast<int>(nd.E), static_cast<int>(nd.P), static_cast<int>(nd.Q), static_cast<int>(nd.K),
+              table.codes(codes), table.codes(codes + P), table.codes(codes + 2 * P)};
+  }
+  template <typename T>
+  Ptrs<T> ptrs(int64_t at) const {
+    return Ptrs<T>{table.pointers<T>(at)};
+  }
+};
+
+template <typename A>
+const A* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<A>() : nullptr;
+}
+
+void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& mean, at::Tensor& invstd,
+                 at::Tensor& var_u) {
   const int64_t EQ = nd.E * nd.Q;
   auto partial = at::empty({nd.N, nd.C, EQ, 2}, mean.options());  // per plane: mean, M2
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_batch_stats_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto stream = c10::cuda::getCurrentCUDAStream();
-    pool_stats_kernel<scalar_t, A><<<plane_blocks(nd.N * nd.C, "hdas::mixed_node"), kThreads, 0, stream>>>(
-        const_ptrs<scalar_t>(nd.inputs), g, mt, partial.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    combine_stats_kernel<A><<<grid_for(EQ * nd.C), kThreads, 0, stream>>>(
-        partial.const_data_ptr<A>(), nd.N, nd.C, EQ, nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(),
-        invstd.data_ptr<A>(), var_u.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(pool_stats_kernel<scalar_t, A>, plane_blocks(nd.N * nd.C, "hdas::mixed_node"), kThreads, 0,
+           call.ptrs<const scalar_t>(call.xs), call.g, call.mt, partial.data_ptr<A>());
+    launch(combine_stats_kernel<A>, grid_for(EQ * nd.C), kThreads, 0, partial.const_data_ptr<A>(), nd.N, nd.C, EQ,
+           nd.plane_out(), static_cast<A>(eps), mean.data_ptr<A>(), invstd.data_ptr<A>(), var_u.data_ptr<A>());
   });
 }
 
-void apply(const MixedNode& nd, const at::Tensor& w, const at::Tensor& mean, const at::Tensor& invstd,
-           at::Tensor& out) {
-  const Geo g = geo_of(nd);
-  const Meta mt = meta_of(nd);
+void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at::Tensor& mean,
+           const at::Tensor& invstd, at::Tensor& out) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_apply_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    apply_kernel<scalar_t, A><<<grid_for(out.numel()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        const_ptrs<scalar_t>(nd.inputs), const_ptrs<scalar_t>(nd.extras), g, mt, w.const_data_ptr<A>(),
-        mean.defined() ? mean.const_data_ptr<A>() : nullptr, invstd.defined() ? invstd.const_data_ptr<A>() : nullptr,
-        out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(apply_kernel<scalar_t, A>, grid_for(out.numel()), kThreads, 0, call.ptrs<const scalar_t>(call.xs),
+           call.ptrs<const scalar_t>(call.ex), call.g, call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
+           data_or_null<A>(invstd), out.data_ptr<scalar_t>());
   });
 }
 
-void backward_reduce(const MixedNode& nd, const at::Tensor& grad, const at::Tensor& w, at::Tensor& partial,
-                     std::vector<at::Tensor>& grad_extras) {
-  const Geo g = geo_of(nd);
-  const Meta mt = meta_of(nd);
+void backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w,
+                     at::Tensor& partial) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_reduce_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    const unsigned blocks = plane_blocks(nd.N * nd.C, "hdas::mixed_node_backward");
-    backward_reduce_kernel<scalar_t, A><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        const_ptrs<scalar_t>(nd.inputs), const_ptrs<scalar_t>(nd.extras), mut_ptrs<scalar_t>(grad_extras),
-        grad.const_data_ptr<scalar_t>(), g, mt, w.const_data_ptr<A>(), partial.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(backward_reduce_kernel<scalar_t, A>, plane_blocks(nd.N * nd.C, "hdas::mixed_node_backward"), kThreads, 0,
+           call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
+           grad.const_data_ptr<scalar_t>(), call.g, call.mt, w.const_data_ptr<A>(), partial.data_ptr<A>());
   });
 }
 
-void finalize(const MixedNode& nd, const at::Tensor& sums, const at::Tensor& w, const at::Tensor& mean,
-              const at::Tensor& invstd, bool batch_stats, at::Tensor& grad_w, at::Tensor& A_, at::Tensor& B_,
-              at::Tensor& D_) {
-  const Geo g = geo_of(nd);
-  const Meta mt = meta_of(nd);
+void finalize(const MixedNode& nd, const Call& call, const at::Tensor& sums, const at::Tensor& w,
+              const at::Tensor& mean, const at::Tensor& invstd, bool batch_stats, at::Tensor& grad_w, at::Tensor& A_,
+              at::Tensor& B_, at::Tensor& D_) {
   AT_DISPATCH_FLOATING_TYPES(sums.scalar_type(), "mixed_node_finalize_cuda", [&] {
     using A = scalar_t;
-    finalize_kernel<A><<<nd.E * nd.P, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        sums.const_data_ptr<A>(), g, mt, w.const_data_ptr<A>(), mean.defined() ? mean.const_data_ptr<A>() : nullptr,
-        invstd.defined() ? invstd.const_data_ptr<A>() : nullptr, batch_stats, grad_w.data_ptr<A>(),
-        A_.data_ptr<A>(), B_.data_ptr<A>(), D_.data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(finalize_kernel<A>, static_cast<unsigned>(nd.E * nd.P), kThreads, 0, sums.const_data_ptr<A>(), call.g,
+           call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean), data_or_null<A>(invstd), batch_stats,
+           grad_w.data_ptr<A>(), A_.data_ptr<A>(), B_.data_ptr<A>(), D_.data_ptr<A>());
   });
 }
 
-void backward_input(const MixedNode& nd, const at::Tensor& grad, const at::Tensor& w, const at::Tensor& A_,
-                    const at::Tensor& B_, const at::Tensor& D_, std::vector<at::Tensor>& grad_inputs) {
-  const Geo g = geo_of(nd);
-  const Meta mt = meta_of(nd);
+void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& A_,
+                    const at::Tensor& B_, const at::Tensor& D_) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_backward_input_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    backward_input_kernel<scalar_t, A><<<grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0,
-                                         c10::cuda::getCurrentCUDAStream()>>>(
-        const_ptrs<scalar_t>(nd.inputs), mut_ptrs<scalar_t>(grad_inputs), grad.const_data_ptr<scalar_t>(), g, mt,
-        A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(backward_input_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0,
+           call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(), call.g,
+           call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(), D_.const_data_ptr<A>());
   });
 }
 
-const MixedNodeKernels kKernels{batch_stats, apply, backward_reduce, finalize, backward_input};
-
+// The op on the GPU: checks, allocations, and the kernels above in sequence; statistics and weight
+// gradients are reduced per plane by the kernels and across planes between them.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
     const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hdas::mixed_node: inputs must be a non-empty list of tensors");
-  const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return mixed_node_forward(kKernels, output_format(inputs[0]), inputs, weights, prims, extras, stride, pool_bn,
-                            batch_stats, running_mean, running_var, eps);
+  const char* op = "hdas::mixed_node";
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  check_forward_stats(node, batch_stats, running_mean, running_var, op);
+  const auto& x0 = inputs[0];
+  check_device(x0, op);
+  const DeviceGuard guard(x0.device());
+  const auto format = output_format(x0);
+  const bool bn = pool_bn && node.Q > 0;
+  auto [mean, invstd, var_u] = forward_stats(node, batch_stats, running_mean, running_var, eps);
+  to_format(node.inputs, format);
+  to_format(node.extras, format);
+  node.format = format;
+  const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
+  const Call call(node);
+  if (bn && batch_stats) cuda::batch_stats(node, call, eps, mean, invstd, var_u);
+  auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options().memory_format(format));
+  apply(node, call, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
+  return {out, mean, invstd, var_u};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cuda(
     const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
     c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
     const at::Tensor& save_mean, const at::Tensor& save_invstd) {
-  TORCH_CHECK_VALUE(!inputs.empty(), "hdas::mixed_node_backward: inputs must be a non-empty list of tensors");
-  const c10::cuda::CUDAGuard guard(inputs[0].device());
-  return mixed_node_backward(kKernels, output_format(inputs[0]), grad_out, inputs, weights, prims, extras, stride,
-                             pool_bn, batch_stats, save_mean, save_invstd);
+  const char* op = "hdas::mixed_node_backward";
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  check_backward_args(node, grad_out, save_mean, save_invstd, op);
+  const auto& x0 = inputs[0];
+  check_device(x0, op);
+  const DeviceGuard guard(x0.device());
+  const auto format = output_format(x0);
+  const auto acc = op_math(x0.scalar_type());
+  const auto stat_opts = x0.options().dtype(acc);
+  to_format(node.inputs, format);
+  node.format = format;
+  const auto grad = grad_out.contiguous(format);
+  backward_extras(node, grad, format);
+  const at::Tensor w = weights.to(acc).contiguous();
+  const auto [mean, invstd] = saved_stats(node, save_mean, save_invstd);
+
+  auto grad_extras = extra_grads_for(node);
+  std::vector<at::Tensor> grad_inputs;
+  for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
+  const Call call(node, &grad_extras, &grad_inputs);
+  auto partial = at::empty({node.N, node.C, node.E * node.P + 1}, stat_opts);
+  backward_reduce(node, call, grad, w, partial);
+  const auto sums = partial.sum(0).contiguous();  // [C, E*P + 1]
+
+  auto grad_w = at::empty({node.E, node.P}, stat_opts);
+  auto A = at::empty({node.E, node.P, node.C}, stat_opts);
+  auto B = at::empty_like(A);
+  auto D = at::empty_like(A);
+  finalize(node, call, sums, w, mean, invstd, node.pool_bn && node.Q > 0 && batch_stats, grad_w, A, B, D);
+  backward_input(node, call, grad, A, B, D);
+  return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(hdas, CUDA, m) {
+TORCH_LIBRARY_IMPL(HDAS_OPS_NAMESPACE, HDAS_DISPATCH_KEY, m) {
   m.impl("mixed_node", &forward_cuda);
   m.impl("mixed_node_backward", &backward_cuda);
 }

@@ -19,7 +19,7 @@ def register(subparsers):
         "space-size", help="exact search-space sizes of DARTS, Hc-DAS, Hs-DAS and the distribution search",
         description="Exact counts of labelled architectures (no graph isomorphism); formulas in "
                     "hdas_ext/space.py. The 'paper' column shows the order of magnitude the paper "
-                    "quotes, for default parameters only.")
+                    "quotes (default parameters only) and 'agrees' whether the exact count rounds to it.")
     p.add_argument("--nodes", type=positive_int, default=d["nodes"], help="intermediate nodes per cell (default %(default)s)")
     p.add_argument("--cell-ops", type=positive_int, default=d["cell_ops"], help="non-none ops per cell edge (default %(default)s)")
     p.add_argument("--stage-ops", type=positive_int, default=d["stage_ops"], help="non-none ops per stage edge (default %(default)s)")
@@ -46,7 +46,8 @@ def run(args):
     if args.json:
         print(json.dumps({"parameters": params,
                           "rows": [{"key": k, "description": desc, "count": v,
-                                    "paper_order": space.PAPER_ORDERS.get(k) if defaults else None}
+                                    "paper_order": space.PAPER_ORDERS.get(k) if defaults else None,
+                                    "order": space.order_of_magnitude(v)}
                                    for k, desc, v in rows]}, indent=2))
         return 0
     print(format_table(rows, space.PAPER_ORDERS if defaults else {}))
@@ -58,9 +59,16 @@ def _scientific(v):
     return f"{v:.3e}" if v < 1e300 else format(decimal.Decimal(v), ".3e")
 
 
+def _agrees(k, v, paper):
+    if k not in paper:
+        return "-"
+    return "yes" if space.order_of_magnitude(v) == paper[k] else "no"
+
+
 def format_table(rows, paper):
-    header = ("space", "size", "paper", "exact")
-    lines = [(desc, _scientific(v), f"~1e{paper[k]}" if k in paper else "-", str(v)) for k, desc, v in rows]
-    widths = [max(len(r[i]) for r in lines + [header]) for i in range(3)]
-    fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
+    header = ("space", "size", "paper", "agrees", "exact")
+    lines = [(desc, _scientific(v), f"~1e{paper[k]}" if k in paper else "-", _agrees(k, v, paper), str(v))
+             for k, desc, v in rows]
+    widths = [max(len(r[i]) for r in lines + [header]) for i in range(4)]
+    fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}"
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths) + ("-----",))] + [fmt(r) for r in lines])

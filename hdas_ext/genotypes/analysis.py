@@ -83,7 +83,7 @@ def average_path_length(dag, concat):
 
 def expected_depth(dag, concat):
     """Expected depth of the stage output: d(input) = 0, a cell's depth is the mean over its
-    inputs of (d(src) + 1) (the H-DAS depth recursion of spec §3 with equal edge weights), and the
+    inputs of (d(src) + 1) (the depth recursion of the depth loss, docs/algorithms.md, with equal edge weights), and the
     stage value is the mean over the concat states: the expected number of cells on a path walked
     back from the output that picks each incoming edge with equal probability. Not the depth
     loss's stage value, which averages d over all cells (search.losses)."""

@@ -2,7 +2,7 @@
 this package stays import-light). Whole networks are counted by hdas_ext.networks on the real
 modules; python_tests check these formulas against hdas_ext.nn.OPS modules.
 
-Conventions (spec §1, hdas_ext.nn.OPS): convs have no bias; a BatchNorm has 2C parameters when
+Conventions (hdas_ext.nn.OPS): convs have no bias; a BatchNorm has 2C parameters when
 affine, none otherwise; skip_connect at stride 2 is FactorizedReduce; pools carry a BN only when
 ``pool_bn`` (H-DAS: always; DARTS evaluation cells: never). Multiply-adds count convolutions only
 (one MAC per weight per output position); BN, ReLU, pooling and the node sums are not counted.

@@ -1,4 +1,4 @@
-"""Discrete architectures from architecture weights (spec §4.1, §8.1).
+"""Discrete architectures from architecture weights (docs/algorithms.md).
 
 Rules, both choosing for every edge the best op other than ``'none'`` (found by name, so the
 primitive list may have it first (DARTS) or last (H-DAS)) and keeping the k strongest edges per node:

@@ -1,8 +1,8 @@
 """Published architectures, retrievable by name with :func:`get`.
 
-DARTS-family cells are verbatim from the authors' repositories (spec §8.3). The H-DAS values
-(HC_DAS, HS_DAS_CIFAR, HS_DAS_IMAGENET) were decoded from the paper's figures (spec §4.4, §4.5);
-where the spec's reading and a third-party transcription differ, the spec's reading is used.
+DARTS-family cells are verbatim from the authors' repositories. The H-DAS values (HC_DAS,
+HS_DAS_CIFAR, HS_DAS_IMAGENET) were decoded from the paper's figures; where our reading of a figure
+and a third-party transcription differ, ours is used (docs/genotypes.md).
 """
 import copy
 

@@ -4,7 +4,12 @@ from ..data import DATASET_SHAPES
 from .chain import ChainNetwork, chain_cell_genes
 from .stage import StageNetwork
 
-__all__ = ["build_eval_network", "cell_sets"]
+__all__ = ["build_eval_network", "cell_sets", "shared_stages"]
+
+
+def shared_stages(dag, concat):
+    """Hs-DAS*: the StageGenotype whose three stages are the one searched DAG."""
+    return G.validate(G.StageGenotype(list(dag), list(concat), list(dag), list(concat), list(dag), list(concat)))
 
 
 def cell_sets(g):
@@ -25,7 +30,8 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
     'HC_DAS', or a genotype string/JSON).
     stages: None for a chain network (DARTS; Hc-DAS when `cell` is a StageCellsGenotype), or an Hs-DAS
     StageGenotype (object, name such as 'HS_DAS_CIFAR', string) for a stage network, whose cell counts
-    come from the stage genotype (`layers` is then unused); dead cells are pruned first.
+    come from the stage genotype (`layers` is then unused); dead cells are pruned first. A pair
+    (dag, concat) is one stage DAG built into all three stages (Hs-DAS*, see shared_stages).
     dataset: 'cifar10' or 'digits' (CIFAR stem and head) or 'imagenet' (stride-2 stems).
     pool_bn: pools followed by an affine BN. Default: off for a DARTS chain network with a
     Genotype (as DARTS evaluates it), on for Hc-DAS and Hs-DAS networks (H-DAS code).
@@ -50,6 +56,8 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
         genes = chain_cell_genes(sets, layers)
         return ChainNetwork(genes, init_channels, num_classes, auxiliary, imagenet, bool(pool_bn),
                             drop_path_prob)
+    if isinstance(stages, tuple) and len(stages) == 2 and isinstance(stages[0], list):
+        stages = shared_stages(*stages)
     g2 = G.resolve(stages, "stages", (G.StageGenotype,))
     if pool_bn is None:
         pool_bn = True

@@ -1,5 +1,5 @@
 """Hs-DAS evaluation networks: stages whose cells form a searched DAG, any number of cells per
-stage (spec §2.1, §7.1, §7.2; the released code hard-codes 6/6/6 and 4/4/4)."""
+stage (docs/algorithms.md; the released code hard-codes 6/6/6 and 4/4/4)."""
 import torch
 from torch import nn
 

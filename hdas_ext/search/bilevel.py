@@ -1,4 +1,4 @@
-"""Bi-level optimisation of a supernet (DARTS, spec §6.2 / §8.1), without the released code's bugs:
+"""Bi-level optimisation of a supernet (DARTS; docs/algorithms.md), without the released code's bugs:
 
 - first order: the architecture gradient of the validation loss at the CURRENT weights and
   alphas (the released code used a stale deep copy made at start-up);
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..runtime import all_reduce_mean_
-from .losses import auxiliary_loss
+from .losses import DEFAULT_MODE, IN_OBJECTIVE, auxiliary_loss, check_mode
 
 
 def _detach(tree):
@@ -30,14 +30,13 @@ def _detach(tree):
 
 class BilevelOptimizer:
     def __init__(self, model, w_optimizer, a_optimizer, *, order=1, grad_clip=5.0, delta=0.0, gamma=0.0,
-                 loss_mode="paper", ddp_net=None, amp_dtype=None, w_scaler=None, a_scaler=None,
+                 loss_mode=DEFAULT_MODE, ddp_net=None, amp_dtype=None, w_scaler=None, a_scaler=None,
                  criterion=F.cross_entropy, fd_radius=0.01):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if order == 2 and (w_scaler is not None or a_scaler is not None):
             raise ValueError("second order does not support fp16 loss scaling; use amp='bf16' or none")
-        if loss_mode not in ("paper", "released"):
-            raise ValueError(f"loss_mode must be 'paper' or 'released', got {loss_mode!r}")
+        loss_mode = check_mode(loss_mode)
         self.model, self.w_optimizer, self.a_optimizer = model, w_optimizer, a_optimizer
         self.order, self.grad_clip = order, grad_clip
         self.delta, self.gamma, self.loss_mode = delta, gamma, loss_mode
@@ -133,8 +132,8 @@ class BilevelOptimizer:
         alphas = self.model.alphas()
         grads, val_loss, logits = self.arch_gradients(train_chunks, val_chunks, lr)
         stats = {"val_loss": val_loss}
-        if self.loss_mode == "paper":
-            aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, "paper")
+        if self.loss_mode in IN_OBJECTIVE:
+            aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, self.loss_mode)
             if aux is not None:
                 scale = self.a_scaler.get_scale() if self.a_scaler is not None else 1.0
                 aux_grads = torch.autograd.grad(aux * scale, alphas, allow_unused=True)
@@ -148,9 +147,9 @@ class BilevelOptimizer:
             self.a_scaler.update()
         else:
             self.a_optimizer.step()
-        if self.loss_mode == "released":
-            # Released code: a second Adam step on the auxiliary loss alone (spec §3).
-            aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, "released")
+        if self.loss_mode not in IN_OBJECTIVE:
+            # The released code: a second Adam step on the auxiliary loss alone (docs/algorithms.md).
+            aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, self.loss_mode)
             if aux is not None:
                 self.a_optimizer.zero_grad(set_to_none=True)
                 aux.backward()

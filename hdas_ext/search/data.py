@@ -1,4 +1,4 @@
-"""Search data: the training set split into a weight half and an architecture half (spec §6.1),
+"""Search data: the training set split into a weight half and an architecture half (DARTS; docs/algorithms.md),
 each served by one persistent loader per epoch. Every step's global batch is cut into per-rank,
 per-chunk micro-batches; the order depends only on (seed, epoch, half), so a resumed run sees the
 same batches as an uninterrupted one, and N ranks x 1 chunk see exactly the samples that 1 rank x

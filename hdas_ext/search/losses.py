@@ -1,108 +1,168 @@
-"""Auxiliary architecture losses of Hs-DAS and the distribution search (spec §3).
+"""Auxiliary architecture losses of Hs-DAS and the cell-distribution search: the depth loss (the
+paper's Eq. 2, with the stage-length weights of Eq. 4) and the complexity loss (Eq. 5).
+docs/algorithms.md has the equations, every reading taken here and what each mode reproduces.
 
-Two definitions are provided, selected by `mode`:
+`mode` chooses how Eq. 2 is read:
 
-'paper' (the default; the paper's Eq. 2/4/5 as this project reads them, spec §3.3 [paper?]):
-  every window edge e of cell j gets a relaxed connection weight
-      w[j,e] = softmax over the cell's edges of (largest non-'none' logit of edge e),
-  the same per-edge score the derivation ranks edges by (so the loss moves exactly the quantity
-  that decides the derived connections). Depth recursion (Eq. 2):
-      d(stage inputs) = 0,   d_j = sum_e w[j,e] * (d(src_e) + 1),
-  i.e. the expected number of cells on a path walked back from cell j picking edges with
-  probability w (with two equal edges this is the per-cell recursion of genotypes.expected_depth,
-  which then averages over the output cells, not over all cells).
-  Stage depth D_s = mean_j d_j; L_depth = -sum_s D_s.
-  With beta (Eq. 4): the last cell of candidate pair k, j = N_min-1+k, is weighted
-      d_j <- d_j * (1 + j * b_k),  b = softmax(beta_s),
-  and the weighted value is what later cells read.
-  Complexity (Eq. 5): L_comp = sum_s sum_k b_k * (N_min + k), the expected number of cells.
-  Used inside the architecture objective L_cls + delta * L_depth + gamma * L_comp.
+'literal' (the default): Eq. 2 as written,
+      L_depth = -sum_s (1/N) sum_i (1/i) sum_{j<i} a_ij (d_j + 1),
+  with our reading of its open symbols:
+  - a_ij, the weight of the edge from state j into cell i, is the share of that edge's mixed
+    output that is not 'none': 1 - softmax(alpha_edge)['none'] (1 without a 'none' primitive);
+  - i is the cell's index in the stage DAG with the two stage inputs as nodes 0 and 1 (cell j of
+    the stage is node i = j + 2), so without a window 1/i averages over its i predecessors; under
+    a window the sum runs over the window's edges and 1/i stays as written;
+  - d_i is the summand: d(stage inputs) = 0, d_i = (1/i) sum_j a_ij (d_j + 1), D_s = mean_i d_i.
+'edge-softmax' (this project's earlier reading, formerly called 'paper'): a_ij = softmax over the
+  cell's edges of each edge's largest non-'none' logit (the score the derivation ranks edges by)
+  and no 1/i: d_i = sum_j a_ij (d_j + 1), the expected number of cells on a path walked back from
+  cell i picking edges with probability a.
+'released' (the released code): the raw alpha logits of every op, 'none' included, so depth is a
+  vector with one component per op; each cell's sum is divided by its number of window edges and
+  D_s = sum over components of mean_i d_i. With beta, a_ij is the 'edge-softmax' weight divided by
+  the edge count. The loss is then stepped on its own (hdas_ext.search.bilevel).
 
-'released' (the released code, spec §3.1/§3.2): as above but
-  - plain Hs-DAS: w are the RAW alpha logits of all ops including 'none' (depth is a vector with
-    one component per op) and each cell's sum is divided by its number of edges; D_s = sum over
-    op components of (sum_j d_j) / n;
-  - with beta: w as in 'paper' but each cell's sum is divided by its number of edges;
-  and the loss is stepped separately (see hdas_ext.search.optim), with delta = 1, gamma = 0.4.
+With beta (Eq. 4), in every mode the last cell of candidate length N_min + k (0-based position
+j = N_min - 1 + k) is weighted d_j <- d_j (1 + j b_k), b = softmax(beta_s), and later cells read
+the weighted value (the released code's form, which we take as our reading of Eq. 4).
+Eq. 5: L_comp = sum_s theta_s sum_k b_k (N_min + k), theta_s the cost of one cell of stage s
+(1: the expected number of cells, the released code's; or its multiply-adds or parameters).
 """
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from ..primitives import STAGE_PRIMITIVES
 from ..supernets.stage_search import window_sources
 
-MODES = ("paper", "released")
+MODES = ("literal", "edge-softmax", "released")
+DEFAULT_MODE = "literal"
+# Modes whose loss is added to the architecture objective L_val + delta L_depth + gamma L_comp;
+# the others take a second Adam step on the auxiliary loss alone, as the released code does.
+IN_OBJECTIVE = ("literal", "edge-softmax")
+_RENAMED = {"paper": "edge-softmax"}
 
 
-def _check_mode(mode):
+def check_mode(mode):
+    """The canonical mode name; 'paper' (the earlier name of 'edge-softmax') is accepted with a
+    warning so old configs and checkpoints keep computing what they computed."""
+    if mode in _RENAMED:
+        new = _RENAMED[mode]
+        warnings.warn(f"loss mode {mode!r} is now called {new!r} (what it computes); the paper's Eq. 2 "
+                      f"as written is 'literal'", FutureWarning, stacklevel=3)
+        return new
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def _none_index(primitives):
+    return list(primitives).index("none") if "none" in primitives else -1
 
 
 def edge_weights(alpha, none_index):
-    """Relaxed connection weights of one cell: softmax across its edges of each edge's largest
+    """'edge-softmax' weights of one cell: softmax across its edges of each edge's largest
     non-'none' logit. alpha: [edges, P] raw logits."""
     keep = [p for p in range(alpha.shape[-1]) if p != none_index]
     return F.softmax(alpha[:, keep].max(dim=-1).values, dim=0)
 
 
-def stage_depth(alphas, window, mode="paper", beta=None, n_min=None, primitives=STAGE_PRIMITIVES):
-    """Differentiable depth D_s of one stage from its per-cell alpha logits (list of [edges, P])."""
-    _check_mode(mode)
-    n = len(alphas)
-    none_index = list(primitives).index("none") if "none" in primitives else -1
-    if beta is not None:
-        if n_min is None:
-            raise ValueError("n_min is required when beta is given")
-        if beta.numel() != n - n_min + 1:
-            raise ValueError(f"beta must have N_max - N_min + 1 = {n - n_min + 1} entries, got {beta.numel()}")
-        b = F.softmax(beta.reshape(-1), dim=0)
-    raw_vectors = mode == "released" and beta is None
-    zero = alphas[0].new_zeros(alphas[0].shape[-1]) if raw_vectors else alphas[0].new_zeros(())
+def not_none_weights(alpha, none_index):
+    """'literal' weights of one cell: per edge, 1 - softmax over its ops of the 'none' entry (the
+    share of the edge's mixed output that is not 'none'). alpha: [edges, P] raw logits."""
+    if none_index < 0:
+        return alpha.new_ones(alpha.shape[0])
+    return 1 - F.softmax(alpha, dim=-1)[:, none_index]
+
+
+def _beta_weights(beta, n, n_min):
+    if n_min is None:
+        raise ValueError("n_min is required when beta is given")
+    if beta.numel() != n - n_min + 1:
+        raise ValueError(f"beta must have N_max - N_min + 1 = {n - n_min + 1} entries, got {beta.numel()}")
+    return F.softmax(beta.reshape(-1), dim=0)
+
+
+def _recursion(weights, window, scale, beta=None, n_min=None):
+    """Mean over the stage's cells of d_j = scale(j, edges) * sum_e weights[j][e] * (d(src_e) + 1),
+    d(stage inputs) = 0, the Eq. 4 factor applied where beta is given. weights[j][e] is a scalar
+    or a vector (then so is the result)."""
+    n = len(weights)
+    b = None if beta is None else _beta_weights(beta, n, n_min)
+    zero = torch.zeros_like(weights[0][0])
     depth = [zero, zero]
-    for j, alpha in enumerate(alphas):
+    for j, w in enumerate(weights):
         src = window_sources(j, window)
-        if alpha.shape[0] != len(src):
-            raise ValueError(f"cell {j}: alpha has {alpha.shape[0]} edges, window {window} gives {len(src)}")
-        w = alpha if raw_vectors else edge_weights(alpha, none_index)
-        d = sum(w[e] * (depth[s] + 1) for e, s in enumerate(src))
-        if mode == "released":
-            d = d / len(src)
-        if beta is not None and j >= n_min - 1:
+        if len(w) != len(src):
+            raise ValueError(f"cell {j}: {len(w)} edge weights, window {window} gives {len(src)} edges")
+        d = scale(j, len(src)) * sum(w[e] * (depth[s] + 1) for e, s in enumerate(src))
+        if b is not None and j >= n_min - 1:
             d = d * (1 + j * b[j - (n_min - 1)])
         depth.append(d)
-    total = sum(depth[2:]) / n
-    return total.sum() if raw_vectors else total
+    return sum(depth[2:]) / n
 
 
-def depth_loss(stage_alphas, window, mode="paper", betas=None, n_min=None, primitives=STAGE_PRIMITIVES):
+def literal_depth(weights, window, beta=None, n_min=None):
+    """Eq. 2's stage term (1/N) sum_i d_i, d_i = (1/i) sum_j a_ij (d_j + 1), from given edge
+    weights a (one [edges] tensor per cell, hard 0/1 or relaxed), cell j being node i = j + 2."""
+    return _recursion(weights, window, lambda j, edges: 1.0 / (j + 2), beta, n_min)
+
+
+def stage_depth(alphas, window, mode=DEFAULT_MODE, beta=None, n_min=None, primitives=STAGE_PRIMITIVES):
+    """Differentiable depth D_s of one stage from its per-cell alpha logits (list of [edges, P])."""
+    mode = check_mode(mode)
+    none_index = _none_index(primitives)
+    for j, alpha in enumerate(alphas):
+        if alpha.shape[0] != len(window_sources(j, window)):
+            raise ValueError(f"cell {j}: alpha has {alpha.shape[0]} edges, window {window} gives "
+                             f"{len(window_sources(j, window))}")
+    if mode == "literal":
+        return literal_depth([not_none_weights(a, none_index) for a in alphas], window, beta, n_min)
+    if mode == "edge-softmax":
+        return _recursion([edge_weights(a, none_index) for a in alphas], window, lambda j, e: 1.0, beta, n_min)
+    per_edge = lambda j, edges: 1.0 / edges
+    if beta is not None:
+        return _recursion([edge_weights(a, none_index) for a in alphas], window, per_edge, beta, n_min)
+    return _recursion(list(alphas), window, per_edge).sum()
+
+
+def depth_loss(stage_alphas, window, mode=DEFAULT_MODE, betas=None, n_min=None, primitives=STAGE_PRIMITIVES):
     """L_depth = -sum over stages of stage_depth (minimising it makes stages deeper)."""
     betas = [None] * len(stage_alphas) if betas is None else betas
     return -sum(stage_depth(a, window, mode, b, n_min, primitives) for a, b in zip(stage_alphas, betas))
 
 
-def complexity_loss(betas, n_min):
-    """L_comp = sum over stages of the expected stage length sum_k softmax(beta)_k (N_min + k)."""
+def complexity_loss(betas, n_min, theta=None):
+    """L_comp = sum over stages of theta_s * sum_k softmax(beta_s)_k (N_min + k): the expected
+    stage length (theta None or 1) or the expected cost of the stage's cells (theta_s = the cost
+    of one of them)."""
+    theta = [1.0] * len(betas) if theta is None else list(theta)
+    if len(theta) != len(betas):
+        raise ValueError(f"theta must give one cost per stage ({len(betas)}), got {len(theta)}")
     total = 0
-    for beta in betas:
+    for beta, t in zip(betas, theta):
         b = F.softmax(beta.reshape(-1), dim=0)
-        total = total + (b * (n_min + torch.arange(b.numel(), dtype=b.dtype, device=b.device))).sum()
+        total = total + t * (b * (n_min + torch.arange(b.numel(), dtype=b.dtype, device=b.device))).sum()
     return total
 
 
-def auxiliary_loss(model, delta, gamma, mode="paper"):
+def auxiliary_loss(model, delta, gamma, mode=DEFAULT_MODE):
     """delta * L_depth + gamma * L_comp for a stage supernet (None for cell supernets or when both
-    coefficients are 0). Returns (loss, parts) with parts = {'depth': ..., 'comp': ...} detached."""
+    coefficients are 0). Returns (loss, parts) with parts = {'depth': ..., 'comp': ...} detached.
+    The model's stage primitives and per-stage costs (`theta`) are used where it has them."""
+    mode = check_mode(mode)
     if not hasattr(model, "stage_alphas") or (delta == 0 and gamma == 0):
         return None, {}
     betas = model.stage_betas()
     n_min = getattr(model, "n_min", None)
+    primitives = getattr(model, "stage_primitives", STAGE_PRIMITIVES)
     loss, parts = 0, {}
     if delta:
-        ld = depth_loss(model.stage_alphas(), model.window, mode, betas, n_min)
+        ld = depth_loss(model.stage_alphas(), model.window, mode, betas, n_min, primitives)
         loss, parts["depth"] = loss + delta * ld, ld.item()
     if gamma and betas is not None:
-        lc = complexity_loss(betas, n_min)
+        lc = complexity_loss(betas, n_min, getattr(model, "theta", None))
         loss, parts["comp"] = loss + gamma * lc, lc.item()
     if not torch.is_tensor(loss):
         return None, parts

@@ -32,7 +32,8 @@ class Search:
         resume_from = self.folder.checkpoint_to_resume(cfg.resume)
         set_seed(cfg.seed, cfg.deterministic)
         info = dataset_info(cfg.dataset)
-        self.model = build_supernet(cfg, info["num_classes"], info["in_channels"]).to(self.device)
+        self.model = build_supernet(cfg, info["num_classes"], info["in_channels"],
+                                    info["image_size"]).to(self.device)
         broadcast_(self.model.alphas())  # identical architecture on every rank
         self.w_optimizer = torch.optim.SGD(self.model.weights(), cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)

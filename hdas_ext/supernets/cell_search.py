@@ -1,6 +1,6 @@
 """Cell-level search networks: the DARTS search network (one normal and one reduction cell shared
 by all cells) and Hc-DAS (stage-specific cells: three normal and two reduction alpha sets).
-Layout, widths and module names follow quark0/darts' model_search (spec §5, §8.1)."""
+Layout, widths and module names follow quark0/darts' model_search (docs/algorithms.md)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,7 +127,7 @@ class _CellSupernet(Supernet):
 
 
 class DartsCellSearch(_CellSupernet):
-    """DARTS' search network (spec §8.1): C=16, 8 cells, one shared normal and reduction alpha
+    """DARTS' search network: C=16, 8 cells, one shared normal and reduction alpha
     set (14 x 8, 'none' first), genotype by DARTS' softmax ranking."""
     SET_NAMES = ("normal", "reduce")
     PRIMITIVES = DARTS_PRIMITIVES
@@ -149,7 +149,7 @@ class DartsCellSearch(_CellSupernet):
 
 
 class HcDasSearch(_CellSupernet):
-    """Hc-DAS (spec §5): the same network with stage-specific cells. Cells before L//3 use
+    """Hc-DAS: the same network with stage-specific cells. Cells before L//3 use
     normal1, cell L//3 reduce1, cells up to 2L//3 normal2, cell 2L//3 reduce2, the rest normal3.
     H-DAS primitive order ('none' last) and raw-logit edge ranking."""
     SET_NAMES = ("normal1", "reduce1", "normal2", "reduce2", "normal3")

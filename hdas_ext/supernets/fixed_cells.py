@@ -1,4 +1,4 @@
-"""The fixed (derived) cells inside the stage-level search networks (spec §2.1), built with the
+"""The fixed (derived) cells inside the stage-level search networks (docs/algorithms.md), built with the
 evaluation networks' Cell: two 1x1 ReLU-conv-BN preprocessors (never FactorizedReduce: both
 inputs of a stage cell, and of the reduction cell between stages, have the same resolution),
 affine ops with pool BN (H-DAS builds every pool with BN), no drop path during search."""

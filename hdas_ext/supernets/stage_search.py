@@ -1,6 +1,7 @@
-"""Stage-level search networks (spec §2): Hs-DAS (connections and parameter-free ops between
-fixed cells, sliding window m) and the cell-distribution search (each stage over-parameterised
-to N_max cells, beta over the output pairs that give stage lengths N_min..N_max)."""
+"""Stage-level search networks (docs/algorithms.md): Hs-DAS (connections and parameter-free ops
+between fixed cells, sliding window m; Hs-DAS* shares one stage DAG between the three stages)
+and the cell-distribution search (each stage over-parameterised to N_max cells, beta over the
+output pairs that give stage lengths N_min..N_max)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,8 +14,32 @@ from ..primitives import STAGE_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .fixed_cells import fixed_cell, lean_cell, stage_cell_genes
 from .modules import module_class
+from .stage_costs import stage_cell_costs
 
 NUM_STAGES = 3
+
+
+def per_stage(name, value):
+    """An int for every stage, or one int per stage (e.g. (6, 6, 4)), as a list of NUM_STAGES ints."""
+    values = [value] * NUM_STAGES if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        values = list(values)
+    except TypeError:
+        values = None
+    if values is None or len(values) != NUM_STAGES:
+        raise ValueError(f"{name} must be an int or {NUM_STAGES} ints (one per stage), got {value!r}")
+    return [check_int(name, v, 1) for v in values]
+
+
+def check_stage_primitives(primitives):
+    """Distinct names from STAGE_PRIMITIVES (any order: alpha columns follow it), at least one of
+    them not 'none'; e.g. ('skip_connect', 'none'), the reduced set of the paper's Table 6."""
+    prims = tuple(primitives) if not isinstance(primitives, str) else None
+    if (not prims or len(set(prims)) != len(prims) or any(p not in STAGE_PRIMITIVES for p in prims)
+            or all(p == "none" for p in prims)):
+        raise ValueError(f"stage_primitives must be distinct names from {STAGE_PRIMITIVES} with at least one "
+                         f"other than 'none', got {primitives!r}")
+    return prims
 
 
 def window_inputs(j, window):
@@ -41,13 +66,14 @@ class SearchStage(nn.Module):
     mode): the preprocessing and the fixed cells keep only the states they read for the backward,
     and the output is the tuple of the last two states (the reduction cell reads them concatenated)."""
 
-    def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None, recompute=False):
+    def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None, primitives=STAGE_PRIMITIVES,
+                 recompute=False):
         super().__init__()
         self.window, self.recompute = window, recompute
         self.preprocess0 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         node = module_class("WindowedCellInput", fused)
-        self.nodes = nn.ModuleList(node(W, window_inputs(j, window), STAGE_PRIMITIVES, pool_bn=True)
+        self.nodes = nn.ModuleList(node(W, window_inputs(j, window), primitives, pool_bn=True)
                                    for j in range(num_cells))
         self.cells = nn.ModuleList(fixed_cell(gene, concat, W, W, C_cell, reduction=False)
                                    for _ in range(num_cells))
@@ -69,15 +95,17 @@ class SearchStage(nn.Module):
 
 class StageSearchNet(nn.Module):
     """stem (3x3 conv -> BN, multiplier = cell concat size, 4 for DARTS-family cells) -> stage 1
-    -> reduction cell -> stage 2 -> reduction cell -> stage 3 -> GAP -> linear (spec §2.1).
-    recompute: lean mode (see SearchStage), the stem's and the reduction cells' too."""
+    -> reduction cell -> stage 2 -> reduction cell -> stage 3 -> GAP -> linear. cells_per_stage:
+    an int or one per stage. recompute: lean mode (see SearchStage), the stem's and the reduction
+    cells' too."""
 
-    def __init__(self, genotype, C, num_classes, num_cells, window, in_channels=3, fused=True, pairs=None,
-                 recompute=False):
+    def __init__(self, genotype, C, num_classes, cells_per_stage, window, in_channels=3, fused=True, pairs=None,
+                 primitives=STAGE_PRIMITIVES, recompute=False):
         super().__init__()
         if recompute and not fused:
             raise ValueError("recompute=True (lean mode) needs fused=True")
         self.recompute = recompute
+        cells_per_stage = per_stage("cells_per_stage", cells_per_stage)
         normals, reduces = stage_cell_genes(genotype)
         mult = len(normals[0][1])
         for gene, concat in normals + reduces:
@@ -90,7 +118,8 @@ class StageSearchNet(nn.Module):
         self.reductions = nn.ModuleList()
         for s in range(NUM_STAGES):
             gene, concat = normals[s]
-            self.stages.append(SearchStage(W, C_cell, num_cells, window, gene, concat, fused, pairs, recompute))
+            self.stages.append(SearchStage(W, C_cell, cells_per_stage[s], window, gene, concat, fused, pairs,
+                                           primitives, recompute))
             if s < NUM_STAGES - 1:
                 gene, concat = reduces[s]
                 self.reductions.append(fixed_cell(gene, concat, 2 * W, 2 * W, 2 * C_cell, reduction=True))
@@ -110,64 +139,94 @@ class StageSearchNet(nn.Module):
 
 
 class _StageSupernet(Supernet):
-    def __init__(self, genotype, C, num_classes, num_cells, window, in_channels, fused, pairs, recompute):
+    """cells_per_stage: one int per stage; shared: one alpha set for all three stages (needs equal
+    counts), derived once and built into every stage."""
+
+    def __init__(self, genotype, C, num_classes, cells_per_stage, window, in_channels, fused, pairs,
+                 stage_primitives, shared=False, recompute=False):
         super().__init__()
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
-        check_int("window", window, 2, num_cells + 1)
-        self.num_cells, self.window, self.fused = num_cells, window, fused
-        self.net = StageSearchNet(genotype, C, num_classes, num_cells, window, in_channels, fused, pairs, recompute)
-        for s in range(NUM_STAGES):
-            setattr(self, f"alpha_stage{s + 1}", nn.ParameterList(
-                new_alpha(window_inputs(j, window), len(STAGE_PRIMITIVES)) for j in range(num_cells)))
+        self.cells_per_stage = per_stage("cells_per_stage", cells_per_stage)
+        check_int("window", window, 2, min(self.cells_per_stage) + 1)
+        self.stage_primitives = check_stage_primitives(stage_primitives)
+        if shared and len(set(self.cells_per_stage)) != 1:
+            raise ValueError(f"a shared stage DAG needs the same number of cells in every stage, got "
+                             f"cells_per_stage={self.cells_per_stage}")
+        self.window, self.fused, self.shared = window, fused, bool(shared)
+        self.net = StageSearchNet(genotype, C, num_classes, self.cells_per_stage, window, in_channels, fused,
+                                  pairs, self.stage_primitives, recompute)
+        P = len(self.stage_primitives)
+        for name, n in ([("alpha_shared", self.cells_per_stage[0])] if self.shared else
+                        [(f"alpha_stage{s + 1}", n) for s, n in enumerate(self.cells_per_stage)]):
+            setattr(self, name, nn.ParameterList(new_alpha(window_inputs(j, window), P) for j in range(n)))
+
+    def _alpha_sets(self):
+        if self.shared:
+            return [list(self.alpha_shared)]
+        return [list(getattr(self, f"alpha_stage{s + 1}")) for s in range(NUM_STAGES)]
 
     def stage_alphas(self):
-        """Raw alpha logits, one list of per-cell [edges, 4] tensors per stage."""
-        return [list(getattr(self, f"alpha_stage{s + 1}")) for s in range(NUM_STAGES)]
+        """Raw alpha logits, one list of per-cell [edges, P] tensors per stage (with a shared DAG
+        the same tensors for every stage)."""
+        sets = self._alpha_sets()
+        return sets * NUM_STAGES if self.shared else sets
 
     def stage_betas(self):
         return None
 
     def _stage_weights(self):
-        return [[F.softmax(a, dim=-1) for a in stage] for stage in self.stage_alphas()]
+        weights = [[F.softmax(a, dim=-1) for a in alphas] for alphas in self._alpha_sets()]
+        return weights * NUM_STAGES if self.shared else weights
 
     def _dags(self):
-        return [derive_stage(stage, STAGE_PRIMITIVES, window=self.window, k=2, rule="hdas")[0]
-                for stage in self.stage_alphas()]
+        dags = [derive_stage(alphas, self.stage_primitives, window=self.window, k=2, rule="hdas")[0]
+                for alphas in self._alpha_sets()]
+        return [dags[0]] * NUM_STAGES if self.shared else dags
 
 
 class HsDasSearch(_StageSupernet):
     """Hs-DAS stage search: fixed cells from `genotype` (a cell Genotype, a stage-specific
-    StageCellsGenotype, a library name or a genotype string), `cells_per_stage` cells per stage (6 in the
-    CIFAR setting, 4 in the ImageNet one), window m in [2, N+1] (default 3)."""
+    StageCellsGenotype, a library name or a genotype string), `cells_per_stage` cells per stage (an
+    int, 6 in the CIFAR setting and 4 in the ImageNet one, or one per stage such as (6, 6, 4)),
+    window m in [2, N+1] (default 3), `stage_primitives` the ops of a stage edge.
+    shared_dag=True is Hs-DAS*: one stage DAG (one alpha set) for all three stages. With a
+    StageCellsGenotype (stage-specific cells) the search is Hs-DAS-dagger."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, cells_per_stage=6, window=3,
-                 in_channels=3, fused=True, recompute=False):
-        check_int("cells_per_stage", cells_per_stage, 1)
-        super().__init__(genotype, C, num_classes, cells_per_stage, window, in_channels, fused, None, recompute)
+                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, shared_dag=False, recompute=False):
+        super().__init__(genotype, C, num_classes, cells_per_stage, window, in_channels, fused, None,
+                         stage_primitives, shared_dag, recompute)
 
     def arch_weights(self):
         return (self._stage_weights(),)
 
     def genotype(self):
-        n = self.num_cells
         d1, d2, d3 = self._dags()
-        return StageGenotype(DAG1=d1, DAG1_concat=[n, n + 1], DAG2=d2, DAG2_concat=[n, n + 1],
-                         DAG3=d3, DAG3_concat=[n, n + 1])
+        n1, n2, n3 = self.cells_per_stage
+        return StageGenotype(DAG1=d1, DAG1_concat=[n1, n1 + 1], DAG2=d2, DAG2_concat=[n2, n2 + 1],
+                             DAG3=d3, DAG3_concat=[n3, n3 + 1])
 
 
 class DistributionSearch(_StageSupernet):
     """Cell-distribution search: every stage has N_max cells, all computed; stage output =
     sum_k softmax(beta)_k * concat(last two cells of a stage of N_min+k cells). Works for any
-    1 <= N_min <= N_max (the released code only for 8 and 4)."""
+    1 <= N_min <= N_max (the released code only for 8 and 4).
+
+    theta: the per-stage cost of Eq. 5's complexity loss, 1 (every cell costs 1: the loss is the
+    expected number of cells), 'flops' or 'params' (one cell of the stage at its width and, for
+    'flops', its resolution on image_size x image_size inputs; in millions); see stage_cell_costs."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, n_max=8, n_min=4, window=3,
-                 in_channels=3, fused=True, recompute=False):
+                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, theta=1, image_size=32,
+                 recompute=False):
         check_int("n_max", n_max, 1)
         check_int("n_min", n_min, 1, n_max)
         self.n_min, self.n_max = n_min, n_max
         super().__init__(genotype, C, num_classes, n_max, window, in_channels, fused,
-                         output_pairs(n_min, n_max), recompute)
+                         output_pairs(n_min, n_max), stage_primitives, recompute=recompute)
+        self.theta_kind = str(theta)
+        self.theta = stage_cell_costs(genotype, C, self.theta_kind, image_size)
         for s in range(NUM_STAGES):
             setattr(self, f"beta_stage{s + 1}", new_alpha(n_max - n_min + 1))
 

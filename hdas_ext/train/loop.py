@@ -29,7 +29,7 @@ def build_model(cfg):
 
 def _dataset(cfg, ctx, train):
     kw = dict(root=cfg.data_root, train=train, augment=train and cfg.augment, cutout=cfg.cutout,
-              color_jitter=cfg.color_jitter)
+              color_jitter=cfg.color_jitter, autoaugment=train and cfg.autoaugment)
     if cfg.download:
         if ctx.main:
             get_dataset(cfg.dataset, download=True, **kw)

@@ -54,7 +54,7 @@ def sample_stage(rng, n, window=3, ops=STAGE_OPS, k=2):
 
 def sample_genotype2(rng, cells_per_stage=(6, 6, 6), window=3, n_min=None):
     """Three stages under the window. With n_min, each is a stage of the cell-distribution search
-    (spec §2.3): a DAG of cells_per_stage[s] = N_max cells and an output pair (states N, N+1)
+    (docs/algorithms.md): a DAG of cells_per_stage[s] = N_max cells and an output pair (states N, N+1)
     drawn uniformly for N in n_min..N_max; the cells after the pair are dead (pruned when built)."""
     values = []
     for n in cells_per_stage:

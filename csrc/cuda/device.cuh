@@ -1,26 +1,23 @@
-// Small device helpers shared by the CUDA kernels.
+// Device helpers shared by the CUDA kernels. Torch-free, like every header of device code here:
+// nvcc compiles it into the shipped kernels, g++ into the emulated ones (HDAS_CUDA_EMU, csrc/emu),
+// which give the CUDA names below (threadIdx, __syncthreads, __shfl_down_sync, ...) their meaning.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#ifdef HDAS_CUDA_EMU
+#include "../emu/cuda_emu.h"
+#else
+// A kernel's dynamic shared memory as T* name (the emulator defines its own).
+#define HDAS_EXTERN_SHARED(T, name)                                \
+  extern __shared__ __align__(16) unsigned char hdas_dynamic_smem[]; \
+  T* name = reinterpret_cast<T*>(hdas_dynamic_smem)
+#endif
 
-#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace hdas::cuda {
 
 constexpr int kThreads = 256;  // every block; a multiple of the warp size
-
-inline int grid_for(int64_t n) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 16)));
-}
-
-// One block per (n, c) plane: the grid's x dimension holds at most 2^31 - 1 blocks.
-inline unsigned plane_blocks(int64_t planes, const char* op) {
-  TORCH_CHECK_VALUE(planes <= INT32_MAX, op, " (CUDA): N * C must be at most ", INT32_MAX, ", got ", planes);
-  return static_cast<unsigned>(planes);
-}
 
 // Sum of v over the block, returned to every thread. smem holds at least 32 values.
 template <typename A>

@@ -1,0 +1,123 @@
+// emu_check: the emulated CUDA ops (launchers, emulator and kernels, registered as hdas_emu::*) on
+// sampled cases, forward and backward, in a program of its own (libtorch, no Python), so that the
+// sanitizers see everything: csrc/emu/build.py --sanitize asan|tsan --run builds and runs it. Values
+// are checked by python_tests/test_cuda_emulated.py; this program looks for memory errors, undefined
+// behaviour and data races.
+//   emu_check [--cases N]   (the first N cases; all by default)
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../mixed_node_codes.h"
+
+namespace {
+
+using hdas::kAdd;
+using hdas::kAvgPool;
+using hdas::kExtra;
+using hdas::kMaxPool;
+using hdas::kNone;
+using hdas::kSkip;
+
+struct NodeCase {
+  int E;
+  std::vector<int64_t> prims, shape;
+  int stride;
+  const char* mode;  // "batch", "running", "no_bn"
+  bool channels_last;
+  at::ScalarType dtype;
+};
+
+struct PairCase {
+  int T;
+  std::vector<int64_t> pairs, shape;
+  bool channels_last;
+  at::ScalarType dtype;
+};
+
+std::vector<c10::IValue> call(const char* name, std::vector<c10::IValue> args) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  op.callBoxed(&args);
+  return args;
+}
+
+at::Tensor randn(std::vector<int64_t> shape, const NodeCase& c) {
+  auto t = at::randn(shape, at::TensorOptions().dtype(at::kDouble)).to(c.dtype);
+  return c.channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+}
+
+void run(const NodeCase& c) {
+  const int64_t N = c.shape[0], C = c.shape[1], H = c.shape[2], W = c.shape[3];
+  const int64_t Ho = (H - 1) / c.stride + 1, Wo = (W - 1) / c.stride + 1;
+  int64_t K = 0, Q = 0;
+  for (auto p : c.prims) {
+    K += p == kExtra || p == kAdd;
+    Q += p == kMaxPool || p == kAvgPool;
+  }
+  std::vector<at::Tensor> xs, extras;
+  for (int e = 0; e < c.E; ++e) xs.push_back(randn({N, C, H, W}, c));
+  for (int64_t k = 0; k < c.E * K; ++k) extras.push_back(randn({N, C, Ho, Wo}, c));
+  const auto w = at::rand({c.E, static_cast<int64_t>(c.prims.size())}, at::TensorOptions().dtype(c.dtype));
+  const bool running = std::strcmp(c.mode, "running") == 0, pool_bn = std::strcmp(c.mode, "no_bn") != 0;
+  c10::IValue rm, rv;
+  if (running) {
+    rm = at::randn({c.E, Q, C}, at::TensorOptions().dtype(c.dtype));
+    rv = at::rand({c.E, Q, C}, at::TensorOptions().dtype(c.dtype)) + 0.5;
+  }
+  auto fwd = call("hdas_emu::mixed_node", {xs, w, c.prims, extras, int64_t(c.stride), pool_bn, !running, rm, rv, 1e-5});
+  const auto grad = randn({N, C, Ho, Wo}, c);
+  call("hdas_emu::mixed_node_backward", {grad, xs, w, c.prims, extras, int64_t(c.stride), pool_bn, !running,
+                                         fwd[1].toTensor(), fwd[2].toTensor()});
+}
+
+void run(const PairCase& c) {
+  const NodeCase like{0, {}, c.shape, 1, "", c.channels_last, c.dtype};
+  std::vector<at::Tensor> states;
+  for (int t = 0; t < c.T; ++t) states.push_back(randn(c.shape, like));
+  const auto w = at::rand({static_cast<int64_t>(c.pairs.size() / 2)}, at::TensorOptions().dtype(c.dtype));
+  call("hdas_emu::pair_concat", {states, w, c.pairs});
+  const auto grad = randn({c.shape[0], 2 * c.shape[1], c.shape[2], c.shape[3]}, like);
+  call("hdas_emu::pair_concat_backward", {grad, states, w, c.pairs});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t limit = SIZE_MAX;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--cases") limit = std::strtoul(argv[i + 1], nullptr, 10);
+  at::set_num_threads(1);  // ATen's own threads are not the subject here
+  at::manual_seed(0);
+  const std::vector<int64_t> all6{kNone, kMaxPool, kAdd, kAvgPool, kExtra, kSkip};
+  const std::vector<NodeCase> nodes{
+      {2, all6, {2, 3, 5, 4}, 1, "batch", false, at::kFloat},
+      {2, {kNone, kMaxPool, kAdd, kAvgPool, kExtra}, {2, 3, 7, 5}, 2, "running", true, at::kDouble},
+      {3, {kMaxPool, kAvgPool}, {1, 2, 1, 4}, 2, "batch", false, at::kHalf},
+      {1, {kMaxPool, kAvgPool, kSkip, kNone}, {4, 3, 2, 2}, 1, "no_bn", true, at::kBFloat16},
+      {17, {kMaxPool, kExtra, kAvgPool, kAdd, kSkip}, {1, 2, 3, 4}, 1, "batch", true, at::kFloat},
+  };
+  const std::vector<PairCase> pairs{
+      {5, {1, 2, 2, 3, 0, 4}, {2, 3, 4, 5}, false, at::kFloat},
+      {33, {0, 32, 5, 5, 31, 7}, {1, 2, 3, 3}, false, at::kDouble},
+      {4, {3, 1}, {2, 2, 2, 2}, true, at::kHalf},
+  };
+  size_t done = 0;
+  for (const auto& c : nodes)
+    if (done < limit) {
+      run(c);
+      std::printf("emu_check: mixed_node case %zu ok\n", ++done);
+    }
+  for (const auto& c : pairs)
+    if (done < limit) {
+      run(c);
+      std::printf("emu_check: pair_concat case %zu ok\n", ++done);
+    }
+  std::printf("emu_check: %zu cases ran\n", done);
+  return 0;
+}

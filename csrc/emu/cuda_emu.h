@@ -1,0 +1,184 @@
+// A small emulation of the CUDA execution model on the CPU, enough to run this project's kernels
+// (csrc/cuda/*.cuh) unchanged, compiled by g++ with HDAS_CUDA_EMU defined. Never part of the
+// shipped build: csrc/emu/build.py builds the emulated ops for the tests and the sanitizer checks.
+//
+// The model:
+// - launch() runs every block of the grid, one block after another (one launch at a time).
+// - A block's warps are real threads running concurrently (a persistent pool, reused by every block
+//   and launch), so a missing __syncthreads between warps is a real data race (ThreadSanitizer sees
+//   it) and can give wrong results.
+// - A warp's 32 lanes are fibers on their warp's thread, run in turn from one warp-synchronous point
+//   to the next (__shfl_*_sync, __syncwarp, __ballot_sync, __syncthreads, the end of the kernel), as
+//   a warp runs in lockstep. This is what makes the emulation fast enough for CI: a real thread per
+//   CUDA thread costs about 9 ms per block reduction on 2 cores, against well under 1 ms here.
+// - Warp operations check their mask: every lane named must exist, must not have exited, and must
+//   reach the same operation; a lane waiting where no other can join it is a deadlock. Each of
+//   these ends the launch with an error (std::runtime_error) instead of a hang.
+// - __shared__ variables are function-local statics: one instance per kernel, used by one block at
+//   a time. Dynamic shared memory (HDAS_EXTERN_SHARED) is filled with 0xff bytes (NaN) before every
+//   block, so a read before a write shows.
+// - Atomics are std::atomic_ref operations; __ldg is a plain load; the half and bfloat16 types the
+//   launchers instantiate the kernels with are c10::Half / c10::BFloat16, whose host conversions
+//   round as the device's do.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+#define __shared__ static
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using uint3 = dim3;
+constexpr int warpSize = 32;
+
+namespace hdas::emu {
+
+// The indices of the CUDA thread running now (the running lane's, on this warp's thread).
+struct ThreadView {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+};
+inline thread_local const ThreadView* current_view = nullptr;
+inline const ThreadView& view() { return *current_view; }
+
+// Runs closure(...) as every thread of every block; throws std::runtime_error on a bad launch
+// configuration or a synchronisation error inside the kernel.
+void launch_erased(dim3 grid, dim3 block, size_t dynamic_smem, void (*invoke)(const void*), const void* closure);
+template <typename F>
+void launch(dim3 grid, dim3 block, size_t dynamic_smem, const F& f) {
+  launch_erased(grid, block, dynamic_smem, [](const void* c) { (*static_cast<const F*>(c))(); }, &f);
+}
+
+// This block's dynamic shared memory.
+void* dynamic_shared();
+
+enum class WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot };
+// A warp-synchronous operation of the calling lane over `mask`: waits until every lane of the mask
+// reaches it, then returns this lane's result (see cuda_emu.cpp).
+uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width);
+void syncthreads();
+unsigned active_mask();
+
+template <typename T>
+uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable_v<T>, "shuffle of 1-8 byte values");
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <typename T>
+T from_bits(uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+
+}  // namespace hdas::emu
+
+#define threadIdx (::hdas::emu::view().thread_idx)
+#define blockIdx (::hdas::emu::view().block_idx)
+#define blockDim (::hdas::emu::view().block_dim)
+#define gridDim (::hdas::emu::view().grid_dim)
+
+// Dynamic shared memory: `extern __shared__ T name[]` under nvcc.
+#define HDAS_EXTERN_SHARED(T, name) T* name = static_cast<T*>(::hdas::emu::dynamic_shared())
+
+inline void __syncthreads() { ::hdas::emu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::hdas::emu::warp_op(::hdas::emu::WarpOp::kSync, mask, 0, 0, 32); }
+inline unsigned __activemask() { return ::hdas::emu::active_mask(); }
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  return static_cast<unsigned>(::hdas::emu::warp_op(::hdas::emu::WarpOp::kBallot, mask, pred != 0, 0, 32));
+}
+inline int __any_sync(unsigned mask, int pred) { return (__ballot_sync(mask, pred) & mask) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return (__ballot_sync(mask, pred) & mask) == mask; }
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize) {
+  using namespace ::hdas::emu;
+  return from_bits<T>(warp_op(WarpOp::kShflIdx, mask, to_bits(v), src_lane, width));
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+  using namespace ::hdas::emu;
+  return from_bits<T>(warp_op(WarpOp::kShflUp, mask, to_bits(v), static_cast<int>(delta), width));
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+  using namespace ::hdas::emu;
+  return from_bits<T>(warp_op(WarpOp::kShflDown, mask, to_bits(v), static_cast<int>(delta), width));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
+  using namespace ::hdas::emu;
+  return from_bits<T>(warp_op(WarpOp::kShflXor, mask, to_bits(v), lane_mask, width));
+}
+
+template <typename T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+template <typename T>
+T atomicAdd(T* p, T v) {
+  return std::atomic_ref<T>(*p).fetch_add(v);
+}
+template <typename T>
+T atomicSub(T* p, T v) {
+  return std::atomic_ref<T>(*p).fetch_sub(v);
+}
+template <typename T>
+T atomicExch(T* p, T v) {
+  return std::atomic_ref<T>(*p).exchange(v);
+}
+template <typename T>
+T atomicCAS(T* p, T expected, T desired) {
+  std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
+  return expected;
+}
+namespace hdas::emu {
+// Stores v where it beats the value at p; returns the old value.
+template <typename T, typename Beats>
+T atomic_keep(T* p, T v, Beats beats) {
+  std::atomic_ref<T> a(*p);
+  T old = a.load();
+  while (beats(v, old) && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+}  // namespace hdas::emu
+template <typename T>
+T atomicMax(T* p, T v) {
+  return ::hdas::emu::atomic_keep(p, v, [](T a, T b) { return b < a; });
+}
+template <typename T>
+T atomicMin(T* p, T v) {
+  return ::hdas::emu::atomic_keep(p, v, [](T a, T b) { return a < b; });
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+// The math the kernels call unqualified, as CUDA declares it for float and double alike.
+namespace hdas::cuda {
+using std::fma;
+using std::max;
+using std::min;
+using std::sqrt;
+template <typename A>
+A rsqrt(A x) {
+  return A(1) / std::sqrt(x);
+}
+}  // namespace hdas::cuda

@@ -1,0 +1,241 @@
+// The emulator's own checks (torch-free): thread indices, the block barrier, warp shuffles and
+// ballots against their CUDA definitions, atomics, dynamic shared memory, the launch limits, and
+// that synchronisation errors end a launch with an error instead of a hang. Built and run by
+// csrc/emu/build.py --selftest (and so by .ci/run), also under the sanitizers.
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../cuda/device.cuh"
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("FAIL: %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+template <typename F>
+void expect_error(const std::string& what, const std::string& words, F&& f) {
+  try {
+    f();
+    check(false, what + ": no error");
+  } catch (const std::runtime_error& e) {
+    check(std::string(e.what()).find(words) != std::string::npos, what + ": unexpected message: " + e.what());
+  }
+}
+
+__global__ void indices_kernel(int* out) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  out[b * blockDim.x * blockDim.y * blockDim.z + t] = static_cast<int>(b * 10000 + t);
+}
+
+// Each thread writes its slot, then (after the barrier) reads its neighbour's: wrong without one.
+__global__ void barrier_kernel(int rounds, int* out) {
+  __shared__ int buf[1024];
+  const int t = threadIdx.x, n = blockDim.x;
+  int v = t;
+  for (int r = 0; r < rounds; ++r) {
+    buf[t] = v;
+    __syncthreads();
+    v = buf[(t + 1) % n] + 1;
+    __syncthreads();
+  }
+  out[blockIdx.x * n + t] = v;
+}
+
+__global__ void block_sum_kernel(const double* x, int n, double* out) {
+  __shared__ double smem[32];
+  double s = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[blockIdx.x * n + i];
+  const double total = hdas::cuda::block_sum(s, smem);
+  if (threadIdx.x == blockDim.x - 1) out[blockIdx.x] = total;  // every thread has it
+}
+
+__global__ void shuffle_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  int* o = out + threadIdx.x * 8;
+  o[0] = __shfl_sync(0xffffffffu, lane * 3, 31 - lane);
+  o[1] = __shfl_up_sync(0xffffffffu, lane * 3, 5);
+  o[2] = __shfl_down_sync(0xffffffffu, lane * 3, 7);
+  o[3] = __shfl_xor_sync(0xffffffffu, lane * 3, 6);
+  o[4] = __shfl_down_sync(0xffffffffu, lane * 3, 3, 8);
+  o[5] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
+  o[6] = __any_sync(0xffffffffu, lane == 17) + 2 * __all_sync(0xffffffffu, lane < 32);
+  o[7] = static_cast<int>(__shfl_down_sync(0xffffffffu, static_cast<double>(lane) + 0.5, 1) * 2);
+}
+
+// Half the warp shuffles among itself while the other half waits at __syncwarp over its own half.
+__global__ void partial_mask_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  int v = lane;
+  if (lane < 16) v = __shfl_xor_sync(0x0000ffffu, v, 1);
+  else __syncwarp(0xffff0000u);
+  out[threadIdx.x] = v;
+}
+
+__global__ void atomic_kernel(double* sum, int* count) {
+  atomicAdd(sum, 0.5);
+  atomicAdd(count, 1);
+  atomicMax(count + 1, static_cast<int>(threadIdx.x + blockIdx.x * blockDim.x));
+}
+
+__global__ void dynamic_smem_kernel(float* out) {
+  HDAS_EXTERN_SHARED(float, buf);
+  out[threadIdx.x] = buf[threadIdx.x];  // read before any write: the fill value
+  buf[threadIdx.x] = 1.0f;
+}
+
+__global__ void early_exit_kernel(int* out) {
+  if (threadIdx.x >= 40) return;  // warps 2.. exit, warp 1 half-exits
+  __shared__ int s[64];
+  s[threadIdx.x] = static_cast<int>(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = s[39 - threadIdx.x];
+}
+
+__global__ void divergent_shuffle_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  if (lane < 16) out[threadIdx.x] = __shfl_down_sync(0xffffffffu, lane, 1);
+  else __syncwarp();  // the other half waits elsewhere: neither can complete
+}
+
+__global__ void half_warp_shuffle_kernel(int* out) {
+  const int lane = threadIdx.x & 31;
+  if (lane < 16) out[threadIdx.x] = __shfl_down_sync(0xffffffffu, lane, 1);  // lanes 16.. have exited
+}
+
+__global__ void exited_mask_kernel(int* out) {
+  if ((threadIdx.x & 31) == 5) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+__global__ void mixed_sync_kernel(int* out) {
+  if (threadIdx.x == 0) __syncthreads();
+  else out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);  // names lane 0, which waits elsewhere
+}
+
+__global__ void outside_mask_kernel(int* out) {
+  out[threadIdx.x] = __shfl_down_sync(0xfffffffeu, 1, 1);  // lane 0 calls it with a mask without itself
+}
+
+}  // namespace
+
+int main() {
+  using hdas::emu::launch;
+  {  // indices, 3-D blocks and grids, a partial last warp
+    const dim3 grid(3, 2, 2), block(5, 3, 3);
+    std::vector<int> out(12 * 45, -1);
+    launch(grid, block, 0, [p = out.data()] { indices_kernel(p); });
+    bool ok = true;
+    for (int b = 0; b < 12; ++b)
+      for (int t = 0; t < 45; ++t) ok &= out[b * 45 + t] == b * 10000 + t;
+    check(ok, "thread and block indices");
+  }
+  {  // barrier across 8 and 32 warps
+    for (int n : {256, 1024}) {
+      std::vector<int> out(2 * n);
+      launch(dim3(2), dim3(n), 0, [p = out.data(), n] { barrier_kernel(5, p); });
+      bool ok = true;
+      for (int b = 0; b < 2; ++b)
+        for (int t = 0; t < n; ++t) ok &= out[b * n + t] == (t + 5) % n + 5;
+      check(ok, "__syncthreads across " + std::to_string(n / 32) + " warps");
+    }
+  }
+  {  // block_sum of the kernels, for block sizes of 1..8 warps and ragged ones
+    for (int threads : {32, 64, 96, 256, 1024}) {
+      const int blocks = 3, n = 1000;
+      std::vector<double> x(blocks * n), out(blocks);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<double>(i % 97) - 40.0;
+      launch(dim3(blocks), dim3(threads), 0, [&] { block_sum_kernel(x.data(), n, out.data()); });
+      bool ok = true;
+      for (int b = 0; b < blocks; ++b) {
+        double want = 0;
+        for (int i = 0; i < n; ++i) want += x[b * n + i];
+        ok &= out[b] == want;
+      }
+      check(ok, "block_sum with " + std::to_string(threads) + " threads");
+    }
+  }
+  {  // shuffles and votes against their definitions
+    std::vector<int> out(64 * 8);
+    launch(dim3(1), dim3(64), 0, [p = out.data()] { shuffle_kernel(p); });
+    bool ok = true;
+    for (int t = 0; t < 64; ++t) {
+      const int l = t % 32, *o = &out[t * 8];
+      unsigned ballot = 0;
+      for (int j = 0; j < 32; j += 3) ballot |= 1u << j;
+      ok &= o[0] == (31 - l) * 3;
+      ok &= o[1] == (l >= 5 ? l - 5 : l) * 3;
+      ok &= o[2] == (l + 7 < 32 ? l + 7 : l) * 3;
+      ok &= o[3] == (l ^ 6) * 3;
+      ok &= o[4] == ((l % 8) + 3 < 8 ? l + 3 : l) * 3;
+      ok &= static_cast<unsigned>(o[5]) == ballot;
+      ok &= o[6] == 3;
+      ok &= o[7] == 2 * (l + 1 < 32 ? l + 1 : l) + 1;
+    }
+    check(ok, "shuffles, ballot, any, all");
+  }
+  {
+    std::vector<int> out(32);
+    launch(dim3(1), dim3(32), 0, [p = out.data()] { partial_mask_kernel(p); });
+    bool ok = true;
+    for (int l = 0; l < 32; ++l) ok &= out[l] == (l < 16 ? (l ^ 1) : l);
+    check(ok, "shuffle over half a warp while the other half syncs");
+  }
+  {  // atomics from every warp of several blocks
+    double sum = 0;
+    int count[2] = {0, -1};
+    launch(dim3(4), dim3(256), 0, [&] { atomic_kernel(&sum, count); });
+    check(sum == 512.0 && count[0] == 1024 && count[1] == 1023, "atomicAdd / atomicMax");
+  }
+  {  // dynamic shared memory: filled with NaN before every block
+    std::vector<float> out(64, 0.0f);
+    launch(dim3(3), dim3(64), 64 * sizeof(float), [p = out.data()] { dynamic_smem_kernel(p); });
+    bool ok = true;
+    for (float v : out) ok &= v != v;
+    check(ok, "dynamic shared memory reads NaN before a write");
+  }
+  {  // exited threads count as arrived at __syncthreads
+    std::vector<int> out(40, -1);
+    launch(dim3(2), dim3(256), 0, [p = out.data()] { early_exit_kernel(p); });
+    bool ok = true;
+    for (int t = 0; t < 40; ++t) ok &= out[t] == 39 - t;
+    check(ok, "__syncthreads after some threads exited");
+  }
+  std::vector<int> scratch(1024);
+  expect_error("divergent shuffle", "deadlock", [&] {
+    launch(dim3(1), dim3(32), 0, [p = scratch.data()] { divergent_shuffle_kernel(p); });
+  });
+  expect_error("shuffle naming an exited lane", "which has exited", [&] {
+    launch(dim3(1), dim3(64), 0, [p = scratch.data()] { exited_mask_kernel(p); });
+  });
+  expect_error("shuffle after half the warp exited", "which has exited", [&] {
+    launch(dim3(1), dim3(32), 0, [p = scratch.data()] { half_warp_shuffle_kernel(p); });
+  });
+  expect_error("shuffle by a lane outside its mask", "outside its mask", [&] {
+    launch(dim3(1), dim3(32), 0, [p = scratch.data()] { outside_mask_kernel(p); });
+  });
+  expect_error("__syncthreads against a shuffle", "deadlock", [&] {
+    launch(dim3(2), dim3(64), 0, [p = scratch.data()] { mixed_sync_kernel(p); });
+  });
+  expect_error("1025 threads", "invalid configuration", [&] { launch(dim3(1), dim3(1025), 0, [] {}); });
+  expect_error("empty grid", "invalid configuration", [&] { launch(dim3(0), dim3(32), 0, [] {}); });
+  expect_error("64 KiB of dynamic shared memory", "48 KiB", [&] { launch(dim3(1), dim3(32), 65536, [] {}); });
+  {  // the pool still works after the errors
+    std::vector<int> out(2 * 256);
+    launch(dim3(2), dim3(256), 0, [p = out.data()] { barrier_kernel(3, p); });
+    bool ok = true;
+    for (int b = 0; b < 2; ++b)
+      for (int t = 0; t < 256; ++t) ok &= out[b * 256 + t] == (t + 3) % 256 + 3;
+    check(ok, "launches after failed ones");
+  }
+  std::printf("emulator self-test: %s\n", failures == 0 ? "all passed" : "FAILED");
+  return failures == 0 ? 0 : 1;
+}
