@@ -15,16 +15,22 @@ from hdas_ext.nn.recompute import NotLeanable, lean_apply
 from hdas_ext.primitives import DARTS_PRIMITIVES
 from hdas_ext.search import SearchConfig, run_search, runner
 from hdas_ext.search.bilevel import BilevelOptimizer
-from hdas_ext.supernets import DartsCellSearch
+from hdas_ext.supernets import DartsCellSearch, HsDasSearch
 from test_supernets_fused import TINY, grads_of
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TOL = dict(rtol=1e-12, atol=1e-12)
+# The tiny supernets, and the stage searches' variants: per-stage cells (Hs-DAS-dagger's stage
+# cells, one cell count per stage) and Hs-DAS* (one DAG shared by the stages, fewer stage ops).
+SUPERNETS = {**TINY,
+             "hs-per-stage": (HsDasSearch, dict(C=4, cells_per_stage=(3, 2, 2), genotype="HC_DAS")),
+             "hs-shared": (HsDasSearch, dict(C=4, cells_per_stage=2, shared_dag=True,
+                                             stage_primitives=("max_pool_3x3", "skip_connect", "none")))}
 
 
 def twins(space):
-    cls, kw = TINY[space]
+    cls, kw = SUPERNETS[space]
     torch.manual_seed(0)
     default = cls(**kw).double()
     lean = cls(recompute=True, **kw).double()
@@ -61,7 +67,7 @@ def batches(n, dtype=torch.float64):
     return [(make(), make()) for _ in range(n)]
 
 
-@pytest.mark.parametrize("space", list(TINY))
+@pytest.mark.parametrize("space", list(SUPERNETS))
 def test_lean_supernet_equals_default(space):
     """Train mode (several steps: the running statistics too, each BatchNorm updated once per
     forward), eval mode, then first- and second-order search steps (the second order substitutes
@@ -251,13 +257,14 @@ def test_torch_compile_of_a_lean_op():
         torch.compile(copy.deepcopy(eager), fullgraph=True, backend="aot_eager")(x, w)
 
 
-def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch):
-    """hdas search --memory lean: the same alphas and genotype as the default mode for the same
-    seed (float64 supernet: the data cast on the way in)."""
+@pytest.mark.parametrize("space, network", [("cells", dict(layers=3)), ("distribution", dict(n_max=3, n_min=2))])
+def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch, space, network):
+    """hdas search --memory lean: the same alphas (betas) and genotype as the default mode for the
+    same seed (float64 supernet: the data cast on the way in)."""
     build = runner.build_supernet
 
-    def build_float64(cfg, num_classes, in_channels):
-        model = build(cfg, num_classes, in_channels).double()
+    def build_float64(*args, **kwargs):
+        model = build(*args, **kwargs).double()
         model.net.register_forward_pre_hook(lambda m, args: (args[0].double(), *args[1:]))
         return model
 
@@ -265,9 +272,9 @@ def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch):
     results, states = {}, {}
     for memory in ("default", "lean"):
         out = tmp_path / memory
-        cfg = SearchConfig(space="cells", output=str(out), init_channels=4, layers=3, epochs=1, batch_size=8,
+        cfg = SearchConfig(space=space, output=str(out), init_channels=4, epochs=1, batch_size=8,
                            steps_per_epoch=3, eval_batches=1, order=2, progress=False, tensorboard=False,
-                           plot=False, seed=0, memory=memory)
+                           plot=False, seed=0, memory=memory, **network)
         results[memory] = run_search(cfg)
         states[memory] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert results["lean"] == results["default"]
