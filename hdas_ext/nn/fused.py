@@ -177,7 +177,9 @@ class FusedWindowedCellInput(nn.Module):
     """Hs-DAS: the input of one cell, mixed from the states in its window,
     sum_e sum_o weights[e, o] * op_o(inputs[e]), every pool with its own BatchNorm(affine=False)
     per edge. State dict laid out like a list of per-edge MixedOps (edges.{e}._ops.{k}), as
-    hdas_ext.reference.WindowedCellInput."""
+    hdas_ext.reference.WindowedCellInput. Lean as it is (the lean stage supernets use it
+    unchanged): its ops are parameter-free, and the kernel keeps only the states and the pool
+    BatchNorms' per-channel statistics for the backward."""
 
     def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
         super().__init__()

@@ -19,11 +19,12 @@ preprocessing keeps nothing beyond the states it is made of). The result is that
 - Parameter gradients that the backward does not ask for (an architecture step's
   autograd.grad(loss, alphas)) are not computed.
 
-What is kept is chosen by cost (docs/memory.md has the measurements): every intermediate of a
-DARTS op (ReLU, depthwise and pointwise conv outputs, BatchNorm inputs) costs as many bytes as the
-op's input, and the most expensive one to rebuild per byte, the first depthwise conv's output,
-saves less time than its memory is worth; recomputing one op at a time rather than a whole node
-keeps the backward's transient to one op's intermediates at the same arithmetic.
+What is kept is chosen by cost (benchmarks/lean_options.py measures the options; docs/memory.md
+has the figures): every intermediate of a DARTS op (ReLU, depthwise and pointwise conv outputs,
+BatchNorm inputs) costs as many bytes as the op's input, and the most expensive one to rebuild
+per byte, the first depthwise conv's output, saves less time than its memory is worth;
+recomputing one op at a time rather than a whole node keeps the backward's transient to one op's
+intermediates at the same arithmetic.
 
 Ops run through a small interpreter of the modules DARTS-family ops are made of (Sequential, ReLU,
 Conv2d, BatchNorm2d, pools, Dropout, identity, DARTS' SepConv/DilConv/ReLUConvBN and
