@@ -68,8 +68,8 @@ def _edge_sum(edges, inputs, weights):
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._ops[edge._bn[0]][1] if edge._bn else None
-        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training,
-               edge.recompute)
+        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats),
+               edge.training, edge.recompute)
         groups.setdefault(key, []).append(j)
     for idx in groups.values():  # before the parametric ops run on them
         ops.check_inputs([inputs[j] for j in idx])
