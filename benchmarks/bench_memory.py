@@ -12,8 +12,8 @@ eager (the reference modules), fused and lean (fused, recompute=True):
   distribution  cell-distribution search (C=16, N_max=8, N_min=4)
   darts-fuse    DARTS' search network with its own MixedOps (the eager cell supernet), fused in
                 place by hdas_ext.fuse_mixed_ops(model) / fuse_mixed_ops(model, recompute=True)
-  pc-darts      partial-channel DARTS (PC-DARTS, k=4: the ops mix C/k channels, the rest pass
-                through, channel shuffle, edge normalisation), eager only
+  pc-darts      partial-channel DARTS (PC-DARTS, k=4: the cell supernet with partial_channels=4
+                and edge_normalization, the reference modules), eager only
 
 Memory per sample: the slope of a least-squares line through the peak memory of one first-order
 search step of a fresh supernet at each batch of --batches (default 8,64: the slope over 8..64;
@@ -38,107 +38,16 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 from hdas_ext import fuse_mixed_ops  # noqa: E402
-from hdas_ext.nn import FactorizedReduce, ReLUConvBN, make_op  # noqa: E402
-from hdas_ext.primitives import DARTS_PRIMITIVES  # noqa: E402
 from hdas_ext.search.bilevel import BilevelOptimizer  # noqa: E402
-from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch,  # noqa: E402
-                                Supernet)
+from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch  # noqa: E402
 
 MODES = ("eager", "fused", "lean")
 GB = (80, 141)
-
-
-# ---- PC-DARTS (partial channels, k = 4), eager, as its paper describes it ---------------------------
-class PartialMixedOp(nn.Module):
-    """The ops mix the first C/k channels; the others pass through (max-pooled 2x2 at stride 2);
-    the concatenation is shuffled in k groups."""
-
-    def __init__(self, C, stride, k=4):
-        super().__init__()
-        self.k = k
-        self.mp = nn.MaxPool2d(2, 2)
-        self._ops = nn.ModuleList(make_op(p, C // k, stride, False, True) for p in DARTS_PRIMITIVES)
-
-    def forward(self, x, weights):
-        c = x.shape[1] // self.k
-        mixed = sum(w * op(x[:, :c]) for w, op in zip(weights, self._ops))
-        rest = x[:, c:] if mixed.shape[2] == x.shape[2] else self.mp(x[:, c:])
-        out = torch.cat([mixed, rest], dim=1)
-        n, ch, h, w = out.shape
-        return out.view(n, self.k, ch // self.k, h, w).transpose(1, 2).reshape(n, ch, h, w)
-
-
-class PartialCell(nn.Module):
-    def __init__(self, C_pp, C_p, C, reduction, reduction_prev, steps=4, multiplier=4):
-        super().__init__()
-        self.steps, self.multiplier = steps, multiplier
-        self.preprocess0 = FactorizedReduce(C_pp, C, affine=False) if reduction_prev else \
-            ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
-        self._ops = nn.ModuleList(PartialMixedOp(C, 2 if reduction and j < 2 else 1)
-                                  for i in range(steps) for j in range(2 + i))
-
-    def forward(self, s0, s1, weights, edge_weights):
-        states, offset = [self.preprocess0(s0), self.preprocess1(s1)], 0
-        for _ in range(self.steps):
-            n = len(states)
-            states.append(sum(edge_weights[offset + j] * self._ops[offset + j](h, weights[offset + j])
-                              for j, h in enumerate(states)))
-            offset += n
-        return torch.cat(states[-self.multiplier:], dim=1)
-
-
-class PartialNet(nn.Module):
-    def __init__(self, C=16, num_classes=10, layers=8, steps=4, multiplier=4):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
-        C_pp, C_p, C_curr, reduction_prev = 3 * C, 3 * C, C, False
-        self.cells, self.reductions = nn.ModuleList(), []
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            C_curr *= 2 if reduction else 1
-            self.cells.append(PartialCell(C_pp, C_p, C_curr, reduction, reduction_prev, steps, multiplier))
-            self.reductions.append(reduction)
-            reduction_prev, C_pp, C_p = reduction, C_p, multiplier * C_curr
-        self.classifier = nn.Linear(C_p, num_classes)
-
-    def forward(self, x, normal, reduce, edge_normal, edge_reduce):
-        s0 = s1 = self.stem(x)
-        for cell, red in zip(self.cells, self.reductions):
-            s0, s1 = s1, cell(s0, s1, reduce if red else normal, edge_reduce if red else edge_normal)
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
-
-
-class PCDartsSearch(Supernet):
-    """PC-DARTS' search network: alphas as DARTS', betas normalised over each node's edges."""
-
-    def __init__(self, C=16, num_classes=10, layers=8, steps=4):
-        super().__init__()
-        self.steps = steps
-        self.net = PartialNet(C, num_classes, layers, steps)
-        edges = sum(2 + i for i in range(steps))
-        for name in ("alpha_normal", "alpha_reduce"):
-            setattr(self, name, nn.Parameter(1e-3 * torch.randn(edges, len(DARTS_PRIMITIVES))))
-        for name in ("beta_normal", "beta_reduce"):
-            setattr(self, name, nn.Parameter(1e-3 * torch.randn(edges)))
-
-    def _edge_weights(self, beta):
-        out, start = [], 0
-        for i in range(self.steps):
-            out.append(F.softmax(beta[start:start + i + 2], dim=-1))
-            start += i + 2
-        return torch.cat(out)
-
-    def arch_weights(self):
-        return (F.softmax(self.alpha_normal, dim=-1), F.softmax(self.alpha_reduce, dim=-1),
-                self._edge_weights(self.beta_normal), self._edge_weights(self.beta_reduce))
 
 
 # ---- rows ---------------------------------------------------------------------------------------------
@@ -159,7 +68,8 @@ ROWS = {
     "hs": (_supernet(HsDasSearch, genotype="DARTS_V2", C=16, cells_per_stage=6), MODES),
     "distribution": (_supernet(DistributionSearch, genotype="DARTS_V2", C=16, n_max=8, n_min=4), MODES),
     "darts-fuse": (_darts_fused_in_place, MODES),
-    "pc-darts": (lambda mode: PCDartsSearch(16, 10, 8), ("eager",)),
+    "pc-darts": (lambda mode: DartsCellSearch(16, 10, 8, fused=False, partial_channels=4, edge_normalization=True),
+                 ("eager",)),
 }
 
 

@@ -26,9 +26,12 @@ MUTATIONS = {
     "pool_window": ("cuda/mixed_node_device.cuh", "return o * s + 1 < n - 1 ? o * s + 1 : n - 1;",
                     "return o * s + 1 < n ? o * s + 1 : n;",
                     "3x3 pools: the window's last row/column one too far at the bottom/right edge"),
-    "cl_stride": ("cuda/mixed_node_device.cuh", "return cl ? ((n * H + h) * W + w) * C + c :",
-                  "return cl ? ((n * W + w) * H + h) * C + c :",
+    "cl_stride": ("cuda/mixed_node_device.cuh", "return cl ? ((n * H + h) * W + w) * Cx + c :",
+                  "return cl ? ((n * W + w) * H + h) * Cx + c :",
                   "channels_last: the input index with the h and w strides swapped"),
+    "groups_out": ("cuda/mixed_node_device.cuh", "* Cx + c * G : ((n * Cx + c * G) * Ho",
+                   "* Cx + c : ((n * Cx + c) * Ho",
+                   "partial channels: mixed channel c written to output channel c instead of c*groups"),
 }
 
 

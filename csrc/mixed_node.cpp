@@ -18,7 +18,7 @@ std::pair<at::Tensor, at::Tensor> running_stats(const at::Tensor& running_mean, 
 
 MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
                           c10::IntArrayRef prims, const std::vector<at::Tensor>& extras,
-                          int64_t stride, bool pool_bn, const char* op) {
+                          int64_t stride, bool pool_bn, int64_t groups, const char* op) {
   TORCH_CHECK_VALUE(!inputs.empty(), op, ": inputs must be a non-empty list of tensors");
   const at::Tensor& x0 = inputs[0];
   TORCH_CHECK_VALUE(x0.dim() == 4, op, ": inputs[0] must be a 4-D tensor [N, C, H, W], got shape ",
@@ -38,6 +38,16 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(x0.size(1) > 0 && x0.size(2) > 0 && x0.size(3) > 0, op,
                     ": inputs must have C, H, W > 0, got shape ", x0.sizes());
   TORCH_CHECK_VALUE(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  if (groups > 1) {
+    TORCH_CHECK_VALUE(inputs.size() == 1, op, ": groups > 1 (partial channels) takes one input, got ",
+                      inputs.size());
+    TORCH_CHECK_VALUE(x0.size(1) % groups == 0, op, ": inputs[0]'s channels (", x0.size(1),
+                      ") must be divisible by groups = ", groups);
+    TORCH_CHECK_VALUE(stride == 1 || (x0.size(2) % 2 == 0 && x0.size(3) % 2 == 0), op,
+                      ": groups > 1 at stride 2 needs an even height and width (the passed channels are "
+                      "max-pooled 2x2), got ", x0.size(2), "x", x0.size(3));
+  }
 
   MixedNode node;
   node.E = static_cast<int64_t>(inputs.size());
@@ -64,7 +74,9 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(weights.device() == x0.device(), op, ": weights must be on ", x0.device(),
                     " like inputs, got ", weights.device());
 
-  node.N = x0.size(0); node.C = x0.size(1); node.H = x0.size(2); node.W = x0.size(3);
+  node.N = x0.size(0); node.Cx = x0.size(1); node.H = x0.size(2); node.W = x0.size(3);
+  node.G = groups;
+  node.C = node.Cx / groups;
   node.stride = stride;
   node.Ho = pooled_size(node.H, stride);
   node.Wo = pooled_size(node.W, stride);
@@ -76,9 +88,9 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
                     "), got ", extras.size());
   const std::vector<int64_t> out_shape{node.N, node.C, node.Ho, node.Wo};
   for (size_t i = 0; i < extras.size(); ++i) {
-    TORCH_CHECK_VALUE(extras[i].sizes() == c10::IntArrayRef(out_shape), op, ": extras[", i,
-                      "] must have the output shape ", c10::IntArrayRef(out_shape), ", got ",
-                      extras[i].sizes());
+    TORCH_CHECK_VALUE(extras[i].sizes() == c10::IntArrayRef(out_shape), op, ": extras[", i, "] must have the ",
+                      groups > 1 ? "mixed channels' shape " : "output shape ", c10::IntArrayRef(out_shape),
+                      ", got ", extras[i].sizes());
     TORCH_CHECK_TYPE(extras[i].scalar_type() == x0.scalar_type(), op, ": extras[", i,
                      "] must have dtype ", x0.scalar_type(), " like inputs, got ",
                      extras[i].scalar_type());
@@ -141,8 +153,8 @@ void check_forward_stats(const MixedNode& node, bool batch_stats, const std::opt
 void check_backward_args(const MixedNode& node, const at::Tensor& grad_out, const at::Tensor& save_mean,
                          const at::Tensor& save_invstd, const char* op) {
   const auto& x0 = node.inputs[0];
-  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({node.N, node.C, node.Ho, node.Wo}), op,
-                    ": grad_out must have the output shape [", node.N, ", ", node.C, ", ", node.Ho,
+  TORCH_CHECK_VALUE(grad_out.sizes() == c10::IntArrayRef({node.N, node.Cx, node.Ho, node.Wo}), op,
+                    ": grad_out must have the output shape [", node.N, ", ", node.Cx, ", ", node.Ho,
                     ", ", node.Wo, "], got ", grad_out.sizes());
   TORCH_CHECK_TYPE(grad_out.scalar_type() == x0.scalar_type(), op, ": grad_out must have dtype ",
                    x0.scalar_type(), ", got ", grad_out.scalar_type());
@@ -184,15 +196,51 @@ std::pair<at::Tensor, at::Tensor> saved_stats(const MixedNode& node, const at::T
   return {save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous()};
 }
 
+namespace {
+
+// The passed channels g*C + i (g >= 1) of x as [N, G-1, C, H, W]; out's channels i*G + g as the
+// same shape (a view: out is split into [N, C, G, Ho, Wo]).
+at::Tensor passed_channels(const MixedNode& nd, const at::Tensor& x) {
+  return x.narrow(1, nd.C, nd.Cx - nd.C);
+}
+
+at::Tensor passed_places(const MixedNode& nd, const at::Tensor& t) {
+  return t.unflatten(1, {nd.C, nd.G}).narrow(2, 1, nd.G - 1).transpose(1, 2);
+}
+
+}  // namespace
+
+void place_passed(const MixedNode& nd, at::Tensor& out) {
+  if (nd.G == 1) return;
+  at::Tensor passed = passed_channels(nd, nd.inputs[0]);
+  if (nd.stride == 2) passed = at::max_pool2d(passed, {2, 2}, {2, 2});  // PC-DARTS' MaxPool2d(2, 2)
+  passed_places(nd, out).copy_(passed.unflatten(1, {nd.G - 1, nd.C}));
+}
+
+void passed_backward(const MixedNode& nd, const at::Tensor& grad, at::Tensor& grad_input) {
+  if (nd.G == 1) return;
+  at::Tensor dst = passed_channels(nd, grad_input);
+  const at::Tensor g = passed_places(nd, grad);  // [N, G-1, C, Ho, Wo], strided
+  if (nd.stride == 1) {
+    dst.unflatten(1, {nd.G - 1, nd.C}).copy_(g);
+    return;
+  }
+  // max_pool2d's own backward, so that ties and NaN route the gradient as PyTorch's pool does.
+  const at::Tensor x = passed_channels(nd, nd.inputs[0]);
+  const auto indices = std::get<1>(at::max_pool2d_with_indices(x, {2, 2}, {2, 2}));
+  const auto g_flat = g.flatten(1, 2).contiguous(x.suggest_memory_format());
+  dst.copy_(at::max_pool2d_with_indices_backward(g_flat, x, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, indices));
+}
+
 TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {
   m.def(
       "mixed_node(Tensor[] inputs, Tensor weights, int[] prims, Tensor[] extras, int stride, "
-      "bool pool_bn, bool batch_stats, Tensor? running_mean, Tensor? running_var, float eps) "
+      "bool pool_bn, bool batch_stats, Tensor? running_mean, Tensor? running_var, float eps, int groups=1) "
       "-> (Tensor out, Tensor save_mean, Tensor save_invstd, Tensor batch_var)");
   m.def(
       "mixed_node_backward(Tensor grad_out, Tensor[] inputs, Tensor weights, int[] prims, "
       "Tensor[] extras, int stride, bool pool_bn, bool batch_stats, Tensor save_mean, "
-      "Tensor save_invstd) -> (Tensor[] grad_inputs, Tensor grad_weights, Tensor[] grad_extras)");
+      "Tensor save_invstd, int groups=1) -> (Tensor[] grad_inputs, Tensor grad_weights, Tensor[] grad_extras)");
 }
 
 }  // namespace hdas

@@ -12,6 +12,14 @@
 // tensors only; an "add" column of the weights is ignored and gets a zero gradient).
 // One edge is DARTS' MixedOp, several are an Hs-DAS node.
 //
+// groups = k > 1 (one input): PC-DARTS' partial-channel MixedOp. The input has C*k channels; the
+// weighted sum mixes its first C (extras have C channels), and the output, C*k channels, is the
+// channel shuffle in k groups of [mixed, the other C*(k-1) input channels] (those max-pooled 2x2 at
+// stride 2): output channel i*k holds mixed channel i, channel i*k + g (g >= 1) input channel
+// g*C + i. The kernels write the mixed channels straight into their places and read the input's
+// first channels in place; place_passed / passed_backward move the others (no concatenation or
+// shuffle tensors).
+//
 // This header and mixed_node.cpp hold the schema, the argument checks and the small steps both
 // backends share (statistics buffers, the layout of extras and of returned gradients). Each backend
 // allocates and launches in its own file: the CPU one (cpu/mixed_node_kernel.cpp) runs its
@@ -32,7 +40,7 @@ namespace hdas {
 // A validated call: geometry plus, for every primitive p, its pool slot q (or -1) and its extra
 // slot k (or -1). Tensors are already in the layout the backend asked for.
 struct MixedNode {
-  std::vector<at::Tensor> inputs;  // E x [N, C, H, W]
+  std::vector<at::Tensor> inputs;  // E x [N, Cx, H, W]
   std::vector<at::Tensor> extras;  // E*K x [N, C, Ho, Wo], edge-major
   std::vector<int64_t> prims;      // P codes
   std::vector<int64_t> pool_slot;  // P: index q among the pools, or -1
@@ -42,6 +50,7 @@ struct MixedNode {
   // The tensors of `extras` whose gradient the backward writes (code extra, not add).
   bool weighted_extra(int64_t i) const;
   int64_t N = 0, C = 0, H = 0, W = 0, Ho = 0, Wo = 0, stride = 1;
+  int64_t G = 1, Cx = 0;  // channel groups (partial channels) and the inputs' and output's C*G channels
   bool pool_bn = true;
   at::MemoryFormat format = at::MemoryFormat::Contiguous;
 
@@ -53,7 +62,13 @@ struct MixedNode {
 // what was expected) and fills a MixedNode. `format` is the layout the backend computes in.
 MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
                           c10::IntArrayRef prims, const std::vector<at::Tensor>& extras,
-                          int64_t stride, bool pool_bn, const char* op_name);
+                          int64_t stride, bool pool_bn, int64_t groups, const char* op_name);
+
+// groups > 1: out's channels i*G + g (g >= 1) from the inputs' channels g*C + i (max-pooled 2x2 at
+// stride 2), written in place into out ([N, Cx, Ho, Wo]); the mixed channels are the kernels'.
+void place_passed(const MixedNode& node, at::Tensor& out);
+// groups > 1: the gradient of the passed channels, written into grad_input's channels C..Cx.
+void passed_backward(const MixedNode& node, const at::Tensor& grad, at::Tensor& grad_input);
 
 // Running-statistics arguments of the forward (eval: present, [E, Q, C], on the inputs' device;
 // training: more than one value per channel).

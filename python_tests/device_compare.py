@@ -59,6 +59,7 @@ class MixedNodeCase:
     rm: torch.Tensor = None
     rv: torch.Tensor = None
     fmt: torch.memory_format = torch.contiguous_format
+    groups: int = 1  # > 1: partial channels (extras and statistics have C / groups channels)
 
     @property
     def dtype(self):
@@ -70,19 +71,22 @@ class MixedNodeCase:
                 self.mode != "no_bn", self.mode != "running", to(self.rm), to(self.rv))
 
 
-def mixed_node_case(E, prims, shape, stride=1, mode="batch", channels_last=False, dtype=torch.float64, seed=0):
-    """Random inputs made in float64 and rounded to dtype once: every side sees the same values."""
+def mixed_node_case(E, prims, shape, stride=1, mode="batch", channels_last=False, dtype=torch.float64, seed=0,
+                    groups=1):
+    """Random inputs made in float64 and rounded to dtype once: every side sees the same values.
+    shape: the inputs'; with groups > 1 the op mixes shape[1] / groups channels."""
     gen = torch.Generator().manual_seed(seed)
-    N, C, H, W = shape
+    N, Cx, H, W = shape
+    C = Cx // groups
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     rnd = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64).to(dtype).contiguous(memory_format=fmt)  # noqa: E731
     K = sum(c in (EXTRA, ADD) for c in prims)
     Q = sum(c in (MAX, AVG) for c in prims)
-    case = MixedNodeCase(xs=[rnd(N, C, H, W) for _ in range(E)],
+    case = MixedNodeCase(xs=[rnd(N, Cx, H, W) for _ in range(E)],
                          w=torch.rand(E, len(prims), generator=gen, dtype=torch.float64).to(dtype),
                          prims=list(prims), extras=[rnd(N, C, Ho, Wo) for _ in range(E * K)], stride=stride,
-                         mode=mode, grad=rnd(N, C, Ho, Wo), fmt=fmt)
+                         mode=mode, grad=rnd(N, Cx, Ho, Wo), fmt=fmt, groups=groups)
     if mode == "running":
         case.rm = torch.randn(E, Q, C, generator=gen, dtype=torch.float64).to(dtype)
         case.rv = (torch.rand(E, Q, C, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
@@ -92,9 +96,10 @@ def mixed_node_case(E, prims, shape, stride=1, mode="batch", channels_last=False
 def run_mixed_node(ops, device, case):
     """Forward and backward op outputs, on the CPU."""
     xs, w, prims, extras, stride, pool_bn, batch_stats, rm, rv = case.args(device)
-    out, mean, invstd, var = ops.mixed_node(xs, w, prims, extras, stride, pool_bn, batch_stats, rm, rv, 1e-5)
+    out, mean, invstd, var = ops.mixed_node(xs, w, prims, extras, stride, pool_bn, batch_stats, rm, rv, 1e-5,
+                                            case.groups)
     gx, gw, ge = ops.mixed_node_backward(case.grad.to(device), xs, w, prims, extras, stride, pool_bn, batch_stats,
-                                         mean, invstd)
+                                         mean, invstd, case.groups)
     return dict(out=out.cpu(), stats=[t.cpu() for t in (mean, invstd, var)], grad_inputs=[g.cpu() for g in gx],
                 grad_w=gw.cpu(), grad_extras=[g.cpu() for g in ge], layout_ok=out.is_contiguous(memory_format=case.fmt)
                 and all(g.is_contiguous(memory_format=case.fmt) for g in list(gx) + list(ge)))
@@ -108,7 +113,7 @@ def reference_mixed_node(case, dtype=torch.float64):
     rm = None if case.rm is None else case.rm.to(dtype)
     rv = None if case.rv is None else case.rv.to(dtype)
     out = ref.mixed_node(xs, w, case.prims, extras, case.stride, pool_bn=case.mode != "no_bn",
-                         training=case.mode != "running", running_mean=rm, running_var=rv)
+                         training=case.mode != "running", running_mean=rm, running_var=rv, groups=case.groups)
     grads = torch.autograd.grad(out, leaves, case.grad.to(dtype), allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
     K = sum(c in (EXTRA, ADD) for c in case.prims)

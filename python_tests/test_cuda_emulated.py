@@ -38,6 +38,12 @@ def test_strides_shapes_layouts_dtypes(name, dtype, channels_last, mode):
         prims = [NONE, MAX, ADD, AVG, EXTRA, EXTRA] + ([SKIP] if stride == 1 else [])
         case = mixed_node_case(2, prims, shape, stride, mode, channels_last, dtype, seed=sum(shape) + stride)
         check_mixed_node(name, case, f"stride={stride} shape={shape}")
+    # Partial channels (one input): the mix on the first C/groups channels, written into output
+    # channels i*groups; the others passed (max-pooled 2x2 at stride 2).
+    for stride, groups, shape in ((1, 3, (2, 6, 5, 3)), (2, 2, (2, 4, 6, 4))):
+        prims = [NONE, MAX, ADD, AVG, EXTRA] + ([SKIP] if stride == 1 else [])
+        case = mixed_node_case(1, prims, shape, stride, mode, channels_last, dtype, seed=groups, groups=groups)
+        check_mixed_node(name, case, f"groups={groups} stride={stride} shape={shape}")
 
 
 @pytest.mark.parametrize("name", BACKENDS)

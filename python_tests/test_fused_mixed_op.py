@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import hdas_ext
-from hdas_ext.nn import FusedMixedOp, fuse_mixed_ops, fused_edge_sum
+from hdas_ext.nn import FusedMixedOp, FusedPartialMixedOp, fuse_mixed_ops, fused_edge_sum
 from hdas_ext.primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES
 from hdas_ext.reference import MixedOp
 
@@ -190,20 +190,23 @@ class PartialChannelMixedOp(MixedOp):
 
 @pytest.mark.parametrize("primitives", [STAGE_PRIMITIVES, DARTS_PRIMITIVES])
 def test_fuse_leaves_a_mixed_op_with_another_forward_alone(primitives):
-    # Same structure as DARTS' MixedOp, another function: fusing it would drop the partial channels
-    # (with parameter-free primitives and pools without BN, without any error).
-    model = nn.ModuleDict({"plain": MixedOp(4, 1, primitives), "pc": PartialChannelMixedOp(8, 1, primitives)}).double()
+    # Same structure as DARTS' MixedOp, another function: fusing it as DARTS' would drop the partial
+    # channels (with parameter-free primitives and pools without BN, without any error). With k = 2
+    # the shuffle is PC-DARTS' (fused as such); with k = 4 and 2 shuffle groups it is no known mix.
+    model = nn.ModuleDict({"plain": MixedOp(4, 1, primitives), "pc": PartialChannelMixedOp(8, 1, primitives),
+                           "other": PartialChannelMixedOp(16, 1, primitives, k=4)}).double()
     model.train()
     model["plain"].eval()  # mixed modes must survive the probe
     before = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    with pytest.warns(UserWarning, match=r"left pc \(PartialChannelMixedOp\) unfused"):
-        assert fuse_mixed_ops(model) == 1
-    assert isinstance(model["plain"], FusedMixedOp) and isinstance(model["pc"], PartialChannelMixedOp)
+    with pytest.warns(UserWarning, match=r"left 1 MixedOp-like module.*\(e.g. other \(PartialChannelMixedOp\)"):
+        assert fuse_mixed_ops(model) == 2
+    assert isinstance(model["plain"], FusedMixedOp) and isinstance(model["pc"], FusedPartialMixedOp)
+    assert type(model["other"]) is PartialChannelMixedOp
     assert torch.equal(torch.get_rng_state(), rng)  # the probe draws from its own generator
-    assert not model["plain"].training and model["pc"].training
-    assert not model["plain"]._ops[1][0].training and model["pc"]._ops[1][0].training
-    for k, v in model.state_dict().items():  # the probe ran in eval mode: no buffer moved
+    assert not model["plain"].training and model["other"].training
+    assert not model["plain"]._ops[1][0].training and model["other"]._ops[1][0].training
+    for k, v in model.state_dict().items():  # the probe ran on copies: no buffer moved
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="model is itself a MixedOp"):
         fuse_mixed_ops(MixedOp(4, 1))

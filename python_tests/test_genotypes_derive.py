@@ -59,6 +59,25 @@ def test_cell_rules(primitives):
     assert G.validate(g).normal == hdas
 
 
+def test_cell_edge_weights_scale_edge_strength():
+    """PC-DARTS' edge normalisation: an edge's strength is its best op's probability times its
+    normalised edge weight; the op chosen per edge does not change."""
+    rows = cell_rows(DARTS_PRIMITIVES)
+    darts, _ = G.derive_cell(rows, DARTS_PRIMITIVES, rule="darts")
+    flat = [1.0] * 14
+    assert G.derive_cell(rows, DARTS_PRIMITIVES, edge_weights=flat)[0] == darts
+    # node 1 (edges 2, 3, 4): darts keeps edges 1 and 2 (sep 0.742, skip 0.514); weighting edge 2
+    # of the node (skip) down and edge 0 (max_pool, ~0.155) up swaps skip for max_pool
+    flat[2:5] = [6.0, 1.0, 0.1]
+    got, _ = G.derive_cell(rows, DARTS_PRIMITIVES, edge_weights=torch.tensor(flat))
+    assert got[2:4] == [("max_pool_3x3", 0), ("sep_conv_3x3", 1)]
+    assert got[:2] == darts[:2] and got[4:] == darts[4:]
+    with pytest.raises(ValueError, match=r"edge_weights must have one entry per edge \(14\), got 13"):
+        G.derive_cell(rows, DARTS_PRIMITIVES, edge_weights=flat[:13])
+    with pytest.raises(ValueError, match="edge_weights scale softmax probabilities"):
+        G.derive_cell(rows, DARTS_PRIMITIVES, rule="hdas", edge_weights=flat)
+
+
 def test_cell_errors():
     with pytest.raises(ValueError, match="rule"):
         G.derive_cell(torch.zeros(14, 8), DARTS_PRIMITIVES, rule="softmax")

@@ -21,9 +21,10 @@ from test_supernets_fused import TINY, grads_of
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TOL = dict(rtol=1e-12, atol=1e-12)
-# The tiny supernets, and the stage searches' variants: per-stage cells (Hs-DAS-dagger's stage
-# cells, one cell count per stage) and Hs-DAS* (one DAG shared by the stages, fewer stage ops).
-SUPERNETS = {**TINY,
+# The tiny full-channel supernets (edge normalisation included; the lean mode refuses partial
+# channels), and the stage searches' variants: per-stage cells (Hs-DAS-dagger's stage cells, one
+# cell count per stage) and Hs-DAS* (one DAG shared by the stages, fewer stage ops).
+SUPERNETS = {**{name: net for name, net in TINY.items() if net[1].get("partial_channels", 1) == 1},
              "hs-per-stage": (HsDasSearch, dict(C=4, cells_per_stage=(3, 2, 2), genotype="HC_DAS")),
              "hs-shared": (HsDasSearch, dict(C=4, cells_per_stage=2, shared_dag=True,
                                              stage_primitives=("max_pool_3x3", "skip_connect", "none")))}
@@ -304,3 +305,18 @@ def test_lean_on_cuda_equals_default(space):
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.isfinite(grads[1]).all()
     assert (grads[1] - grads[0]).norm() <= 5e-2 * grads[0].norm()
+
+
+def test_lean_mode_is_full_channel_only():
+    """Supernets and the search refuse lean partial channels; fuse_mixed_ops(recompute=True) fuses
+    a partial-channel MixedOp in the default mode."""
+    with pytest.raises(ValueError, match="partial_channels=1"):
+        DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, recompute=True, partial_channels=2)
+    with pytest.raises(ValueError, match="partial_channels=1"):
+        SearchConfig(space="cells", init_channels=4, memory="lean", partial_channels=2).resolved()
+    with pytest.raises(ValueError, match="fused=True"):
+        SearchConfig(space="hs", memory="lean", fused=False).resolved()
+    model = DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, fused=False, partial_channels=2)
+    n = fuse_mixed_ops(model, recompute=True)
+    fused = [m for m in model.modules() if isinstance(m, FusedMixedOp)]
+    assert n == len(fused) > 0 and not any(m.recompute for m in fused)

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 _CHILD = "import sys; sys.modules['hdas_ext._C'] = None; import pytest; sys.exit(pytest.main(sys.argv[1:]))"
-_FILES = ("test_fused_mixed_op.py", "test_stage_node.py", "test_pair_concat_op.py", "test_supernets_fused.py")
+_FILES = ("test_fused_mixed_op.py", "test_stage_node.py", "test_pair_concat_op.py", "test_supernets_fused.py",
+          "test_partial_mixed_op.py")
 
 
 def test_fused_modules_pass_their_tests_on_the_reference():

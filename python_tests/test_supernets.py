@@ -126,3 +126,32 @@ def test_derivation_follows_the_alphas():
         m.alpha_stage1[2][1, 3] = 9.0
     g = m.genotype()
     assert g.DAG1[2] == [("avg_pool_3x3", 3), ("max_pool_3x3", 1)]
+
+
+@pytest.mark.parametrize("cls", [DartsCellSearch, HcDasSearch])
+def test_partial_channels_and_edge_normalization(cls):
+    """PC-DARTS' options: every edge a partial-channel MixedOp, one beta per edge and set (an
+    architecture parameter) normalised per node, the genotype ranking edges by them."""
+    from hdas_ext import fuse_mixed_ops
+    from hdas_ext.nn import FusedPartialMixedOp
+    from hdas_ext.reference import PartialMixedOp
+    m = cls(C=8, layers=5, steps=2, multiplier=2, fused=False, partial_channels=4, edge_normalization=True)
+    edges = [op for cell in m.net.cells for op in cell._ops]
+    assert all(type(op) is PartialMixedOp and op.k == 4 for op in edges)
+    betas = [n for n, _ in m.named_alphas() if n.startswith("beta_")]
+    assert betas == ["beta_" + s for s in m.SET_NAMES]
+    sets, edge_sets = m.arch_weights()
+    for e in edge_sets:  # nodes of 2 and 3 edges, each summing to 1
+        torch.testing.assert_close(torch.stack([e[:2].sum(), e[2:].sum()]), torch.ones(2))
+    with torch.no_grad():
+        getattr(m, "beta_" + m.SET_NAMES[0])[2:] = torch.tensor([-9.0, 0.0, 9.0])
+    normal = getattr(m.genotype(), m.SET_NAMES[0])
+    assert [s for _, s in normal[2:4]] == [2, 1]  # node 1 keeps its two heaviest edges
+    y = m(torch.randn(2, 3, 8, 8))
+    y.sum().backward()
+    assert all(p.grad is not None for p in m.alphas())
+    assert fuse_mixed_ops(m) == len(edges) and all(isinstance(op, FusedPartialMixedOp) for op in edges)
+    with pytest.raises(ValueError, match=r"C \(6\) must be divisible by partial_channels \(4\)"):
+        cls(C=6, layers=5, partial_channels=4)
+    with pytest.raises(ValueError, match="edge_normalization must be True or False"):
+        cls(C=8, layers=5, edge_normalization=1)

@@ -16,6 +16,10 @@ TINY = {
     "hc": (HcDasSearch, dict(C=4, layers=5, steps=2, multiplier=2)),
     "hs": (HsDasSearch, dict(C=4, cells_per_stage=3)),
     "distribution": (DistributionSearch, dict(C=4, n_max=3, n_min=2)),
+    # PC-DARTS: partial channels, and its edge normalisation
+    "cells_pc": (DartsCellSearch, dict(C=8, layers=5, steps=2, multiplier=2, partial_channels=4, edge_normalization=True)),
+    "hc_pc": (HcDasSearch, dict(C=4, layers=5, steps=2, multiplier=2, partial_channels=2)),
+    "cells_edge_norm": (DartsCellSearch, dict(C=4, layers=5, steps=2, multiplier=2, edge_normalization=True)),
 }
 
 
@@ -26,8 +30,8 @@ def twins(space, dtype=torch.float32, device="cpu"):
     fused = cls(fused=True, **kw).to(device, dtype)
     assert list(fused.state_dict()) == list(eager.state_dict())
     kinds = {type(m).__name__ for m in fused.modules()}
-    assert kinds & {"FusedMixedOp", "FusedWindowedCellInput"}, "fused=True built no fused module"
-    assert not kinds & {"MixedOp", "WindowedCellInput"}, "fused=True fell back to a reference module"
+    assert kinds & {"FusedMixedOp", "FusedPartialMixedOp", "FusedWindowedCellInput"}, "fused=True built no fused module"
+    assert not kinds & {"MixedOp", "PartialMixedOp", "WindowedCellInput"}, "fused=True fell back to a reference module"
     fused.load_state_dict(eager.state_dict())
     return eager, fused
 
@@ -83,6 +87,7 @@ def on_cuda(*args):
 
 @pytest.mark.parametrize("space,order,device", [("cells", 1, "cpu"), ("hc", 1, "cpu"), ("hs", 1, "cpu"), ("hs", 2, "cpu"),
                                                 ("distribution", 1, "cpu"), ("distribution", 2, "cpu"),
+                                                ("cells_pc", 1, "cpu"), ("cells_pc", 2, "cpu"),
                                                 on_cuda("hc", 1), on_cuda("hs", 2), on_cuda("distribution", 1)])
 def test_fused_search_step_equals_eager(space, order, device):
     """Two full search steps (architecture step with the auxiliary losses, weight step), float64."""

@@ -10,9 +10,10 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
     const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps,
+    int64_t groups) {
   const char* op = "hdas::mixed_node";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_forward_stats(node, batch_stats, running_mean, running_var, op);
   const auto& x0 = inputs[0];
   const bool bn = pool_bn && node.Q > 0;
@@ -21,20 +22,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cpu(
   to_format(node.inputs, at::MemoryFormat::Contiguous);
   to_format(node.extras, at::MemoryFormat::Contiguous);
   const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
-  auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options());
+  auto out = at::empty({node.N, node.Cx, node.Ho, node.Wo}, x0.options());
   if (use_avx2())
     isa_avx2::forward(node, w, bn, batch_stats, eps, mean, invstd, var_u, out);
   else
     isa_base::forward(node, w, bn, batch_stats, eps, mean, invstd, var_u, out);
+  place_passed(node, out);
   return {out.contiguous(output_format(x0)), mean, invstd, var_u};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cpu(
     const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
     c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+    const at::Tensor& save_mean, const at::Tensor& save_invstd, int64_t groups) {
   const char* op = "hdas::mixed_node_backward";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_backward_args(node, grad_out, save_mean, save_invstd, op);
   const auto& x0 = inputs[0];
   const auto acc = op_math(x0.scalar_type());
@@ -53,6 +55,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
     isa_avx2::backward(node, grad, w, mean, invstd, bn, batch_stats, grad_inputs, grad_extras, gw_part);
   else
     isa_base::backward(node, grad, w, mean, invstd, bn, batch_stats, grad_inputs, grad_extras, gw_part);
+  passed_backward(node, grad, grad_inputs[0]);
   const auto grad_w = gw_part.sum(0).view({node.E, node.P}).to(weights.scalar_type());
   const auto f = output_format(x0);
   for (auto& t : grad_inputs) t = t.contiguous(f);

@@ -14,10 +14,11 @@ namespace hdas::cpu {
 
 #define HDAS_DECLARE_CPU_KERNELS(ISA)                                                                      \
   namespace ISA {                                                                                          \
-  /* out (NCHW); batch statistics into mean/invstd/var_u when bn && batch_stats, else read from them. */ \
+  /* out's mixed channels (NCHW); batch statistics into mean/invstd/var_u when bn && batch_stats, */       \
+  /* else read from them. */                                                                               \
   void forward(const MixedNode& node, const at::Tensor& w, bool bn, bool batch_stats, double eps,          \
                at::Tensor& mean, at::Tensor& invstd, at::Tensor& var_u, at::Tensor& out);                  \
-  /* grad_inputs, grad_extras (undefined at "add" slots, left alone) and gw_part [C, E*P]. */              \
+  /* grad_inputs' mixed channels, grad_extras (undefined at "add" slots, left alone), gw_part [C, E*P]. */ \
   void backward(const MixedNode& node, const at::Tensor& grad, const at::Tensor& w, const at::Tensor& mean, \
                 const at::Tensor& invstd, bool bn, bool batch_stats, std::vector<at::Tensor>& grad_inputs,   \
                 std::vector<at::Tensor>& grad_extras, at::Tensor& gw_part);                                  \

@@ -55,14 +55,17 @@ U* scratch(int64_t n) {
 template <typename T, typename A>
 constexpr bool kDirect = std::is_same_v<T, A>;
 
-// Geometry of one channel's planes: plane (n, c) of an [N, C, h, w] tensor starts at (n*C + c)*h*w.
+// Geometry of one mixed channel's planes: plane (n, c) of an [N, C, h, w] tensor starts at
+// (n*C + c)*h*w. With G channel groups (partial channels) the inputs, the output and grad_out have
+// Cx = C*G channels: mixed channel c is input channel c and output channel c*G; extras keep C.
 struct Geometry {
-  int64_t N, C, H, W, s, Ho, Wo, hw, L;
+  int64_t N, C, Cx, G, H, W, s, Ho, Wo, hw, L;
   explicit Geometry(const MixedNode& nd)
-      : N(nd.N), C(nd.C), H(nd.H), W(nd.W), s(nd.stride), Ho(nd.Ho), Wo(nd.Wo), hw(nd.H * nd.W),
-        L(nd.plane_out()) {}
-  int64_t in(int64_t n, int64_t c) const { return (n * C + c) * hw; }
-  int64_t out(int64_t n, int64_t c) const { return (n * C + c) * L; }
+      : N(nd.N), C(nd.C), Cx(nd.Cx), G(nd.G), H(nd.H), W(nd.W), s(nd.stride), Ho(nd.Ho), Wo(nd.Wo),
+        hw(nd.H * nd.W), L(nd.plane_out()) {}
+  int64_t in(int64_t n, int64_t c) const { return (n * Cx + c) * hw; }
+  int64_t out(int64_t n, int64_t c) const { return (n * Cx + c * G) * L; }
+  int64_t ext(int64_t n, int64_t c) const { return (n * C + c) * L; }
 };
 
 template <typename T, typename A>
@@ -138,7 +141,7 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
           } else if (code == kExtra || code == kAdd) {
             const T* y = ex[e * nd.K + nd.extra_slot[p]];
             const A a = code == kAdd ? A(1) : coef;
-            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.out(n, c), acc_at(n));
+            for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.ext(n, c), acc_at(n));
           } else {
             for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp, &pool[n * g.L]);
             A a = coef, shift = 0;
@@ -227,7 +230,7 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
           } else if (code == kExtra) {
             const int64_t k = e * nd.K + nd.extra_slot[p];
             for (int64_t n = 0; n < g.N; ++n)
-              total += scale_and_dot(g.L, wep, grad_at(n), ex[k] + g.out(n, c), gex[k] + g.out(n, c));
+              total += scale_and_dot(g.L, wep, grad_at(n), ex[k] + g.ext(n, c), gex[k] + g.ext(n, c));
           } else {
             const int64_t q = nd.pool_slot[p];
             for (int64_t n = 0; n < g.N; ++n) {

@@ -11,20 +11,28 @@
 
 namespace hdas::cuda {
 
+// Mixed channel c of the inputs and the output. With G channel groups (partial channels) the inputs,
+// the output and grad_out have Cx = C*G channels: mixed channel c is input channel c and output
+// channel c*G; the extras (and their gradients) have the C mixed channels. G = 1: Cx = C.
 struct Geo {
   int64_t N, C, H, W, Ho, Wo, s;
   bool cl;  // channels_last
+  int64_t Cx, G;
   __device__ int64_t in(int64_t n, int64_t c, int64_t h, int64_t w) const {
-    return cl ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
+    return cl ? ((n * H + h) * W + w) * Cx + c : ((n * Cx + c) * H + h) * W + w;
   }
   __device__ int64_t out(int64_t n, int64_t c, int64_t h, int64_t w) const {
+    return cl ? ((n * Ho + h) * Wo + w) * Cx + c * G : ((n * Cx + c * G) * Ho + h) * Wo + w;
+  }
+  __device__ int64_t ext(int64_t n, int64_t c, int64_t h, int64_t w) const {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
-  // Output element at linear position i of the output's memory order.
+  // Mixed output element at linear position i of the extras' memory order.
   __device__ void decode_out(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
     if (cl) { c = i % C; i /= C; w = i % Wo; i /= Wo; h = i % Ho; n = i / Ho; }
     else { w = i % Wo; i /= Wo; h = i % Ho; i /= Ho; c = i % C; n = i / C; }
   }
+  // Mixed input element at linear position i of an [N, C, H, W] tensor's memory order.
   __device__ void decode_in(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
     if (cl) { c = i % C; i /= C; w = i % W; i /= W; h = i % H; n = i / H; }
     else { w = i % W; i /= W; h = i % H; i /= H; c = i % C; n = i / C; }
@@ -158,7 +166,7 @@ __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
           }
         }
       }
-    out[i] = static_cast<T>(acc);
+    out[g.out(n, c, oh, ow)] = static_cast<T>(acc);
   }
 }
 
@@ -188,8 +196,9 @@ __global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<
           sum += gv * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
         } else if (code == kExtra) {
           const int k = e * mt.K + mt.extra_slot[p];
-          sum += gv * static_cast<A>(ex.p[k][o]);
-          gex.p[k][o] = static_cast<T>(w[e * mt.P + p] * gv);
+          const int64_t y = g.ext(n, c, oh, ow);
+          sum += gv * static_cast<A>(ex.p[k][y]);
+          gex.p[k][y] = static_cast<T>(w[e * mt.P + p] * gv);
         } else {
           sum += gv * pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
         }
@@ -237,6 +246,7 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
     g.decode_in(i, n, c, h, w);
+    const int64_t at = g.in(n, c, h, w);
     const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
     const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
     for (int e = 0; e < mt.E; ++e) {
@@ -249,7 +259,7 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
         if (code == kSkip) {
           gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
         } else if (code == kMaxPool) {
-          const A xv = static_cast<A>(x[i]);
+          const A xv = static_cast<A>(x[at]);
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow)
               if (argmax_at<A>(x, g, n, c, oh, ow) == h * g.W + w)
@@ -264,7 +274,7 @@ __global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* gr
             }
         }
       }
-      gxs.p[e][i] = static_cast<T>(gx);
+      gxs.p[e][at] = static_cast<T>(gx);
     }
   }
 }

@@ -25,7 +25,7 @@ struct Call {
 
   Call(const MixedNode& nd, const std::vector<at::Tensor>* grad_extras = nullptr,
        const std::vector<at::Tensor>* grad_inputs = nullptr)
-      : g{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast} {
+      : g{nd.N, nd.C, nd.H, nd.W, nd.Ho, nd.Wo, nd.stride, nd.format == at::MemoryFormat::ChannelsLast, nd.Cx, nd.G} {
     codes = table.add(nd.prims);
     table.add(nd.pool_slot);
     table.add(nd.extra_slot);
@@ -66,7 +66,7 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
            const at::Tensor& invstd, at::Tensor& out) {
   HDAS_DISPATCH(nd.inputs[0].scalar_type(), "mixed_node_apply_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(apply_kernel<scalar_t, A>, grid_for(out.numel()), kThreads, 0, call.ptrs<const scalar_t>(call.xs),
+    launch(apply_kernel<scalar_t, A>, grid_for(nd.N * nd.C * nd.Ho * nd.Wo), kThreads, 0, call.ptrs<const scalar_t>(call.xs),
            call.ptrs<const scalar_t>(call.ex), call.g, call.mt, w.const_data_ptr<A>(), data_or_null<A>(mean),
            data_or_null<A>(invstd), out.data_ptr<scalar_t>());
   });
@@ -108,9 +108,10 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     const std::vector<at::Tensor>& inputs, const at::Tensor& weights, c10::IntArrayRef prims,
     const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps) {
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var, double eps,
+    int64_t groups) {
   const char* op = "hdas::mixed_node";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_forward_stats(node, batch_stats, running_mean, running_var, op);
   const auto& x0 = inputs[0];
   check_device(x0, op);
@@ -124,17 +125,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
   const at::Tensor w = weights.to(op_math(x0.scalar_type())).contiguous();
   const Call call(node);
   if (bn && batch_stats) cuda::batch_stats(node, call, eps, mean, invstd, var_u);
-  auto out = at::empty({node.N, node.C, node.Ho, node.Wo}, x0.options().memory_format(format));
+  auto out = at::empty({node.N, node.Cx, node.Ho, node.Wo}, x0.options().memory_format(format));
   apply(node, call, w, bn ? mean : at::Tensor(), bn ? invstd : at::Tensor(), out);
+  place_passed(node, out);
   return {out, mean, invstd, var_u};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backward_cuda(
     const at::Tensor& grad_out, const std::vector<at::Tensor>& inputs, const at::Tensor& weights,
     c10::IntArrayRef prims, const std::vector<at::Tensor>& extras, int64_t stride, bool pool_bn, bool batch_stats,
-    const at::Tensor& save_mean, const at::Tensor& save_invstd) {
+    const at::Tensor& save_mean, const at::Tensor& save_invstd, int64_t groups) {
   const char* op = "hdas::mixed_node_backward";
-  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, op);
+  MixedNode node = make_mixed_node(inputs, weights, prims, extras, stride, pool_bn, groups, op);
   check_backward_args(node, grad_out, save_mean, save_invstd, op);
   const auto& x0 = inputs[0];
   check_device(x0, op);
@@ -163,6 +165,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   auto D = at::empty_like(A);
   finalize(node, call, sums, w, mean, invstd, node.pool_bn && node.Q > 0 && batch_stats, grad_w, A, B, D);
   backward_input(node, call, grad, A, B, D);
+  passed_backward(node, grad, grad_inputs[0]);
   return {grad_inputs, grad_w.to(weights.scalar_type()), returned_extra_grads(std::move(grad_extras), format)};
 }
 

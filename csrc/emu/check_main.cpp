@@ -32,6 +32,7 @@ struct NodeCase {
   const char* mode;  // "batch", "running", "no_bn"
   bool channels_last;
   at::ScalarType dtype;
+  int64_t groups = 1;  // > 1: partial channels (the inputs and the output have shape[1] * groups channels)
 };
 
 struct PairCase {
@@ -53,7 +54,7 @@ at::Tensor randn(std::vector<int64_t> shape, const NodeCase& c) {
 }
 
 void run(const NodeCase& c) {
-  const int64_t N = c.shape[0], C = c.shape[1], H = c.shape[2], W = c.shape[3];
+  const int64_t N = c.shape[0], C = c.shape[1], H = c.shape[2], W = c.shape[3], Cx = C * c.groups;
   const int64_t Ho = (H - 1) / c.stride + 1, Wo = (W - 1) / c.stride + 1;
   int64_t K = 0, Q = 0;
   for (auto p : c.prims) {
@@ -61,7 +62,7 @@ void run(const NodeCase& c) {
     Q += p == kMaxPool || p == kAvgPool;
   }
   std::vector<at::Tensor> xs, extras;
-  for (int e = 0; e < c.E; ++e) xs.push_back(randn({N, C, H, W}, c));
+  for (int e = 0; e < c.E; ++e) xs.push_back(randn({N, Cx, H, W}, c));
   for (int64_t k = 0; k < c.E * K; ++k) extras.push_back(randn({N, C, Ho, Wo}, c));
   const auto w = at::rand({c.E, static_cast<int64_t>(c.prims.size())}, at::TensorOptions().dtype(c.dtype));
   const bool running = std::strcmp(c.mode, "running") == 0, pool_bn = std::strcmp(c.mode, "no_bn") != 0;
@@ -70,10 +71,11 @@ void run(const NodeCase& c) {
     rm = at::randn({c.E, Q, C}, at::TensorOptions().dtype(c.dtype));
     rv = at::rand({c.E, Q, C}, at::TensorOptions().dtype(c.dtype)) + 0.5;
   }
-  auto fwd = call("hdas_emu::mixed_node", {xs, w, c.prims, extras, int64_t(c.stride), pool_bn, !running, rm, rv, 1e-5});
-  const auto grad = randn({N, C, Ho, Wo}, c);
+  auto fwd = call("hdas_emu::mixed_node",
+                  {xs, w, c.prims, extras, int64_t(c.stride), pool_bn, !running, rm, rv, 1e-5, c.groups});
+  const auto grad = randn({N, Cx, Ho, Wo}, c);
   call("hdas_emu::mixed_node_backward", {grad, xs, w, c.prims, extras, int64_t(c.stride), pool_bn, !running,
-                                         fwd[1].toTensor(), fwd[2].toTensor()});
+                                         fwd[1].toTensor(), fwd[2].toTensor(), c.groups});
 }
 
 void run(const PairCase& c) {
@@ -101,6 +103,8 @@ int main(int argc, char** argv) {
       {3, {kMaxPool, kAvgPool}, {1, 2, 1, 4}, 2, "batch", false, at::kHalf},
       {1, {kMaxPool, kAvgPool, kSkip, kNone}, {4, 3, 2, 2}, 1, "no_bn", true, at::kBFloat16},
       {17, {kMaxPool, kExtra, kAvgPool, kAdd, kSkip}, {1, 2, 3, 4}, 1, "batch", true, at::kFloat},
+      {1, all6, {2, 3, 4, 6}, 1, "batch", false, at::kFloat, 4},  // partial channels
+      {1, {kNone, kMaxPool, kAdd, kAvgPool, kExtra}, {2, 2, 6, 4}, 2, "running", true, at::kDouble, 2},
   };
   const std::vector<PairCase> pairs{
       {5, {1, 2, 2, 3, 0, 4}, {2, 3, 4, 5}, false, at::kFloat},

@@ -80,8 +80,9 @@ def _softmax(row):
     return [v / s for v in e]
 
 
-def _select(rows, primitives, rule, k, first_state):
-    """One node: the k strongest edges as (op, state) pairs; edge e reads state first_state + e."""
+def _select(rows, primitives, rule, k, first_state, edge_weights=None):
+    """One node: the k strongest edges as (op, state) pairs; edge e reads state first_state + e.
+    edge_weights (PC-DARTS' edge normalisation): edge e's strength is scaled by edge_weights[e]."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     P = len(primitives)
@@ -97,7 +98,7 @@ def _select(rows, primitives, rule, k, first_state):
     for e, row in enumerate(rows):
         vals = _softmax(row) if rule == "darts" else row
         op = _best_op(vals, none_index)
-        scored.append((-vals[op], e, op))
+        scored.append((-vals[op] * (1.0 if edge_weights is None else edge_weights[e]), e, op))
     scored.sort()
     return [(primitives[op], first_state + e) for _, e, op in scored[:k]]
 
@@ -112,17 +113,29 @@ def stage_edge_counts(n, window):
     return [min(j + 2, window) for j in range(n)]
 
 
-def derive_cell(alpha_rows, primitives=DARTS_PRIMITIVES, rule="darts", k=2, multiplier=None):
+def derive_cell(alpha_rows, primitives=DARTS_PRIMITIVES, rule="darts", k=2, multiplier=None, edge_weights=None):
     """Derive a DARTS-style cell. Returns ``(flat_gene, concat)`` with concat = the last
-    `multiplier` nodes, the states the searched cell concatenated (None: all nodes), as DARTS does."""
+    `multiplier` nodes, the states the searched cell concatenated (None: all nodes), as DARTS does.
+    edge_weights: one weight per edge (PC-DARTS' normalised betas), scaling each edge's strength;
+    PC-DARTS ranks by softmax probability times edge weight (rule 'darts')."""
     nodes = _split(alpha_rows, cell_edge_counts, "derive_cell")
+    if edge_weights is not None:
+        if rule != "darts":
+            raise ValueError(f"derive_cell: edge_weights scale softmax probabilities (rule 'darts'), got rule {rule!r}")
+        flat = [float(v) for v in (edge_weights.detach().cpu().tolist() if hasattr(edge_weights, "detach")
+                                   else edge_weights)]
+        counts = [len(rows) for rows in nodes]
+        if len(flat) != sum(counts):
+            raise ValueError(f"derive_cell: edge_weights must have one entry per edge ({sum(counts)}), got {len(flat)}")
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        edge_weights = [flat[s:s + c] for s, c in zip(starts, counts)]
     n = len(nodes)
     multiplier = n if multiplier is None else multiplier
     if isinstance(multiplier, bool) or not isinstance(multiplier, int) or not 1 <= multiplier <= n:
         raise ValueError(f"multiplier must be an int in [1, {n}] (the cell's nodes), got {multiplier!r}")
     gene = []
-    for rows in nodes:
-        gene.extend(_select(rows, tuple(primitives), rule, k, 0))
+    for i, rows in enumerate(nodes):
+        gene.extend(_select(rows, tuple(primitives), rule, k, 0, None if edge_weights is None else edge_weights[i]))
     return gene, list(range(n + 2 - multiplier, n + 2))
 
 

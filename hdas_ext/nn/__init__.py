@@ -1,6 +1,7 @@
 """Modules: DARTS primitives (OPS) and the fused mixed/stage modules."""
-from .fuse import fuse_mixed_ops
+from .fuse import FuseReport, fuse_mixed_ops
 from .fused import (FusedMixedOp, FusedStageNode, FusedWindowedCellInput, WeightedPairConcat,
                     fused_edge_sum, fused_node)
 from .operations import (OPS, DilConv, FactorizedReduce, Identity, PoolBN, ReLUConvBN, SepConv,
                          Zero, make_op)
+from .partial import FusedPartialMixedOp

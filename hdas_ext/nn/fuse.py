@@ -1,131 +1,236 @@
-"""fuse_mixed_ops: swap DARTS-style MixedOps in any model for FusedMixedOp, in place."""
+"""fuse_mixed_ops: the DARTS-family MixedOps in any model fused in place, each recognised by what it
+computes and proven equal on a probe first."""
 import warnings
+from collections import Counter, namedtuple
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .adopt import adopted_class
 from .fused import FusedMixedOp
+from .partial import FusedPartialMixedOp
+from .probe import float64_copy, probe_device, probe_x, prove, same_eval_output
 from .recompute import NotLeanable
+from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
 
-_POOL_NAMES = {"MaxPool2d": "max_pool_3x3", "AvgPool2d": "avg_pool_3x3"}
+Fused = namedtuple("Fused", "path kind k")
+LeftAlone = namedtuple("LeftAlone", "path kind reason detail")
 
-
-def _pool_name(m):
-    name = _POOL_NAMES.get(type(m).__name__)
-    if name is None or m.kernel_size not in (3, (3, 3)) or m.padding not in (1, (1, 1)):
-        return None
-    if name == "avg_pool_3x3" and m.count_include_pad:
-        return None
-    return name
-
-
-def _stride_of(m):
-    s = m.stride
-    return s[0] if isinstance(s, tuple) else s
+NOT_A_SUM = "its forward is not sum_k weights[k] * ops[k](x), nor that on partial channels"
+META = "its tensors are on the meta device (nothing to run the probe on)"
+NO_COPY = "it cannot be deep-copied for the probe"
+CLASH = "it has an attribute of its own that the fused op would overwrite"
+NO_SWAP = "its class cannot be changed in place"
+PROBE_FAILED = "the probe itself failed on it"
+NOT_LEAN = "the lean mode (recompute=True) cannot recompute its ops"
 
 
-def identify(m):
-    """(primitive name, stride, pool BN is affine-free) for one op module, or None if it is not a
-    DARTS primitive. Matched by class name, so DARTS-family code's own classes are recognised."""
-    kind = type(m).__name__
-    if kind == "Zero":
-        return "none", m.stride, False
-    if kind == "Identity":
-        return "skip_connect", 1, False
-    if kind == "FactorizedReduce":
-        return "skip_connect", 2, False
-    if kind in ("SepConv", "DilConv"):
-        convs = [c for c in m.op if isinstance(c, nn.Conv2d)]
-        k, d = convs[0].kernel_size[0], convs[0].dilation[0]
-        if kind == "SepConv" and d == 1 and k in (3, 5, 7):
-            return f"sep_conv_{k}x{k}", convs[0].stride[0], False
-        if kind == "DilConv" and d == 2 and k in (3, 5):
-            return f"dil_conv_{k}x{k}", convs[0].stride[0], False
-        return None
-    if isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[1], nn.BatchNorm2d):
-        name = _pool_name(m[0])
-        return (name, _stride_of(m[0]), not m[1].affine) if name else None
-    name = _pool_name(m)
-    return (name, _stride_of(m), False) if name else None
+@dataclass
+class FuseReport:
+    """What fuse_mixed_ops did: `fused` (path, class name, k: partial-channel groups, 1 for plain
+    MixedOps) and `left_alone` (path, class name, reason, detail) for modules that hold a list of
+    ops and take (x, weights) but were not fused."""
+    fused: list = field(default_factory=list)
+    left_alone: list = field(default_factory=list)
+
+    def reasons(self):
+        """How many modules were left alone for each reason."""
+        return Counter(entry.reason for entry in self.left_alone)
+
+    def summary(self):
+        parts = []
+        for reason, count in self.reasons().items():
+            e = next(e for e in self.left_alone if e.reason == reason)
+            parts.append(f"{count} x {reason} (e.g. {e.path} ({e.kind}): {e.detail})")
+        return (f"fused {len(self.fused)} MixedOp(s); left {len(self.left_alone)} MixedOp-like module(s) "
+                f"as they are: " + "; ".join(parts))
 
 
-def _agrees(module, fused):
-    """Whether `fused` computes `module`'s own forward(x, weights): both run on one small probe in
-    eval mode (no buffer changes; the global RNG untouched), so a MixedOp whose forward is not
-    DARTS' sum_k w_k op_k(x) (PC-DARTS' partial channels, say) is told apart from the structure it
-    shares with DARTS'. Returns None when they agree, else why not."""
-    state = next((t for t in module.state_dict(keep_vars=True).values()), None)
-    dtype, device = (state.dtype, state.device) if state is not None else (torch.float32, torch.device("cpu"))
-    if device.type == "meta":
-        return None  # nothing to compute with: trust the structure
-    C = next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)),
-             next((m.num_features for m in module.modules() if isinstance(m, nn.BatchNorm2d)), 4))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, C, 8, 8, generator=g).to(device, dtype)
-    w = torch.softmax(torch.randn(len(fused.primitives), generator=g), 0).to(device, dtype)
-    modes = [(m, m.training) for m in module.modules()]
+def fuse_mixed_ops(model, *, report=False, recompute=False):
+    """Fuses every DARTS-family MixedOp in `model` in place and returns how many it fused (or, with
+    report=True, a FuseReport). A MixedOp is any module holding a ModuleList of ops (whatever the
+    attribute is called) whose forward(x, weights) computes sum_k weights[k] * ops[k](x), or that
+    on the first C/k channels with the rest passed and shuffled as PC-DARTS does. Each op is
+    classified by what it computes on a probe (zero, identity, 3x3 pools bare or with an
+    affine-free BN, anything else runs as a module), and each MixedOp is fused only after its fused
+    form matched its own forward on float64 copies (outputs, gradients, buffers; training and eval;
+    zero and negative weights). The module keeps its identity: its class becomes
+    FusedMixedOp[its class] (FusedPartialMixedOp[...] for partial channels), so its state dict,
+    attributes, methods and hooks stay; hooks on the ops the kernel computes (pools, their BNs) no
+    longer fire. Modules left alone are summarised in one warning. recompute=True: the fused
+    full-channel MixedOps run in the lean mode (see FusedMixedOp; the proof runs them in it, and
+    one whose ops the lean mode cannot recompute is left alone); partial-channel ones as usual."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, flag in (("report", report), ("recompute", recompute)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"fuse_mixed_ops: {name} must be True or False, got {flag!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the probes' tensors are tiny: more threads only contend
     try:
-        module.eval()
-        fused.training = False
-        with torch.no_grad():
-            # Low precision: the fused op accumulates in float32, an eager sum in the dtype itself.
-            tol = {} if dtype in (torch.float32, torch.float64) else dict(rtol=2e-2, atol=2e-2)
-            torch.testing.assert_close(fused(x, w), module(x, w), **tol)
-    except Exception as e:  # any failure of the module's own forward means: not DARTS' MixedOp
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        with torch.inference_mode(False), torch.enable_grad():  # the proof differentiates
+            if not isinstance(model, FusedMixedOp) and _inspect(model) is not None:
+                raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp; fuse_mixed_ops fuses the "
+                                 "MixedOps inside a model (fuse the model that holds it, or build a FusedMixedOp)")
+            result = _fuse_all(model, recompute)
     finally:
-        for m, mode in modes:
-            m.training = mode
-        fused.training = module.training
+        torch.set_num_threads(threads)
+    if result.left_alone:
+        warnings.warn("fuse_mixed_ops: " + result.summary(), stacklevel=2)
+    return result if report else len(result.fused)
+
+
+def _fuse_all(model, recompute=False):
+    result, proven = FuseReport(), {}
+    for path, module in model.named_modules():
+        if not path or isinstance(module, FusedMixedOp):
+            continue
+        found = _inspect(module, proven, recompute)
+        if found is None:
+            continue
+        kind = type(module).__name__
+        if isinstance(found, LeftAlone):
+            result.left_alone.append(found._replace(path=path, kind=kind))
+            continue
+        why = _swap(module, *found, recompute=recompute)
+        if why is not None:
+            result.left_alone.append(LeftAlone(path, kind, *why))
+        else:
+            result.fused.append(Fused(path, kind, found[-1]))
+    return result
+
+
+def adopt_in_place(module, own, list_name, plan, stride, k, recompute=False):
+    """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`, in the
+    lean mode with recompute (full channels only)."""
+    module.__class__ = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, own)
+    module._ops_name = list_name
+    labels = vars(module).get("primitives")
+    module._set_plan(plan, stride, labels if isinstance(labels, (list, tuple)) and len(labels) == len(plan) else None)
+    if k > 1:
+        module.k = k
+    elif recompute:
+        module._set_recompute(True)
+    return module
+
+
+def _inspect(module, proven=None, recompute=False):
+    """None if module is not MixedOp-like (no list of ops, or no forward(x, weights)); else
+    (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not. proven: structure
+    key -> (list name, plan, stride, channels, k) of modules proven in full, filled here; one of
+    the same structure is checked on the eval forward only."""
+    try:
+        return _inspect_unguarded(module, proven, recompute)
+    except NotLeanable as e:
+        return LeftAlone("", "", NOT_LEAN, str(e))
+    except Exception as e:  # whatever a module holds, it is left alone rather than crash the call
+        return LeftAlone("", "", PROBE_FAILED, f"{type(e).__name__}: {e}")
+
+
+def _inspect_unguarded(module, proven, recompute):
+    lists = op_lists(module)
+    if not lists or not takes_x_and_weights(module):
+        return None
+    device = probe_device(module)
+    if device.type == "meta":
+        return LeftAlone("", "", META, "")
+    if not any(_first_is_an_op(ops, device) for _, ops in lists):
+        return None  # before copying the whole module: its lists hold no ops
+    own, key = type(module), structure_key(module)
+    if proven is not None and key in proven:
+        list_name, plan, stride, C_op, k = proven[key]
+        if same_eval_output(module, _view(module, list_name, plan, stride, k), C_op, len(plan), k):
+            return list_name, plan, stride, k
+    try:
+        probe = float64_copy(module)
+    except Exception as e:
+        return LeftAlone("", "", NO_COPY, f"{type(e).__name__}: {e}")
+    found = _classify_ops(probe)
+    if found is None:
+        return None
+    list_name, plan, stride, C_op = found
+    why = None
+    for candidate in [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]:
+        k, why = prove(probe, _fuser(own, list_name, candidate, stride, recompute), C_op, len(plan), device)
+        if k is not None:
+            if proven is not None and key is not None:
+                proven[key] = (list_name, candidate, stride, C_op, k)
+            return list_name, candidate, stride, k
+    return LeftAlone("", "", NOT_A_SUM, why)
+
+
+def _first_is_an_op(modules, device):
+    """Whether a float64 copy of modules[0] is an op on a probe input."""
+    first = float64_copy(modules[0])
+    return not isinstance(classify(first, probe_x(probe_channels([first]), device)), str)
+
+
+def _view(module, list_name, plan, stride, k):
+    """A fused module running `plan` on module's own ops (shared, not copied)."""
+    cls = FusedPartialMixedOp if k > 1 else FusedMixedOp
+    view = cls.__new__(cls)
+    nn.Module.__init__(view)
+    view._ops = getattr(module, list_name)
+    view._set_plan(plan, stride)
+    if k > 1:
+        view.k = k
+    return view
+
+
+def _fuser(own, list_name, plan, stride, recompute):
+    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k, recompute)
+
+
+def _classify_ops(probe):
+    """(list name, plan, stride, channels) for the first of probe's ModuleLists whose every entry is
+    an op of one stride on a probe input; None if none is."""
+    for name, modules in op_lists(probe):
+        C = probe_channels(modules)
+        x = probe_x(C, probe_device(probe))
+        found = [classify(op, x) for op in modules]
+        if any(isinstance(f, str) for f in found) or len({s for s, _ in found}) != 1:
+            continue
+        return name, kernel_plan(modules, [p for _, p in found]), found[0][0], C
     return None
 
 
-def fuse_mixed_ops(model, recompute=False):
-    """Replaces every module that has an `_ops` ModuleList of DARTS primitives (a DARTS MixedOp)
-    with a FusedMixedOp sharing the same parameters and buffers. Returns how many it replaced.
-    The replaced module's forward must be DARTS' `forward(x, weights)` = sum_k weights[k] *
-    _ops[k](x): each candidate is checked on a small probe input against its own forward, and one
-    that computes something else (PC-DARTS' partial channels, say) is left as it is, with a warning.
-    Hooks on the replaced modules (the MixedOp, its pools and pool BNs) no longer fire.
-    recompute=True: lean FusedMixedOps (see FusedMixedOp), checked on the probe in that mode."""
-    if _candidate(model) is not None:
-        raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp, and only submodules are replaced "
-                         "in place; use FusedMixedOp.adopt(model._ops, ...) or fuse the model that holds it")
-    targets = []
-    for parent_name, parent in model.named_modules():
-        for child_name, child in parent.named_children():
-            found = _candidate(child)
-            if found is None:
-                continue
-            try:
-                fused = FusedMixedOp.adopt(child._ops, *found, recompute=recompute)
-                why = _agrees(child, fused)
-            except NotLeanable as e:
-                why = str(e)
-            if why is not None:
-                path = f"{parent_name}.{child_name}" if parent_name else child_name
-                warnings.warn(f"fuse_mixed_ops: left {path} ({type(child).__name__}) unfused: its forward is not "
-                              f"DARTS' sum_k weights[k] * _ops[k](x) on a probe input ({why})", stacklevel=2)
-                continue
-            targets.append((parent, child_name, fused))
-    for parent, child_name, fused in targets:
-        setattr(parent, child_name, fused)
-    return len(targets)
+# The attributes adopt_in_place sets: a module holding its own under these names is left alone.
+_SETS = ("_ops_name", "_plan", "stride", "primitives", "codes", "_extra", "_folded", "_shares_relu", "_bn", "recompute")
 
 
-def _candidate(module):
-    """(primitive names, stride, pool BNs fused) if module looks like a DARTS MixedOp: an `_ops`
-    ModuleList of recognised primitives sharing one stride; else None."""
-    ops = getattr(module, "_ops", None)
-    if isinstance(module, FusedMixedOp) or not isinstance(ops, nn.ModuleList) or len(ops) == 0:
-        return None
-    found = [identify(m) for m in ops]
-    if any(f is None for f in found):
-        return None
-    strides = {s for _, s, _ in found}
-    if len(strides) != 1:
-        return None
-    # The kernel normalises pools itself only when every pool carries an affine-free BN.
-    pools = [(m, f) for m, f in zip(ops, found) if f[0] in _POOL_NAMES.values()]
-    fused_bn = bool(pools) and all(isinstance(m, nn.Sequential) and f[2] for m, f in pools)
-    return [n for n, _, _ in found], strides.pop(), fused_bn
+def _clash(module, list_name, plan, stride, k):
+    """The first attribute of module's own that adopting it would overwrite, or None. Its own
+    `stride` and `k` may be there with the same value, and `primitives` with one name per op."""
+    names = _SETS + (("k",) if k > 1 else ()) + (("_ops",) if list_name != "_ops" else ())
+    same = {"stride": stride, "k": k}
+    for name in names:
+        if name in module._modules or name in module._parameters or name in module._buffers:
+            return name
+        if any(name in vars(c) for c in type(module).__mro__ if c not in (nn.Module, object)):
+            return name
+        if name not in vars(module):
+            continue
+        mine = vars(module)[name]
+        if name in same and mine == same[name]:
+            continue
+        if name == "primitives" and isinstance(mine, (list, tuple)) and len(mine) == len(plan):
+            continue
+        return name
+    return None
+
+
+def _swap(module, list_name, plan, stride, k, recompute=False):
+    """Adopts module in place; (reason, detail) if it cannot be."""
+    name = _clash(module, list_name, plan, stride, k)
+    if name is not None:
+        return CLASH, repr(name)
+    own, saved = type(module), dict(vars(module))
+    try:
+        adopt_in_place(module, own, list_name, plan, stride, k, recompute)
+    except Exception as e:  # __class__ assignment refused (e.g. __slots__), or an attribute that refuses
+        module.__class__ = own
+        vars(module).clear()
+        vars(module).update(saved)
+        return (NOT_LEAN, str(e)) if isinstance(e, NotLeanable) else (NO_SWAP, f"{type(e).__name__}: {e}")
+    return None

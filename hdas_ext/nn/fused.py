@@ -9,27 +9,28 @@ from .. import ops
 from .._native import native_available
 from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .operations import batch_norm_rules, leading_relu, make_op, momentum_factor, takes_scale
-from .recompute import check_leanable, lean_apply
+from .adopt import reduce_adopted
+from .folding import OpPlan, is_pool, plans_by_name, run_folded
+from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
+from .recompute import NotLeanable, check_leanable, lean_apply
 
-_POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
-
-def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training):
+def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, groups=1):
     """The op hdas::mixed_node with the pool BNs `bns` (edge-major, one per pool code and edge),
     their running statistics updated exactly as nn.BatchNorm2d would update them."""
     if not bns:
-        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False)[0]
+        return mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=False, groups=groups)[0]
     bn0 = bns[0]
     batch_stats, update = batch_norm_rules(bn0, training)
-    E, C = len(inputs), inputs[0].shape[1]
+    E, C = len(inputs), inputs[0].shape[1] // groups
     Q = len(bns) // E
     rm = rv = None
     if not batch_stats:
         rm = torch.stack([b.running_mean for b in bns]).view(E, Q, C)
         rv = torch.stack([b.running_var for b in bns]).view(E, Q, C)
     out, mean, _, var = mixed_node_unchecked(inputs, weights, codes, extras, stride, pool_bn=True,
-                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps)
+                                             batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps,
+                                             groups=groups)
     if update:
         with torch.no_grad():
             counts = [b.num_batches_tracked for b in bns]
@@ -50,6 +51,9 @@ def fused_edge_sum(edges, inputs, weights):
         if not isinstance(edge, FusedMixedOp):
             raise TypeError(f"fused_edge_sum: edges[{j}] must be a FusedMixedOp (hdas_ext.fuse_mixed_ops(model) "
                             f"swaps DARTS MixedOps for them), got {type(edge).__name__}")
+        if edge._partial:
+            raise TypeError(f"fused_edge_sum: edges[{j}] is a partial-channel op ({type(edge).__name__}); "
+                            f"call it on its own")
     inputs = list(inputs)
     if len(inputs) != len(edges):
         raise ValueError(f"fused_edge_sum: expected one input per edge ({len(edges)}), got {len(inputs)}")
@@ -67,7 +71,7 @@ def _edge_sum(edges, inputs, weights):
     """fused_edge_sum on checked edges and weights."""
     groups = {}
     for j, edge in enumerate(edges):
-        bn = edge._ops[edge._bn[0]][1] if edge._bn else None
+        bn = edge._pool_bns()[0] if edge._bn else None
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats),
                edge.training, edge.recompute)
         groups.setdefault(key, []).append(j)
@@ -82,7 +86,7 @@ def _edge_sum(edges, inputs, weights):
         # A slice when the group is a run of edges (always in DARTS cells): no gather in the graph.
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
         extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
-        bns = [edge._ops[k][1] for edge in group for k in edge._bn]
+        bns = [bn for edge in group for bn in edge._pool_bns()]
         y = _call_mixed_node(xs, w, group[0].kernel_codes(), extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
@@ -90,20 +94,27 @@ def _edge_sum(edges, inputs, weights):
 
 def _extras(edges, inputs, rows):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
-    (rows[edge][k], a 0-d tensor) folded into their last BatchNorm (op(x, scale=w)); the kernel
-    adds them as they are. They share one relu(x) per edge, computed by the first one's ReLU
-    module (op(relu(x), activated=True)): one ReLU output kept for the backward instead of one per op.
+    (rows[edge][k], a 0-d tensor) folded into their last BatchNorm; the kernel adds them as they
+    are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
+    one's ReLU module: one ReLU output kept for the backward instead of one per op.
     Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
-    (nn.recompute.lean_apply, which runs them without autograd too: fuse_mixed_ops' probe checks it)."""
+    (nn.recompute.lean_apply)."""
     if edges[0].recompute:
         return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
                           [x for edge, x in zip(edges, inputs) for _ in edge._extra],
                           [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
     out = []
     for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
-        r = leading_relu(edge._ops[edge._folded[0]])(x) if edge._folded else None
-        out += [edge._ops[k](r, scale=row[k], activated=True) if edge.codes[k] == ops.ADD else edge._ops[k](x)
-                for k in edge._extra]
+        plan, shared = edge._plan, edge._shares_relu
+        r = edge._ops[shared[0]].get_submodule(plan[shared[0]].relu)(x) if shared else None
+        for k in edge._extra:
+            op = edge._ops[k]
+            if edge.codes[k] != ops.ADD:
+                out.append(op(x))
+            elif takes_scale(op):
+                out.append(op(r, scale=row[k], activated=True))
+            else:
+                out.append(run_folded(op, plan[k], x, r if plan[k].relu else None, row[k]))
     return out
 
 
@@ -115,62 +126,88 @@ class FusedMixedOp(nn.Module):
     recompute=True (lean mode): the forward keeps, of the parametric ops, only the input x (which
     the kernel keeps anyway) and their BatchNorms' per-channel statistics; the backward rebuilds
     them one op at a time. Same outputs, gradients and running statistics (hdas_ext.nn.recompute)."""
+    _ops_name = "_ops"  # the op list's attribute: another name when fuse_mixed_ops adopted a module
+    _partial = False
+    recompute = False
 
     def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         modules = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in primitives)
-        self._adopt(modules, primitives, stride, fused_bn=pool_bn and not affine, recompute=recompute)
+        self._ops = modules
+        self._set_plan(plans_by_name(modules, primitives, stride, fused_bn=pool_bn and not affine), stride)
+        self._set_recompute(recompute)
 
-    def _adopt(self, modules, primitives, stride, fused_bn, recompute=False):
-        """Kernel code of every primitive. Pools are computed by the kernel when bare or when it
-        applies their (affine-free) BN itself; affine pool BNs and all parametric ops run as
-        modules whose outputs the kernel mixes: weighted by their own last BN when they can fold
-        the weight there (ADD), else by the kernel (EXTRA)."""
-        self.primitives, self.stride, self._ops = tuple(primitives), stride, modules
-        self.codes = []
-        for name, m in zip(self.primitives, modules):
-            if name in _POOLS:
-                bare = not isinstance(m, nn.Sequential)
-                self.codes.append(ops.CODES[name] if bare or fused_bn else ops.EXTRA)
-            elif name == "none" or (name == "skip_connect" and stride == 1):
-                self.codes.append(ops.CODES[name])
-            else:
-                self.codes.append(ops.ADD if takes_scale(m) else ops.EXTRA)
+    @property
+    def _ops(self):
+        return self._modules[self._ops_name]
+
+    def _set_plan(self, plan, stride, labels=None):
+        """What the kernel does with each op (an OpPlan each, see folding.py): pools are computed by
+        the kernel when bare or when it applies their (affine-free) BN itself; other ops run as
+        modules whose outputs the kernel mixes, weighted by their own last BN when the weight
+        folds there (ADD), else by the kernel (EXTRA)."""
+        self._plan, self.stride = tuple(OpPlan(*p) for p in plan), stride
+        self.primitives = tuple(p.label for p in self._plan) if labels is None else tuple(labels)
+        self.codes = [p.code for p in self._plan]
         self._extra = [k for k, c in enumerate(self.codes) if c in (ops.EXTRA, ops.ADD)]
         self._folded = [k for k, c in enumerate(self.codes) if c == ops.ADD]
-        self._bn = [k for k, n in enumerate(self.primitives) if n in _POOLS and fused_bn]
+        self._shares_relu = [k for k in self._folded if self._plan[k].relu is not None]
+        self._bn = [k for k, p in enumerate(self._plan) if is_pool(p.code) and p.bn is not None]
+
+    def _set_recompute(self, recompute):
+        """Lean mode on or off; NotLeanable if an op cannot be recomputed (or partial channels)."""
         if recompute:
+            if self._partial:
+                raise NotLeanable(f"{type(self).__name__}: lean mode (recompute=True) runs full-channel mixed ops")
             for k in self._extra:
-                check_leanable(modules[k], f"{self.primitives[k]} op")
-        self.recompute = recompute
+                check_leanable(self._ops[k], f"{self.primitives[k]} op")
+        self.recompute = bool(recompute)
 
     def kernel_codes(self):
         """The codes the kernel runs: lean edges weight every extra themselves (ADD)."""
         return [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
 
+    def _pool_bns(self):
+        """The BatchNorms the kernel applies to the pools, in op order (found by their paths each
+        call, so that DataParallel replicas use their own)."""
+        return [self._ops[k].get_submodule(self._plan[k].bn) for k in self._bn]
+
     @classmethod
     def adopt(cls, modules, primitives, stride, fused_bn, recompute=False):
-        """Wraps existing op modules (sharing their parameters and buffers); see fuse_mixed_ops."""
+        """Wraps existing op modules of this package's primitives (sharing their parameters and
+        buffers). fuse_mixed_ops adopts any module by what its ops compute instead."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
-        self._adopt(modules, primitives, stride, fused_bn, recompute)
+        self._ops = modules
+        self._set_plan(plans_by_name(modules, primitives, stride, fused_bn), stride)
+        self._set_recompute(recompute)
         return self
 
     def extra_repr(self):
         lean = ", recompute=True" if self.recompute else ""
         return f"primitives={list(self.primitives)}, stride={self.stride}{lean}, native={native_available()}"
 
+    def __reduce_ex__(self, protocol):
+        if getattr(type(self), "_adopted", None) is not None:  # a class made by fuse_mixed_ops
+            return reduce_adopted(self, max(protocol, 2))
+        return super().__reduce_ex__(protocol)
+
     def forward(self, x, weights):
         if weights.shape != (len(self.primitives),):
-            raise ValueError(f"FusedMixedOp: weights must have one entry per primitive, shape "
+            raise ValueError(f"{type(self).__name__}: weights must have one entry per primitive, shape "
                              f"[{len(self.primitives)}], got {list(weights.shape)}")
         ops.check_inputs([x])  # before the parametric ops run on x
+        return self._mix(x, weights)
+
+    def _mix(self, x, weights, groups=1):
+        """The op on x; groups > 1: the parametric ops run on the first C/groups channels (a view)
+        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node)."""
         rows = [weights.unbind(0)] if self._folded or self.recompute else None
-        bns = [self._ops[k][1] for k in self._bn]
-        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [x], rows), self.stride,
-                                bns, self.training)
+        part = x[:, :x.shape[1] // groups] if groups > 1 else x
+        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [part], rows),
+                                self.stride, self._pool_bns(), self.training, groups)
 
 
 class FusedWindowedCellInput(nn.Module):

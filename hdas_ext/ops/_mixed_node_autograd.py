@@ -14,29 +14,31 @@ def extra_codes(prims, n_inputs):
     return [c for _ in range(n_inputs) for c in prims if c in (EXTRA, ADD)]
 
 
-def save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats):
+def save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats, groups):
     """What both autograd paths keep for the backward: the inputs, the EXTRA tensors (conv outputs),
     the weights and the per-channel statistics. ADD tensors are not kept (the backward never reads
     them), so a folded conv output is freed after the forward."""
     codes = extra_codes(prims, len(xs))
     ctx.save_for_backward(weights, mean, invstd, *xs, *(y for y, c in zip(extras, codes) if c == EXTRA))
-    ctx.meta = (len(xs), list(prims), stride, pool_bn, batch_stats)
+    ctx.meta = (len(xs), list(prims), stride, pool_bn, batch_stats, groups)
 
 
 def saved_backward(ctx, grad_out):
     """hdas::mixed_node_backward on what save() kept: (weights, inputs + extras, gx, gw, ge), ge
     holding every extra's gradient: the kernel's for EXTRA, grad_out itself for ADD (the kernel
     returns the EXTRA ones only)."""
-    n_in, prims, stride, pool_bn, batch_stats = ctx.meta
+    n_in, prims, stride, pool_bn, batch_stats, groups = ctx.meta
     weights, mean, invstd, *tensors = ctx.saved_tensors
     codes = extra_codes(prims, n_in)
     kept = iter(tensors[n_in:])
-    # grad_out stands in for the ADD tensors: same shape, dtype and device, and never read.
-    extras = [next(kept) if c == EXTRA else grad_out for c in codes]
+    # The mixed channels' gradient (output channels i*groups), a view: it stands in for the ADD
+    # tensors (same shape, dtype and device, never read) and is their gradient.
+    grad_mixed = grad_out[:, ::groups] if groups > 1 else grad_out
+    extras = [next(kept) if c == EXTRA else grad_mixed for c in codes]
     gx, gw, ge = torch.ops.hdas.mixed_node_backward(grad_out, tensors[:n_in], weights, prims, extras,
-                                                   stride, pool_bn, batch_stats, mean, invstd)
+                                                   stride, pool_bn, batch_stats, mean, invstd, groups)
     weighted = iter(ge)
-    ge = [next(weighted) if c == EXTRA else grad_out for c in codes]
+    ge = [next(weighted) if c == EXTRA else grad_mixed for c in codes]
     return weights, tensors, gx, gw, ge
 
 
@@ -48,12 +50,12 @@ class _EagerMixedNode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weights, meta, *tensors):
-        n_in, prims, stride, pool_bn, batch_stats, running_mean, running_var, eps = meta
+        n_in, prims, stride, pool_bn, batch_stats, running_mean, running_var, eps, groups = meta
         xs, extras = list(tensors[:n_in]), list(tensors[n_in:])
         with torch._C._AutoDispatchBelowAutograd():
             out, mean, invstd, var = torch.ops.hdas.mixed_node(xs, weights, prims, extras, stride, pool_bn,
-                                                               batch_stats, running_mean, running_var, eps)
-        save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats)
+                                                               batch_stats, running_mean, running_var, eps, groups)
+        save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats, groups)
         ctx.mark_non_differentiable(mean, invstd, var)
         return out, mean, invstd, var
 
@@ -80,7 +82,8 @@ class _NoDoubleBackward(torch.autograd.Function):
         raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
-def eager_mixed_node(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var, eps):
+def eager_mixed_node(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var, eps,
+                     groups=1):
     """hdas::mixed_node through _EagerMixedNode (gradients flow to weights, inputs and extras)."""
-    meta = (len(inputs), prims, stride, pool_bn, batch_stats, running_mean, running_var, eps)
+    meta = (len(inputs), prims, stride, pool_bn, batch_stats, running_mean, running_var, eps, groups)
     return _EagerMixedNode.apply(weights, meta, *inputs, *extras)

@@ -33,12 +33,29 @@ def check_inputs(inputs):
         raise ValueError(f"{_OP}: empty batch: inputs have N = 0")
 
 
-def check_args(inputs, weights, prims, extras, stride):
+def check_groups(inputs, stride, groups):
+    """The partial-channel checks of csrc/mixed_node.cpp on checked inputs, with the same words."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{_OP}: groups must be >= 1, got {groups!r}")
+    if groups == 1:
+        return
+    if len(inputs) != 1:
+        raise ValueError(f"{_OP}: groups > 1 (partial channels) takes one input, got {len(inputs)}")
+    _, C, H, W = inputs[0].shape
+    if C % groups:
+        raise ValueError(f"{_OP}: inputs[0]'s channels ({C}) must be divisible by groups = {groups}")
+    if stride == 2 and (H % 2 or W % 2):
+        raise ValueError(f"{_OP}: groups > 1 at stride 2 needs an even height and width (the passed channels are "
+                         f"max-pooled 2x2), got {H}x{W}")
+
+
+def check_args(inputs, weights, prims, extras, stride, groups=1):
     """The checks of csrc/mixed_node.cpp, with the same words, for the Python paths."""
     check_inputs(inputs)
     x0 = inputs[0]
     if stride not in (1, 2):
         raise ValueError(f"{_OP}: stride must be 1 or 2, got {stride}")
+    check_groups(inputs, stride, groups)
     for p, code in enumerate(prims):
         if code not in (NONE, MAX_POOL, AVG_POOL, SKIP, EXTRA, ADD):
             raise ValueError(f"{_OP}: prims[{p}] must be a primitive code in 0..5 (none, max_pool_3x3, "
@@ -57,10 +74,11 @@ def check_args(inputs, weights, prims, extras, stride):
         raise ValueError(f"{_OP}: expected {E * K} extras (num_inputs x number of 'extra' and 'add' primitives = "
                          f"{E} x {K}), got {len(extras)}")
     N, C, H, W = x0.shape
-    out_shape = [N, C, (H - 1) // stride + 1, (W - 1) // stride + 1]
+    out_shape = [N, C // groups, (H - 1) // stride + 1, (W - 1) // stride + 1]
+    shape_name = "mixed channels' shape" if groups > 1 else "output shape"
     for i, y in enumerate(extras):
         if list(y.shape) != out_shape:
-            raise ValueError(f"{_OP}: extras[{i}] must have the output shape {out_shape}, got {list(y.shape)}")
+            raise ValueError(f"{_OP}: extras[{i}] must have the {shape_name} {out_shape}, got {list(y.shape)}")
         if y.dtype != x0.dtype:
             raise TypeError(f"{_OP}: extras[{i}] must have dtype {x0.dtype} like inputs, got {y.dtype}")
 
@@ -68,39 +86,40 @@ def check_args(inputs, weights, prims, extras, stride):
 if native_available():
 
     @torch.library.register_fake("hdas::mixed_node")
-    def _fake(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var, eps):
+    def _fake(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var, eps, groups=1):
         x = inputs[0]
-        N, C, H, W = x.shape
+        N, Cx, H, W = x.shape
         E, Q = len(inputs), sum(1 for c in prims if c in (MAX_POOL, AVG_POOL))
         bn = pool_bn and Q > 0
-        out = empty_like_format(x, (N, C, (H - 1) // stride + 1, (W - 1) // stride + 1))
-        stat = (E, Q, C) if bn else (0,)
+        out = empty_like_format(x, (N, Cx, (H - 1) // stride + 1, (W - 1) // stride + 1))
+        stat = (E, Q, Cx // groups) if bn else (0,)
         acc = acc_dtype(x.dtype)
         return (out, x.new_empty(stat, dtype=acc), x.new_empty(stat, dtype=acc),
                 x.new_empty(stat if batch_stats else (0,), dtype=acc))
 
     @torch.library.register_fake("hdas::mixed_node_backward")
-    def _fake_backward(grad_out, inputs, weights, prims, extras, stride, pool_bn, batch_stats, save_mean, save_invstd):
+    def _fake_backward(grad_out, inputs, weights, prims, extras, stride, pool_bn, batch_stats, save_mean, save_invstd,
+                       groups=1):
         x0 = inputs[0]
         codes = extra_codes(prims, len(inputs))
         return ([empty_like_format(x0, x.shape) for x in inputs], weights.new_empty(weights.shape),
                 [empty_like_format(x0, y.shape) for y, c in zip(extras, codes) if c == EXTRA])
 
     def _setup_context(ctx, inputs, output):
-        xs, weights, prims, extras, stride, pool_bn, batch_stats, _, _, _ = inputs
+        xs, weights, prims, extras, stride, pool_bn, batch_stats, _, _, _, groups = inputs
         _, mean, invstd, _ = output
-        save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats)
+        save(ctx, xs, weights, extras, mean, invstd, prims, stride, pool_bn, batch_stats, groups)
 
     def _backward(ctx, grad_out, *_unused_stat_grads):
         _, _, gx, gw, ge = saved_backward(ctx, grad_out)
-        return list(gx), gw, None, list(ge), None, None, None, None, None, None
+        return list(gx), gw, None, list(ge), None, None, None, None, None, None, None
 
     torch.library.register_autograd("hdas::mixed_node", _backward, setup_context=_setup_context)
     register_no_double_backward("hdas::mixed_node")
 
 
 def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_stats=True,
-               running_mean=None, running_var=None, eps=1e-5):
+               running_mean=None, running_var=None, eps=1e-5, groups=1):
     """out = sum_e sum_p weights[e, p] * op_p(inputs[e]) in one fused kernel family.
 
     prims: codes (see CODES; EXTRA takes the next tensor of `extras`, edge-major). Pools are
@@ -108,24 +127,29 @@ def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, batch_
     given running statistics ([num_inputs, num_pools, C]). Returns (out, mean, invstd, batch_var)
     where batch_var is the unbiased batch variance for the caller's running-statistics update.
     Running statistics are never modified here.
+
+    groups = k > 1 (one input of C channels): PC-DARTS' partial-channel MixedOp. The sum mixes
+    the first C/k channels (extras and statistics have C/k); the output has C channels, output
+    channel i*k holding mixed channel i and channel i*k + g (g >= 1) input channel g*C/k + i,
+    max-pooled 2x2 at stride 2: PC-DARTS' channel shuffle of [mixed, the other channels].
     """
     inputs, extras, prims = list(inputs), list(extras), [int(c) for c in prims]
-    check_args(inputs, weights, prims, extras, stride)
+    check_args(inputs, weights, prims, extras, stride, groups)
     return mixed_node_unchecked(inputs, weights, prims, extras, stride, pool_bn, batch_stats,
-                                running_mean, running_var, eps)
+                                running_mean, running_var, eps, groups)
 
 
 def mixed_node_unchecked(inputs, weights, prims, extras, stride=1, pool_bn=True, batch_stats=True,
-                         running_mean=None, running_var=None, eps=1e-5):
+                         running_mean=None, running_var=None, eps=1e-5, groups=1):
     """mixed_node without its Python argument checks, for callers that have checked the arguments
     they were given, in their own words (hdas_ext.nn's fused modules); inputs, extras: lists,
     prims: ints. The native op still checks its contract."""
     if native_available():
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
             return eager_mixed_node(inputs, weights, prims, extras, stride, pool_bn, batch_stats,
-                                    running_mean, running_var, eps)
+                                    running_mean, running_var, eps, groups)
         return torch.ops.hdas.mixed_node(inputs, weights, prims, extras, stride, pool_bn, batch_stats,
-                                         running_mean, running_var, eps)
+                                         running_mean, running_var, eps, groups)
     warn_fallback()
     return mixed_node_with_stats(inputs, weights, prims, extras, stride, pool_bn, batch_stats,
-                                 running_mean, running_var, eps)
+                                 running_mean, running_var, eps, groups)

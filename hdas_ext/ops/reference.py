@@ -20,13 +20,30 @@ def _prim_value(code, x, stride):
     raise ValueError(f"unknown primitive code {code}")
 
 
+def partial_channels(mixed, x, groups, stride):
+    """PC-DARTS' partial-channel output: cat([mixed, the other channels of x (max-pooled 2x2 at
+    stride 2)]) shuffled in `groups` groups, so that channel i*groups holds mixed channel i."""
+    passed = x[:, mixed.shape[1]:]
+    if stride == 2:
+        passed = F.max_pool2d(passed, 2, 2)
+    out = torch.cat([mixed, passed], dim=1)
+    N, C, H, W = out.shape
+    return out.view(N, groups, C // groups, H, W).transpose(1, 2).reshape(N, C, H, W)
+
+
 def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, training=True,
-               running_mean=None, running_var=None, momentum=0.1, eps=1e-5):
+               running_mean=None, running_var=None, momentum=0.1, eps=1e-5, groups=1):
     """out = sum_e sum_p weights[e, p] * op_p(inputs[e]); op_p for code EXTRA is the next tensor
     of `extras` (edge-major); code ADD takes the next tensor too and adds it unweighted (the caller
     has applied its weight; weights[e, p] is ignored there). Pools are followed by
     BatchNorm(affine=False) when pool_bn; running statistics ([m, Q, C], one row per pool
-    primitive) are updated in place in training."""
+    primitive) are updated in place in training. groups > 1 (one input): the sum on the first
+    C/groups channels, placed by partial_channels."""
+    if groups > 1:
+        x = inputs[0]
+        mixed = mixed_node([x[:, :x.shape[1] // groups]], weights, prims, extras, stride, pool_bn, training,
+                           running_mean, running_var, momentum, eps)
+        return partial_channels(mixed, x, groups, stride)
     extras = list(extras)
     k_per_edge = sum(1 for c in prims if c in (EXTRA, ADD))
     out = 0
@@ -51,9 +68,14 @@ def mixed_node(inputs, weights, prims, extras=(), stride=1, pool_bn=True, traini
 
 
 def mixed_node_with_stats(inputs, weights, prims, extras, stride, pool_bn, batch_stats, running_mean, running_var,
-                          eps):
+                          eps, groups=1):
     """hdas::mixed_node's whole contract, (out, mean, invstd, batch_var) with its statistics, in
     eager PyTorch: what hdas_ext.ops.mixed_node runs when the native library is missing."""
+    if groups > 1:
+        x = inputs[0]
+        out, *stats = mixed_node_with_stats([x[:, :x.shape[1] // groups]], weights, prims, extras, stride, pool_bn,
+                                            batch_stats, running_mean, running_var, eps)
+        return (partial_channels(out, x, groups, stride), *stats)
     x0 = inputs[0]
     C, acc = x0.shape[1], acc_dtype(x0.dtype)
     pools = [p for p, c in enumerate(prims) if c in (MAX_POOL, AVG_POOL)]

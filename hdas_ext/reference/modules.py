@@ -19,6 +19,34 @@ class MixedOp(nn.Module):
         return sum(w * op(x) for w, op in zip(weights, self._ops))
 
 
+class PartialMixedOp(nn.Module):
+    """PC-DARTS' search-time MixedOp: MixedOp on the first C/k channels (ops built for C/k), the
+    other channels passed (max-pooled 2x2 when the edge reduces) and concatenated after them, the
+    result shuffled in k groups."""
+
+    def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
+        super().__init__()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if C % k:
+            raise ValueError(f"C ({C}) must be divisible by k = {k}")
+        self.primitives, self.k = tuple(primitives), k
+        self.mp = nn.MaxPool2d(2, 2)
+        self._ops = nn.ModuleList(make_op(p, C // k, stride, affine, pool_bn) for p in self.primitives)
+
+    def forward(self, x, weights):
+        part = x.shape[1] // self.k
+        mixed = sum(w * op(x[:, :part]) for w, op in zip(weights, self._ops))
+        if self.k == 1:
+            return mixed
+        passed = x[:, part:]
+        if mixed.shape[2] != x.shape[2]:
+            passed = self.mp(passed)
+        out = torch.cat([mixed, passed], dim=1)
+        N, C, H, W = out.shape
+        return out.view(N, self.k, C // self.k, H, W).transpose(1, 2).reshape(N, C, H, W)
+
+
 class WindowedCellInput(nn.Module):
     """Hs-DAS: the input of one cell, mixed from the states in its window: sum over window edges e
     of MixedOp_e(inputs[e]; weights[e])."""

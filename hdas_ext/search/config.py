@@ -100,6 +100,10 @@ class SearchConfig:
     window: int = option(3, "hs, distribution: window m in [2, N+1]", group=_NET)
     n_max: int = option(8, "distribution: cells per stage N_max", group=_NET)
     n_min: int = option(4, "distribution: shortest stage N_min", group=_NET)
+    partial_channels: int = option(1, "cells, hc: PC-DARTS' partial channels k (each edge mixes C/k channels, "
+                                      "passes the rest and shuffles; 1: all channels)", group=_NET)
+    edge_normalization: bool = option(False, "cells, hc: PC-DARTS' edge normalisation (a weight per edge, "
+                                             "softmax over each node's edges; edges ranked by it)", group=_NET)
     genotype: Union[str, G.Genotype, G.StageCellsGenotype] = option(
         "DARTS_V2", "hs, distribution: fixed cells (library name, e.g. DARTS_V2, PDARTS, HC_DAS, a genotype "
                     "string, JSON or a file holding one). Stage-specific cells (a StageCellsGenotype such as "
@@ -180,7 +184,7 @@ def _check(cfg):
     """ValueError naming the first bad setting."""
     from ..supernets import check_stage_primitives, per_stage
     _int(cfg, 1, "epochs", "batch_size", "init_channels", "layers", "window", "n_max", "n_min", "accumulate",
-         "log_every")
+         "log_every", "partial_channels")
     stage_cells = per_stage("cells_per_stage", cfg.cells_per_stage)
     check_stage_primitives(cfg.stage_primitives)
     if cfg.theta not in THETA_KINDS:
@@ -227,6 +231,13 @@ def _check(cfg):
         raise ValueError(f"n_min must be <= n_max ({cfg.n_max}), got {cfg.n_min}")
     if cfg.space == "hs" and cfg.gamma:
         raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
+    if cfg.space in ("hs", "distribution") and (cfg.partial_channels != 1 or cfg.edge_normalization):
+        raise ValueError("partial_channels and edge_normalization apply to the cell searches 'cells' and 'hc' only")
+    if cfg.memory == "lean" and cfg.partial_channels != 1:
+        raise ValueError("memory='lean' runs full-channel mixed ops: it needs partial_channels=1")
+    if cfg.init_channels % cfg.partial_channels:
+        raise ValueError(f"partial_channels must divide init_channels ({cfg.init_channels}), "
+                         f"got {cfg.partial_channels}")
     if cfg.shared_dag and (cfg.space != "hs" or len(set(stage_cells)) != 1):
         raise ValueError("shared_dag (Hs-DAS*) is an 'hs' search option and needs the same cells_per_stage in "
                          f"every stage, got space {cfg.space!r}, cells_per_stage {cfg.cells_per_stage!r}")
@@ -237,7 +248,8 @@ def _check(cfg):
 # learning rates and cosine period). Free: where a search runs or what it reports.
 RESUME = ResumePolicy(
     refused={**dict.fromkeys(("space", "dataset", "init_channels", "layers", "cells_per_stage", "window", "n_max",
-                              "n_min", "genotype", "shared_dag", "stage_primitives"), NETWORK),
+                              "n_min", "genotype", "shared_dag", "stage_primitives", "partial_channels",
+                              "edge_normalization"), NETWORK),
              **dict.fromkeys(("batch_size", "seed", "train_portion", "accumulate"), DATA_ORDER),
              "order": "the architecture gradient would change its method mid-search",
              **dict.fromkeys(("epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
@@ -252,10 +264,10 @@ RESUME = ResumePolicy(
 def build_supernet(cfg, num_classes, in_channels, image_size=32):
     from ..supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
     mode = dict(fused=cfg.fused, recompute=cfg.memory == "lean")
-    if cfg.space == "cells":
-        return DartsCellSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode)
-    if cfg.space == "hc":
-        return HcDasSearch(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode)
+    if cfg.space in ("cells", "hc"):
+        cls = DartsCellSearch if cfg.space == "cells" else HcDasSearch
+        return cls(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode,
+                   partial_channels=cfg.partial_channels, edge_normalization=cfg.edge_normalization)
     if cfg.space == "hs":
         return HsDasSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.cells_per_stage, cfg.window,
                            in_channels, **mode, stage_primitives=cfg.stage_primitives,

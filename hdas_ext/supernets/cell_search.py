@@ -1,6 +1,8 @@
 """Cell-level search networks: the DARTS search network (one normal and one reduction cell shared
 by all cells) and Hc-DAS (stage-specific cells: three normal and two reduction alpha sets).
-Layout, widths and module names follow quark0/darts' model_search (docs/algorithms.md)."""
+Layout, widths and module names follow quark0/darts' model_search (docs/algorithms.md). Both can
+mix partial channels (PC-DARTS: each edge mixes C/k channels) and normalise edges (PC-DARTS' betas:
+node j's input is sum_i softmax(beta)_i * edge_i)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,22 +23,26 @@ class SearchCell(nn.Module):
     tuple of the concatenated states (the next cells' preprocessing concatenates them itself)."""
 
     def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused,
-                 recompute=False):
+                 recompute=False, partial_channels=1):
         super().__init__()
-        self.reduction, self.fused, self.recompute = reduction, fused, recompute
+        self.reduction, self.fused, self.partial = reduction, fused, partial_channels > 1
+        self.recompute = recompute
         self.steps, self.multiplier = steps, multiplier
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
         else:
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
-        mixed = module_class("MixedOp", fused)
-        lean = {"recompute": True} if recompute else {}
+        if self.partial:
+            mixed, kw = module_class("PartialMixedOp", fused), dict(k=partial_channels)
+        else:
+            mixed, kw = module_class("MixedOp", fused), {"recompute": True} if recompute else {}
         self._ops = nn.ModuleList(
-            mixed(C, 2 if reduction and j < 2 else 1, primitives, affine=False, pool_bn=True, **lean)
+            mixed(C, 2 if reduction and j < 2 else 1, primitives=primitives, affine=False, pool_bn=True, **kw)
             for i in range(steps) for j in range(2 + i))
 
-    def forward(self, s0, s1, weights):
+    def forward(self, s0, s1, weights, edge_weights=None):
+        """edge_weights: one weight per edge (normalised per node), or None."""
         if self.recompute:
             states = lean_apply([self.preprocess0, self.preprocess1], [s0, s1])
         else:
@@ -44,10 +50,13 @@ class SearchCell(nn.Module):
         offset = 0
         for _ in range(self.steps):
             n = len(states)
-            if self.fused:  # the whole node in one fused call (two in a reduction cell)
-                s = fused_edge_sum(self._ops[offset:offset + n], states, weights[offset:offset + n])
+            ops, w = self._ops[offset:offset + n], weights[offset:offset + n]
+            ew = None if edge_weights is None else edge_weights[offset:offset + n]
+            if self.fused and not self.partial:  # the whole node in one fused call (two in a reduction cell)
+                s = fused_edge_sum(ops, states, w if ew is None else w * ew[:, None])
             else:
-                s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+                terms = [op(h, w[j]) for j, (op, h) in enumerate(zip(ops, states))]
+                s = sum(terms if ew is None else [ew[j] * t for j, t in enumerate(terms)])
             offset += n
             states.append(s)
         if self.recompute:
@@ -66,10 +75,12 @@ class CellSearchNet(nn.Module):
     convolution output recomputed too."""
 
     def __init__(self, C, num_classes, layers, primitives, cell_sets, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, fused=True, recompute=False):
+                 stem_multiplier=3, in_channels=3, fused=True, recompute=False, partial_channels=1):
         super().__init__()
         if recompute and not fused:
             raise ValueError("recompute=True (lean mode) needs fused=True")
+        if recompute and partial_channels > 1:
+            raise ValueError("recompute=True (lean mode) runs full-channel mixed ops: it needs partial_channels=1")
         self.cell_sets, self.recompute = list(cell_sets), recompute
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
@@ -82,19 +93,24 @@ class CellSearchNet(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction,
-                                         reduction_prev, primitives, fused, recompute))
+                                         reduction_prev, primitives, fused, recompute, partial_channels))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
-    def forward(self, x, weight_sets):
+    def forward(self, x, weight_sets, edge_sets=None):
         s0 = s1 = lean_apply([self.stem], [x])[0] if self.recompute else self.stem(x)
         for cell, k in zip(self.cells, self.cell_sets):
-            s0, s1 = s1, cell(s0, s1, weight_sets[k])
+            s0, s1 = s1, cell(s0, s1, weight_sets[k], None if edge_sets is None else edge_sets[k])
         if self.recompute:
             s1 = torch.cat(s1, dim=1)
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+def node_softmax(beta, steps):
+    """PC-DARTS' edge normalisation: softmax over each node's incoming edges (node i has i + 2)."""
+    return torch.cat([F.softmax(b, dim=-1) for b in beta.split([2 + i for i in range(steps)])])
 
 
 class _CellSupernet(Supernet):
@@ -102,28 +118,51 @@ class _CellSupernet(Supernet):
     PRIMITIVES = ()
     RULE = "darts"
 
-    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, recompute):
+    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
+                 edge_normalization):
         super().__init__()
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
         check_int("steps", steps, 1)
         check_int("multiplier", multiplier, 1, steps)
+        check_int("partial_channels", partial_channels, 1)
+        if C % partial_channels:
+            raise ValueError(f"C ({C}) must be divisible by partial_channels ({partial_channels})")
+        if not isinstance(edge_normalization, bool):
+            raise ValueError(f"edge_normalization must be True or False, got {edge_normalization!r}")
         self.steps, self.multiplier, self.layers, self.fused = steps, multiplier, layers, fused
+        self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
                                  [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
-                                 in_channels=in_channels, fused=fused, recompute=recompute)
+                                 in_channels=in_channels, fused=fused, recompute=recompute,
+                                 partial_channels=partial_channels)
         edges = sum(2 + i for i in range(steps))
         for name in self.SET_NAMES:
             setattr(self, "alpha_" + name, new_alpha(edges, len(self.PRIMITIVES)))
+        for name in self.SET_NAMES if edge_normalization else ():
+            setattr(self, "beta_" + name, new_alpha(edges))
 
     def alpha_sets(self):
         return [getattr(self, "alpha_" + name) for name in self.SET_NAMES]
 
-    def arch_weights(self):
-        return ([F.softmax(a, dim=-1) for a in self.alpha_sets()],)
+    def edge_weight_sets(self):
+        """Per set, each edge's weight normalised over its node's edges (edge normalisation only)."""
+        return [node_softmax(getattr(self, "beta_" + name), self.steps) for name in self.SET_NAMES]
 
-    def _derive(self, alpha):
-        return derive_cell(alpha, self.PRIMITIVES, rule=self.RULE, k=2, multiplier=self.multiplier)
+    def arch_weights(self):
+        sets = [F.softmax(a, dim=-1) for a in self.alpha_sets()]
+        return (sets, self.edge_weight_sets()) if self.edge_normalization else (sets,)
+
+    def _derive(self, alpha, edge_weights=None):
+        """With edge normalisation, edges rank by op probability times edge weight (PC-DARTS)."""
+        if edge_weights is None:
+            return derive_cell(alpha, self.PRIMITIVES, rule=self.RULE, k=2, multiplier=self.multiplier)
+        return derive_cell(alpha, self.PRIMITIVES, rule="darts", k=2, multiplier=self.multiplier,
+                           edge_weights=edge_weights)
+
+    def _derive_sets(self):
+        edges = self.edge_weight_sets() if self.edge_normalization else [None] * len(self.SET_NAMES)
+        return [self._derive(a, e) for a, e in zip(self.alpha_sets(), edges)]
 
 
 class DartsCellSearch(_CellSupernet):
@@ -134,17 +173,17 @@ class DartsCellSearch(_CellSupernet):
     RULE = "darts"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 recompute=False):
+                 recompute=False, partial_channels=1, edge_normalization=False):
         check_int("layers", layers, 3)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
+                         edge_normalization)
 
     @staticmethod
     def cell_set(i, layers):
         return 1 if i in reduction_indices(layers) else 0
 
     def genotype(self):
-        normal, nc = self._derive(self.alpha_normal)
-        reduce, rc = self._derive(self.alpha_reduce)
+        (normal, nc), (reduce, rc) = self._derive_sets()
         return Genotype(normal=normal, normal_concat=nc, reduce=reduce, reduce_concat=rc)
 
 
@@ -157,10 +196,11 @@ class HcDasSearch(_CellSupernet):
     RULE = "hdas"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 recompute=False):
+                 recompute=False, partial_channels=1, edge_normalization=False):
         # Fewer than 5 cells would leave some alpha set without a cell.
         check_int("layers", layers, 5)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute)
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
+                         edge_normalization)
 
     @staticmethod
     def cell_set(i, layers):
@@ -175,6 +215,6 @@ class HcDasSearch(_CellSupernet):
 
     def genotype(self):
         fields = {}
-        for name, alpha in zip(self.SET_NAMES, self.alpha_sets()):
-            fields[name], fields[name + "_concat"] = self._derive(alpha)
+        for name, (gene, concat) in zip(self.SET_NAMES, self._derive_sets()):
+            fields[name], fields[name + "_concat"] = gene, concat
         return StageCellsGenotype(**fields)

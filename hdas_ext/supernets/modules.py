@@ -4,8 +4,8 @@ signatures and state-dict keys, so a supernet switches by swapping the class."""
 from .. import nn as hnn
 from .. import reference
 
-_FUSED = {"MixedOp": hnn.FusedMixedOp, "WindowedCellInput": hnn.FusedWindowedCellInput,
-          "WeightedPairConcat": hnn.WeightedPairConcat}
+_FUSED = {"MixedOp": hnn.FusedMixedOp, "PartialMixedOp": hnn.FusedPartialMixedOp,
+          "WindowedCellInput": hnn.FusedWindowedCellInput, "WeightedPairConcat": hnn.WeightedPairConcat}
 _OLD_NAMES = {"StageNode": "WindowedCellInput"}
 
 

@@ -1,0 +1,151 @@
+"""fuse_mixed_ops on the DARTS-family stand-in search networks (python_tests/dropin_standins.py):
+training-step time and peak memory, each network as its authors wrote it against the same network
+after hdas_ext.fuse_mixed_ops; and the partial-channel cell search (k = 4, edge normalisation)
+fused against its eager form.
+
+    python benchmarks/bench_dropin.py --markdown            # CPU, batch 16 and 64, the full networks
+    python benchmarks/bench_dropin.py --batches 2 --layers 3 --reps 1 --cases darts   # a quick check
+
+--markdown ends with the table for benchmarks/RESULTS.md (one row per network and batch).
+
+A step is forward, cross-entropy and backward into every weight and architecture parameter
+(median of --reps after a warm-up). Peak memory: the step's peak above the memory held before it,
+measured in a child process whose freed tensors go back to the OS (CPU) or by the CUDA allocator."""
+import copy
+import json
+import os
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "python_tests"))
+import dropin_standins as S  # noqa: E402
+from common import cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
+
+import hdas_ext  # noqa: E402
+from hdas_ext.nn import FusedMixedOp  # noqa: E402
+from hdas_ext.supernets import DartsCellSearch  # noqa: E402
+
+SUBSETS = ([1, 0, 1, 1, 0, 1, 0, 0], [0, 1, 0, 1, 1, 0, 0, 1], [1, 1, 0, 0, 0, 0, 1, 1])
+CASES = {  # name: (MixedOp class, SearchNetwork keywords)
+    "darts": (S.MixedOp, {}),
+    "two_halves_sep_conv": (S.HalvesMixedOp, {}),
+    "other_name_subsets": (S.SubsetMixedOp, dict(num_ops=4, edge_kwargs=lambda i, j: {"switches": SUBSETS[(i + j) % 3]})),
+    "skip_then_dropout": (S.SubsetMixedOp, dict(edge_kwargs=lambda i, j: {"p": 0.3})),
+    "bare_pools": (S.BarePoolMixedOp, {}),
+    "sigmoid_weights": (S.MixedOp, dict(weight_fn="sigmoid")),
+    "partial_k4_edge_norm": (S.PartialMixedOp, dict(edge_norm=True)),
+    "cell_search_partial_k4": None,  # hdas_ext's own DartsCellSearch(partial_channels=4, edge_normalization=True)
+}
+
+
+def build(case, variant, C, layers, device):
+    """The network of `case`: 'unfused' as written, 'fused' after fuse_mixed_ops (for the cell
+    search: fused=False against fused=True)."""
+    torch.manual_seed(0)
+    if CASES[case] is None:
+        return DartsCellSearch(C, 10, layers, fused=variant == "fused", partial_channels=4,
+                               edge_normalization=True).to(device)
+    mixed, kw = CASES[case]
+    net = S.SearchNetwork(mixed, C=C, layers=layers, **kw).to(device)
+    if variant == "fused":
+        net = copy.deepcopy(net)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            hdas_ext.fuse_mixed_ops(net)
+    return net
+
+
+def fused_count(net):
+    """How many MixedOps of net run the fused op (of how many MixedOps it has)."""
+    return sum(isinstance(m, FusedMixedOp) for m in net.modules())
+
+
+def make_step(net, batch, size, device):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+    return step
+
+
+def memory_case(spec):
+    net = build(spec["case"], spec["variant"], spec["C"], spec["layers"], "cpu")
+    step = make_step(net, spec["batch"], spec["size"], "cpu")
+    step()  # warm-up: gradients allocated once
+    print(json.dumps({"peak_mb": peak_extra_mb(step, "cpu")}))
+
+
+def run(args):
+    rows = []
+    for case in args.cases.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            row = {"case": case, "batch": batch}
+            for variant in ("unfused", "fused"):
+                net = build(case, variant, args.init_channels, args.layers, args.device)
+                row[variant + "_fused_ops"] = fused_count(net)
+                step = make_step(net, batch, args.image_size, args.device)
+                row[variant + "_ms"] = median_ms(step, args.device, args.reps, warmup=1) if args.reps else None
+                spec = dict(case=case, variant=variant, C=args.init_channels, layers=args.layers, batch=batch,
+                            size=args.image_size)
+                row[variant + "_peak_mb"] = (cpu_memory(__file__, spec).get("peak_mb") if args.device == "cpu"
+                                             else peak_extra_mb(step, args.device))
+                del net, step
+            rows.append(row)
+            print(f"{case:<24} batch {batch:>3}: step {fmt(row['unfused_ms'], '.0f')} -> {fmt(row['fused_ms'], '.0f')} ms"
+                  f" ({fmt(ratio(row, 'ms'), '.2f')}x), peak {fmt(row['unfused_peak_mb'], '.0f')} -> "
+                  f"{fmt(row['fused_peak_mb'], '.0f')} MB ({fmt(ratio(row, 'peak_mb'), '.2f')}x)", flush=True)
+    return rows
+
+
+def ratio(row, what):
+    a, b = row["unfused_" + what], row["fused_" + what]
+    return None if a is None or not b else a / b
+
+
+def markdown(rows):
+    """The RESULTS.md table: unfused (the network as written; the cell search: fused=False) against
+    fused, with the ratios unfused / fused."""
+    print("| network | batch | MixedOps fused | step unfused -> fused (ms) | time ratio | peak unfused -> fused (MB) "
+          "| memory ratio |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['batch']} | {r['fused_fused_ops']} | {fmt(r['unfused_ms'], '.0f')} -> "
+              f"{fmt(r['fused_ms'], '.0f')} | {fmt(ratio(r, 'ms'), '.2f')}x | {fmt(r['unfused_peak_mb'], '.0f')} -> "
+              f"{fmt(r['fused_peak_mb'], '.0f')} | {fmt(ratio(r, 'peak_mb'), '.2f')}x |")
+
+
+def main():
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batches", default="16,64")
+    p.add_argument("--init-channels", type=int, default=16)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--reps", type=int, default=3, help="timed steps (0: peak memory only)")
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--json", default=None)
+    p.add_argument("--markdown", action="store_true", help="end with the RESULTS.md table")
+    p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_case:
+        return memory_case(json.loads(args.memory_case))
+    unknown = set(args.cases.split(",")) - set(CASES)
+    if unknown:
+        p.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
+    print(f"machine: {machine(args.device)}; C={args.init_channels}, {args.layers} cells, {args.image_size}px")
+    rows = run(args)
+    if args.markdown:
+        markdown(rows)
+    write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
