@@ -78,6 +78,11 @@ search_step_and_glue() {
 export -f search_step_and_glue
 export PY B DEVICE OUT
 part "search step (fused vs eager, glue profile)" 80 bash -c search_step_and_glue
+# Lean mode: memory per sample (slope of the peak over the batches), largest batch for 80/141 GB and
+# step time, eager vs fused vs lean; the table goes to the log only ($OUT holds 8 files at most).
+part "memory per sample (eager/fused/lean)" 75 $PY $B/bench_memory.py --device "$DEVICE" --batches 16,32,64 \
+  --rows cells,hc,pc-darts,hs,distribution,darts-fuse \
+  --time-batch 64 --reps 3
 # On the CPU (the dry run) memory runs out by swapping, not as an error: try two batch sizes only.
 max_batch_limit=4096
 [[ $DEVICE == cpu ]] && max_batch_limit=16

@@ -11,6 +11,7 @@ from .adopt import adopted_class
 from .fused import FusedMixedOp
 from .partial import FusedPartialMixedOp
 from .probe import float64_copy, probe_device, probe_x, prove, same_eval_output
+from .recompute import NotLeanable
 from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
@@ -22,6 +23,7 @@ NO_COPY = "it cannot be deep-copied for the probe"
 CLASH = "it has an attribute of its own that the fused op would overwrite"
 NO_SWAP = "its class cannot be changed in place"
 PROBE_FAILED = "the probe itself failed on it"
+NOT_LEAN = "the lean mode (recompute=True) cannot recompute its ops"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class FuseReport:
                 f"as they are: " + "; ".join(parts))
 
 
-def fuse_mixed_ops(model, *, report=False):
+def fuse_mixed_ops(model, *, report=False, recompute=False):
     """Fuses every DARTS-family MixedOp in `model` in place and returns how many it fused (or, with
     report=True, a FuseReport). A MixedOp is any module holding a ModuleList of ops (whatever the
     attribute is called) whose forward(x, weights) computes sum_k weights[k] * ops[k](x), or that
@@ -56,11 +58,14 @@ def fuse_mixed_ops(model, *, report=False):
     zero and negative weights). The module keeps its identity: its class becomes
     FusedMixedOp[its class] (FusedPartialMixedOp[...] for partial channels), so its state dict,
     attributes, methods and hooks stay; hooks on the ops the kernel computes (pools, their BNs) no
-    longer fire. Modules left alone are summarised in one warning."""
+    longer fire. Modules left alone are summarised in one warning. recompute=True: the fused
+    full-channel MixedOps run in the lean mode (see FusedMixedOp; the proof runs them in it, and
+    one whose ops the lean mode cannot recompute is left alone); partial-channel ones as usual."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(report, bool):
-        raise TypeError(f"fuse_mixed_ops: report must be True or False, got {report!r}")
+    for name, flag in (("report", report), ("recompute", recompute)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"fuse_mixed_ops: {name} must be True or False, got {flag!r}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the probes' tensors are tiny: more threads only contend
     try:
@@ -68,7 +73,7 @@ def fuse_mixed_ops(model, *, report=False):
             if not isinstance(model, FusedMixedOp) and _inspect(model) is not None:
                 raise ValueError("fuse_mixed_ops(model): model is itself a MixedOp; fuse_mixed_ops fuses the "
                                  "MixedOps inside a model (fuse the model that holds it, or build a FusedMixedOp)")
-            result = _fuse_all(model)
+            result = _fuse_all(model, recompute)
     finally:
         torch.set_num_threads(threads)
     if result.left_alone:
@@ -76,19 +81,19 @@ def fuse_mixed_ops(model, *, report=False):
     return result if report else len(result.fused)
 
 
-def _fuse_all(model):
+def _fuse_all(model, recompute=False):
     result, proven = FuseReport(), {}
     for path, module in model.named_modules():
         if not path or isinstance(module, FusedMixedOp):
             continue
-        found = _inspect(module, proven)
+        found = _inspect(module, proven, recompute)
         if found is None:
             continue
         kind = type(module).__name__
         if isinstance(found, LeftAlone):
             result.left_alone.append(found._replace(path=path, kind=kind))
             continue
-        why = _swap(module, *found)
+        why = _swap(module, *found, recompute=recompute)
         if why is not None:
             result.left_alone.append(LeftAlone(path, kind, *why))
         else:
@@ -96,29 +101,34 @@ def _fuse_all(model):
     return result
 
 
-def adopt_in_place(module, own, list_name, plan, stride, k):
-    """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`."""
+def adopt_in_place(module, own, list_name, plan, stride, k, recompute=False):
+    """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`, in the
+    lean mode with recompute (full channels only)."""
     module.__class__ = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, own)
     module._ops_name = list_name
     labels = vars(module).get("primitives")
     module._set_plan(plan, stride, labels if isinstance(labels, (list, tuple)) and len(labels) == len(plan) else None)
     if k > 1:
         module.k = k
+    elif recompute:
+        module._set_recompute(True)
     return module
 
 
-def _inspect(module, proven=None):
+def _inspect(module, proven=None, recompute=False):
     """None if module is not MixedOp-like (no list of ops, or no forward(x, weights)); else
     (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not. proven: structure
     key -> (list name, plan, stride, channels, k) of modules proven in full, filled here; one of
     the same structure is checked on the eval forward only."""
     try:
-        return _inspect_unguarded(module, proven)
+        return _inspect_unguarded(module, proven, recompute)
+    except NotLeanable as e:
+        return LeftAlone("", "", NOT_LEAN, str(e))
     except Exception as e:  # whatever a module holds, it is left alone rather than crash the call
         return LeftAlone("", "", PROBE_FAILED, f"{type(e).__name__}: {e}")
 
 
-def _inspect_unguarded(module, proven):
+def _inspect_unguarded(module, proven, recompute):
     lists = op_lists(module)
     if not lists or not takes_x_and_weights(module):
         return None
@@ -142,7 +152,7 @@ def _inspect_unguarded(module, proven):
     list_name, plan, stride, C_op = found
     why = None
     for candidate in [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]:
-        k, why = prove(probe, _fuser(own, list_name, candidate, stride), C_op, len(plan), device)
+        k, why = prove(probe, _fuser(own, list_name, candidate, stride, recompute), C_op, len(plan), device)
         if k is not None:
             if proven is not None and key is not None:
                 proven[key] = (list_name, candidate, stride, C_op, k)
@@ -168,8 +178,8 @@ def _view(module, list_name, plan, stride, k):
     return view
 
 
-def _fuser(own, list_name, plan, stride):
-    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k)
+def _fuser(own, list_name, plan, stride, recompute):
+    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k, recompute)
 
 
 def _classify_ops(probe):
@@ -186,7 +196,7 @@ def _classify_ops(probe):
 
 
 # The attributes adopt_in_place sets: a module holding its own under these names is left alone.
-_SETS = ("_ops_name", "_plan", "stride", "primitives", "codes", "_extra", "_folded", "_shares_relu", "_bn")
+_SETS = ("_ops_name", "_plan", "stride", "primitives", "codes", "_extra", "_folded", "_shares_relu", "_bn", "recompute")
 
 
 def _clash(module, list_name, plan, stride, k):
@@ -210,17 +220,17 @@ def _clash(module, list_name, plan, stride, k):
     return None
 
 
-def _swap(module, list_name, plan, stride, k):
+def _swap(module, list_name, plan, stride, k, recompute=False):
     """Adopts module in place; (reason, detail) if it cannot be."""
     name = _clash(module, list_name, plan, stride, k)
     if name is not None:
         return CLASH, repr(name)
     own, saved = type(module), dict(vars(module))
     try:
-        adopt_in_place(module, own, list_name, plan, stride, k)
+        adopt_in_place(module, own, list_name, plan, stride, k, recompute)
     except Exception as e:  # __class__ assignment refused (e.g. __slots__), or an attribute that refuses
         module.__class__ = own
         vars(module).clear()
         vars(module).update(saved)
-        return NO_SWAP, f"{type(e).__name__}: {e}"
+        return (NOT_LEAN, str(e)) if isinstance(e, NotLeanable) else (NO_SWAP, f"{type(e).__name__}: {e}")
     return None

@@ -12,6 +12,7 @@ from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from .adopt import reduce_adopted
 from .folding import OpPlan, is_pool, plans_by_name, run_folded
 from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
+from .recompute import NotLeanable, check_leanable, lean_apply
 
 
 def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, groups=1):
@@ -71,13 +72,14 @@ def _edge_sum(edges, inputs, weights):
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._pool_bns()[0] if edge._bn else None
-        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats), edge.training)
+        key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats),
+               edge.training, edge.recompute)
         groups.setdefault(key, []).append(j)
     for idx in groups.values():  # before the parametric ops run on them
         ops.check_inputs([inputs[j] for j in idx])
     P = weights.shape[1]
     # The weights as 0-d views, for the ops that fold theirs: one unbind for the whole node.
-    rows = weights.flatten().unbind(0) if any(edge._folded for edge in edges) else None
+    rows = weights.flatten().unbind(0) if any(edge._folded or edge.recompute for edge in edges) else None
     out = None
     for idx in groups.values():
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
@@ -85,7 +87,7 @@ def _edge_sum(edges, inputs, weights):
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
         extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
         bns = [bn for edge in group for bn in edge._pool_bns()]
-        y = _call_mixed_node(xs, w, group[0].codes, extras, group[0].stride, bns, group[0].training)
+        y = _call_mixed_node(xs, w, group[0].kernel_codes(), extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
@@ -94,7 +96,13 @@ def _extras(edges, inputs, rows):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm; the kernel adds them as they
     are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
-    one's ReLU module: one ReLU output kept for the backward instead of one per op."""
+    one's ReLU module: one ReLU output kept for the backward instead of one per op.
+    Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
+    (nn.recompute.lean_apply)."""
+    if edges[0].recompute:
+        return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
+                          [x for edge, x in zip(edges, inputs) for _ in edge._extra],
+                          [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
     out = []
     for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
         plan, shared = edge._plan, edge._shares_relu
@@ -113,17 +121,23 @@ def _extras(edges, inputs, rows):
 class FusedMixedOp(nn.Module):
     """DARTS' search-time MixedOp, sum_k weights[k] * op_k(x), with the parameter-free ops, the
     pool BNs and the weighted sum fused. weights: one entry per primitive, already normalised
-    (softmax, Gumbel-softmax, sigmoid: the caller chooses)."""
+    (softmax, Gumbel-softmax, sigmoid: the caller chooses).
+
+    recompute=True (lean mode): the forward keeps, of the parametric ops, only the input x (which
+    the kernel keeps anyway) and their BatchNorms' per-channel statistics; the backward rebuilds
+    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.nn.recompute)."""
     _ops_name = "_ops"  # the op list's attribute: another name when fuse_mixed_ops adopted a module
     _partial = False
+    recompute = False
 
-    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
+    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         modules = nn.ModuleList(make_op(p, C, stride, affine, pool_bn) for p in primitives)
         self._ops = modules
         self._set_plan(plans_by_name(modules, primitives, stride, fused_bn=pool_bn and not affine), stride)
+        self._set_recompute(recompute)
 
     @property
     def _ops(self):
@@ -142,23 +156,38 @@ class FusedMixedOp(nn.Module):
         self._shares_relu = [k for k in self._folded if self._plan[k].relu is not None]
         self._bn = [k for k, p in enumerate(self._plan) if is_pool(p.code) and p.bn is not None]
 
+    def _set_recompute(self, recompute):
+        """Lean mode on or off; NotLeanable if an op cannot be recomputed (or partial channels)."""
+        if recompute:
+            if self._partial:
+                raise NotLeanable(f"{type(self).__name__}: lean mode (recompute=True) runs full-channel mixed ops")
+            for k in self._extra:
+                check_leanable(self._ops[k], f"{self.primitives[k]} op")
+        self.recompute = bool(recompute)
+
+    def kernel_codes(self):
+        """The codes the kernel runs: lean edges weight every extra themselves (ADD)."""
+        return [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
+
     def _pool_bns(self):
         """The BatchNorms the kernel applies to the pools, in op order (found by their paths each
         call, so that DataParallel replicas use their own)."""
         return [self._ops[k].get_submodule(self._plan[k].bn) for k in self._bn]
 
     @classmethod
-    def adopt(cls, modules, primitives, stride, fused_bn):
+    def adopt(cls, modules, primitives, stride, fused_bn, recompute=False):
         """Wraps existing op modules of this package's primitives (sharing their parameters and
         buffers). fuse_mixed_ops adopts any module by what its ops compute instead."""
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self._ops = modules
         self._set_plan(plans_by_name(modules, primitives, stride, fused_bn), stride)
+        self._set_recompute(recompute)
         return self
 
     def extra_repr(self):
-        return f"primitives={list(self.primitives)}, stride={self.stride}, native={native_available()}"
+        lean = ", recompute=True" if self.recompute else ""
+        return f"primitives={list(self.primitives)}, stride={self.stride}{lean}, native={native_available()}"
 
     def __reduce_ex__(self, protocol):
         if getattr(type(self), "_adopted", None) is not None:  # a class made by fuse_mixed_ops
@@ -175,17 +204,19 @@ class FusedMixedOp(nn.Module):
     def _mix(self, x, weights, groups=1):
         """The op on x; groups > 1: the parametric ops run on the first C/groups channels (a view)
         and the op places their mix and the other channels (see hdas_ext.ops.mixed_node)."""
-        rows = [weights.unbind(0)] if self._folded else None
+        rows = [weights.unbind(0)] if self._folded or self.recompute else None
         part = x[:, :x.shape[1] // groups] if groups > 1 else x
-        return _call_mixed_node([x], weights.unsqueeze(0), self.codes, _extras([self], [part], rows), self.stride,
-                                self._pool_bns(), self.training, groups)
+        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [part], rows),
+                                self.stride, self._pool_bns(), self.training, groups)
 
 
 class FusedWindowedCellInput(nn.Module):
     """Hs-DAS: the input of one cell, mixed from the states in its window,
     sum_e sum_o weights[e, o] * op_o(inputs[e]), every pool with its own BatchNorm(affine=False)
     per edge. State dict laid out like a list of per-edge MixedOps (edges.{e}._ops.{k}), as
-    hdas_ext.reference.WindowedCellInput."""
+    hdas_ext.reference.WindowedCellInput. Lean as it is (the lean stage supernets use it
+    unchanged): its ops are parameter-free, and the kernel keeps only the states and the pool
+    BatchNorms' per-channel statistics for the backward."""
 
     def __init__(self, C, num_inputs, primitives=STAGE_PRIMITIVES, pool_bn=True):
         super().__init__()

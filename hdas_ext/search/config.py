@@ -18,6 +18,7 @@ from .losses import DEFAULT_MODE, MODES as LOSS_MODES, check_mode
 SPACES = ("cells", "hc", "hs", "distribution")
 AMP_MODES = ("none", "bf16", "fp16")
 THETA_KINDS = ("1", "flops", "params")
+MEMORY_MODES = ("default", "lean")
 
 # Each space's defaults of the settings left None in SearchConfig (docs/algorithms.md): the weight
 # decay is the paper's 2.7e-3 for the H-DAS searches and DARTS' 3e-4 for the DARTS cell search; the
@@ -87,6 +88,9 @@ class SearchConfig:
     plot: bool = option(True, "genotype picture (OUTPUT/genotype.png)", group=_RUN)
     log_every: int = option(10, "TensorBoard step scalars every N steps", group=_RUN)
     fused: bool = option(True, "fused mixed-op kernels (--no-fused: eager reference modules)", group=_RUN)
+    memory: str = option("default", "lean: the fused supernet keeps only the states for the backward and "
+                                    "recomputes the ops' internals there (same results, a fraction of the "
+                                    "memory, docs/memory.md)", group=_RUN, choices=MEMORY_MODES)
     # network
     init_channels: int = option(16, "initial channels", group=_NET)
     layers: int = option(8, "cells, hc: cells in the network", group=_NET)
@@ -193,6 +197,10 @@ def _check(cfg):
         raise ValueError(f"order must be 1 or 2, got {cfg.order!r}")
     if cfg.amp not in AMP_MODES:
         raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {cfg.amp!r}")
+    if cfg.memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be 'default' or 'lean', got {cfg.memory!r}")
+    if cfg.memory == "lean" and not cfg.fused:
+        raise ValueError("memory='lean' is a mode of the fused supernets: it needs fused=True (drop --no-fused)")
     if not 0 <= cfg.warmup_epochs <= cfg.epochs:
         raise ValueError(f"warmup_epochs must be in [0, epochs={cfg.epochs}], got {cfg.warmup_epochs}")
     for k in ("delta", "gamma", "lr", "lr_min", "arch_lr", "weight_decay", "arch_weight_decay", "grad_clip"):
@@ -225,6 +233,8 @@ def _check(cfg):
         raise ValueError("gamma (complexity loss) needs beta: use the 'distribution' search")
     if cfg.space in ("hs", "distribution") and (cfg.partial_channels != 1 or cfg.edge_normalization):
         raise ValueError("partial_channels and edge_normalization apply to the cell searches 'cells' and 'hc' only")
+    if cfg.memory == "lean" and cfg.partial_channels != 1:
+        raise ValueError("memory='lean' runs full-channel mixed ops: it needs partial_channels=1")
     if cfg.init_channels % cfg.partial_channels:
         raise ValueError(f"partial_channels must divide init_channels ({cfg.init_channels}), "
                          f"got {cfg.partial_channels}")
@@ -244,8 +254,8 @@ RESUME = ResumePolicy(
              "order": "the architecture gradient would change its method mid-search",
              **dict.fromkeys(("epochs", "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
                               "arch_weight_decay"), OPTIMISER)},
-    free=frozenset(("output", "data_root", "download", "device", "fused", "deterministic", "num_workers", "resume",
-                    "progress", "tensorboard", "plot", "log_every")),
+    free=frozenset(("output", "data_root", "download", "device", "fused", "memory", "deterministic", "num_workers",
+                    "resume", "progress", "tensorboard", "plot", "log_every")),
     genotypes=frozenset(("genotype",)),
     renamed={"out": "output", "C": "init_channels", "workers": "num_workers"},
 )
@@ -253,14 +263,15 @@ RESUME = ResumePolicy(
 
 def build_supernet(cfg, num_classes, in_channels, image_size=32):
     from ..supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
+    mode = dict(fused=cfg.fused, recompute=cfg.memory == "lean")
     if cfg.space in ("cells", "hc"):
         cls = DartsCellSearch if cfg.space == "cells" else HcDasSearch
-        return cls(cfg.init_channels, num_classes, cfg.layers, in_channels, fused=cfg.fused,
+        return cls(cfg.init_channels, num_classes, cfg.layers, in_channels, **mode,
                    partial_channels=cfg.partial_channels, edge_normalization=cfg.edge_normalization)
     if cfg.space == "hs":
         return HsDasSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.cells_per_stage, cfg.window,
-                           in_channels, fused=cfg.fused, stage_primitives=cfg.stage_primitives,
+                           in_channels, **mode, stage_primitives=cfg.stage_primitives,
                            shared_dag=cfg.shared_dag)
     return DistributionSearch(cfg.genotype, cfg.init_channels, num_classes, cfg.n_max, cfg.n_min, cfg.window,
-                              in_channels, fused=cfg.fused, stage_primitives=cfg.stage_primitives,
+                              in_channels, **mode, stage_primitives=cfg.stage_primitives,
                               theta=cfg.theta, image_size=image_size)

@@ -10,6 +10,7 @@ from torch import nn
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
 from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
+from ..nn.recompute import lean_apply
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class
@@ -17,12 +18,15 @@ from .modules import module_class
 
 class SearchCell(nn.Module):
     """A DARTS search cell: `steps` nodes, node i sums one mixed op per earlier state (i+2 edges),
-    output = channel concat of the last `multiplier` states."""
+    output = channel concat of the last `multiplier` states. recompute (lean mode, fused only): the
+    preprocessing and the mixed ops keep only the states for the backward, and the output is the
+    tuple of the concatenated states (the next cells' preprocessing concatenates them itself)."""
 
     def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused,
-                 partial_channels=1):
+                 recompute=False, partial_channels=1):
         super().__init__()
         self.reduction, self.fused, self.partial = reduction, fused, partial_channels > 1
+        self.recompute = recompute
         self.steps, self.multiplier = steps, multiplier
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
@@ -32,14 +36,17 @@ class SearchCell(nn.Module):
         if self.partial:
             mixed, kw = module_class("PartialMixedOp", fused), dict(k=partial_channels)
         else:
-            mixed, kw = module_class("MixedOp", fused), {}
+            mixed, kw = module_class("MixedOp", fused), {"recompute": True} if recompute else {}
         self._ops = nn.ModuleList(
             mixed(C, 2 if reduction and j < 2 else 1, primitives=primitives, affine=False, pool_bn=True, **kw)
             for i in range(steps) for j in range(2 + i))
 
     def forward(self, s0, s1, weights, edge_weights=None):
         """edge_weights: one weight per edge (normalised per node), or None."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.recompute:
+            states = lean_apply([self.preprocess0, self.preprocess1], [s0, s1])
+        else:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
             n = len(states)
@@ -52,6 +59,8 @@ class SearchCell(nn.Module):
                 s = sum(terms if ew is None else [ew[j] * t for j, t in enumerate(terms)])
             offset += n
             states.append(s)
+        if self.recompute:
+            return tuple(states[-self.multiplier:])
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -62,12 +71,17 @@ def reduction_indices(layers):
 class CellSearchNet(nn.Module):
     """stem (3x3 conv -> BN to stem_multiplier*C) -> `layers` search cells (reductions at L//3
     and 2L//3, channels doubled there) -> GAP -> linear. Cell i mixes with weight set
-    cell_sets[i] of the list passed to forward."""
+    cell_sets[i] of the list passed to forward. recompute: lean mode (see SearchCell), the stem's
+    convolution output recomputed too."""
 
     def __init__(self, C, num_classes, layers, primitives, cell_sets, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, fused=True, partial_channels=1):
+                 stem_multiplier=3, in_channels=3, fused=True, recompute=False, partial_channels=1):
         super().__init__()
-        self.cell_sets = list(cell_sets)
+        if recompute and not fused:
+            raise ValueError("recompute=True (lean mode) needs fused=True")
+        if recompute and partial_channels > 1:
+            raise ValueError("recompute=True (lean mode) runs full-channel mixed ops: it needs partial_channels=1")
+        self.cell_sets, self.recompute = list(cell_sets), recompute
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(C_curr))
@@ -79,16 +93,18 @@ class CellSearchNet(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction,
-                                         reduction_prev, primitives, fused, partial_channels))
+                                         reduction_prev, primitives, fused, recompute, partial_channels))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x, weight_sets, edge_sets=None):
-        s0 = s1 = self.stem(x)
+        s0 = s1 = lean_apply([self.stem], [x])[0] if self.recompute else self.stem(x)
         for cell, k in zip(self.cells, self.cell_sets):
             s0, s1 = s1, cell(s0, s1, weight_sets[k], None if edge_sets is None else edge_sets[k])
+        if self.recompute:
+            s1 = torch.cat(s1, dim=1)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
@@ -102,7 +118,7 @@ class _CellSupernet(Supernet):
     PRIMITIVES = ()
     RULE = "darts"
 
-    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, partial_channels,
+    def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
                  edge_normalization):
         super().__init__()
         check_int("C", C, 1)
@@ -118,7 +134,8 @@ class _CellSupernet(Supernet):
         self.partial_channels, self.edge_normalization = partial_channels, edge_normalization
         self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
                                  [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
-                                 in_channels=in_channels, fused=fused, partial_channels=partial_channels)
+                                 in_channels=in_channels, fused=fused, recompute=recompute,
+                                 partial_channels=partial_channels)
         edges = sum(2 + i for i in range(steps))
         for name in self.SET_NAMES:
             setattr(self, "alpha_" + name, new_alpha(edges, len(self.PRIMITIVES)))
@@ -156,9 +173,9 @@ class DartsCellSearch(_CellSupernet):
     RULE = "darts"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 partial_channels=1, edge_normalization=False):
+                 recompute=False, partial_channels=1, edge_normalization=False):
         check_int("layers", layers, 3)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, partial_channels,
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
                          edge_normalization)
 
     @staticmethod
@@ -179,10 +196,10 @@ class HcDasSearch(_CellSupernet):
     RULE = "hdas"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 partial_channels=1, edge_normalization=False):
+                 recompute=False, partial_channels=1, edge_normalization=False):
         # Fewer than 5 cells would leave some alpha set without a cell.
         check_int("layers", layers, 5)
-        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, partial_channels,
+        super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
                          edge_normalization)
 
     @staticmethod

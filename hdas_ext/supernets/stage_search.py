@@ -9,9 +9,10 @@ from torch import nn
 from ..genotypes import StageGenotype
 from ..genotypes.derive import derive_stage, derive_stage_length
 from ..nn import ReLUConvBN
+from ..nn.recompute import lean_apply
 from ..primitives import STAGE_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
-from .fixed_cells import fixed_cell, stage_cell_genes
+from .fixed_cells import fixed_cell, lean_cell, stage_cell_genes
 from .modules import module_class
 from .stage_costs import stage_cell_costs
 
@@ -61,11 +62,14 @@ def output_pairs(n_min, n_max):
 class SearchStage(nn.Module):
     """States 0/1 = two 1x1 ReLU-conv-BN (affine=False) projections of the stage input; cell j is
     fed the mixed sum over its window (one WindowedCellInput) and computes state j+2 = cell(x, x).
-    Output: concat of the last two states, or the beta-weighted concat of `pairs`."""
+    Output: concat of the last two states, or the beta-weighted concat of `pairs`. recompute (lean
+    mode): the preprocessing and the fixed cells keep only the states they read for the backward,
+    and the output is the tuple of the last two states (the reduction cell reads them concatenated)."""
 
-    def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None, primitives=STAGE_PRIMITIVES):
+    def __init__(self, W, C_cell, num_cells, window, gene, concat, fused, pairs=None, primitives=STAGE_PRIMITIVES,
+                 recompute=False):
         super().__init__()
-        self.window = window
+        self.window, self.recompute = window, recompute
         self.preprocess0 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(W, W, 1, 1, 0, affine=False)
         node = module_class("WindowedCellInput", fused)
@@ -77,23 +81,30 @@ class SearchStage(nn.Module):
         self.output = module_class("WeightedPairConcat", fused)() if pairs is not None else None
 
     def forward(self, s0, s1, weights, beta=None):
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.recompute:
+            states = lean_apply([self.preprocess0, self.preprocess1], [s0, s1])
+        else:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
         for j, (node, cell) in enumerate(zip(self.nodes, self.cells)):
             x = node(states[-window_inputs(j, self.window):], weights[j])
-            states.append(cell(x, x))
+            states.append(lean_cell(cell, x, x) if self.recompute else cell(x, x))
         if self.pairs is None:
-            return torch.cat(states[-2:], dim=1)
+            return tuple(states[-2:]) if self.recompute else torch.cat(states[-2:], dim=1)
         return self.output(states, beta, self.pairs)
 
 
 class StageSearchNet(nn.Module):
     """stem (3x3 conv -> BN, multiplier = cell concat size, 4 for DARTS-family cells) -> stage 1
     -> reduction cell -> stage 2 -> reduction cell -> stage 3 -> GAP -> linear. cells_per_stage:
-    an int or one per stage."""
+    an int or one per stage. recompute: lean mode (see SearchStage), the stem's and the reduction
+    cells' too."""
 
     def __init__(self, genotype, C, num_classes, cells_per_stage, window, in_channels=3, fused=True, pairs=None,
-                 primitives=STAGE_PRIMITIVES):
+                 primitives=STAGE_PRIMITIVES, recompute=False):
         super().__init__()
+        if recompute and not fused:
+            raise ValueError("recompute=True (lean mode) needs fused=True")
+        self.recompute = recompute
         cells_per_stage = per_stage("cells_per_stage", cells_per_stage)
         normals, reduces = stage_cell_genes(genotype)
         mult = len(normals[0][1])
@@ -108,7 +119,7 @@ class StageSearchNet(nn.Module):
         for s in range(NUM_STAGES):
             gene, concat = normals[s]
             self.stages.append(SearchStage(W, C_cell, cells_per_stage[s], window, gene, concat, fused, pairs,
-                                           primitives))
+                                           primitives, recompute))
             if s < NUM_STAGES - 1:
                 gene, concat = reduces[s]
                 self.reductions.append(fixed_cell(gene, concat, 2 * W, 2 * W, 2 * C_cell, reduction=True))
@@ -117,11 +128,13 @@ class StageSearchNet(nn.Module):
         self.classifier = nn.Linear(2 * W, num_classes)
 
     def forward(self, x, stage_weights, betas=None):
-        s = self.stem(x)
+        s = lean_apply([self.stem], [x])[0] if self.recompute else self.stem(x)
         for i, stage in enumerate(self.stages):
             s = stage(s, s, stage_weights[i], None if betas is None else betas[i])
             if i < len(self.reductions):
-                s = self.reductions[i](s, s)
+                s = lean_cell(self.reductions[i], s, s) if self.recompute else self.reductions[i](s, s)
+        if isinstance(s, tuple):
+            s = torch.cat(s, dim=1)
         return self.classifier(self.global_pooling(s).flatten(1))
 
 
@@ -130,7 +143,7 @@ class _StageSupernet(Supernet):
     counts), derived once and built into every stage."""
 
     def __init__(self, genotype, C, num_classes, cells_per_stage, window, in_channels, fused, pairs,
-                 stage_primitives, shared=False):
+                 stage_primitives, shared=False, recompute=False):
         super().__init__()
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
@@ -142,7 +155,7 @@ class _StageSupernet(Supernet):
                              f"cells_per_stage={self.cells_per_stage}")
         self.window, self.fused, self.shared = window, fused, bool(shared)
         self.net = StageSearchNet(genotype, C, num_classes, self.cells_per_stage, window, in_channels, fused,
-                                  pairs, self.stage_primitives)
+                                  pairs, self.stage_primitives, recompute)
         P = len(self.stage_primitives)
         for name, n in ([("alpha_shared", self.cells_per_stage[0])] if self.shared else
                         [(f"alpha_stage{s + 1}", n) for s, n in enumerate(self.cells_per_stage)]):
@@ -181,9 +194,9 @@ class HsDasSearch(_StageSupernet):
     StageCellsGenotype (stage-specific cells) the search is Hs-DAS-dagger."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, cells_per_stage=6, window=3,
-                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, shared_dag=False):
+                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, shared_dag=False, recompute=False):
         super().__init__(genotype, C, num_classes, cells_per_stage, window, in_channels, fused, None,
-                         stage_primitives, shared_dag)
+                         stage_primitives, shared_dag, recompute)
 
     def arch_weights(self):
         return (self._stage_weights(),)
@@ -205,12 +218,13 @@ class DistributionSearch(_StageSupernet):
     'flops', its resolution on image_size x image_size inputs; in millions); see stage_cell_costs."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, n_max=8, n_min=4, window=3,
-                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, theta=1, image_size=32):
+                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, theta=1, image_size=32,
+                 recompute=False):
         check_int("n_max", n_max, 1)
         check_int("n_min", n_min, 1, n_max)
         self.n_min, self.n_max = n_min, n_max
         super().__init__(genotype, C, num_classes, n_max, window, in_channels, fused,
-                         output_pairs(n_min, n_max), stage_primitives)
+                         output_pairs(n_min, n_max), stage_primitives, recompute=recompute)
         self.theta_kind = str(theta)
         self.theta = stage_cell_costs(genotype, C, self.theta_kind, image_size)
         for s in range(NUM_STAGES):
