@@ -3,7 +3,8 @@ source (patched copies of csrc/ in a temporary folder; the checkout is never tou
 build cannot contain them) over the emulator, and runs on each the emulated tests and the sanitizer
 program (emu_check under ASan + UBSan and under ThreadSanitizer). A variant is caught when a check
 fails; the script exits non-zero if one is missed.
-    python benchmarks/emu_mutations.py [--only barrier,pool_window,cl_stride] [--sanitizers asan,tsan] [--out FILE]
+    python benchmarks/emu_mutations.py [--only barrier,pool_window,cl_stride,warp_sum] [--sanitizers asan,tsan]
+                                       [--out FILE]
 """
 import argparse
 import os
@@ -32,6 +33,8 @@ MUTATIONS = {
     "groups_out": ("cuda/mixed_node_device.cuh", "* Cx + c * G : ((n * Cx + c * G) * Ho",
                    "* Cx + c : ((n * Cx + c) * Ho",
                    "partial channels: mixed channel c written to output channel c instead of c*groups"),
+    "warp_sum": ("cuda/mixed_node_device.cuh", "if (cl ? o >= cw : o < streams)", "if (cl ? o > cw : o < streams)",
+                 "reduction kernels, channels_last: one level of the shuffle sum over a plane's lanes skipped"),
 }
 
 

@@ -8,7 +8,7 @@
 namespace hdas {
 
 PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Tensor& weights,
-                            c10::IntArrayRef pairs, const char* op) {
+                            c10::IntArrayRef pairs, const char* op, at::MemoryFormat format) {
   TORCH_CHECK_VALUE(!states.empty(), op, ": states must be a non-empty list of tensors");
   const auto& s0 = states[0];
   TORCH_CHECK_VALUE(s0.dim() == 4, op, ": states[0] must be a 4-D tensor [N, C, H, W], got shape ", s0.sizes());
@@ -49,7 +49,7 @@ PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Ten
   pc.H = s0.size(2);
   pc.W = s0.size(3);
   pc.HW = pc.H * pc.W;
-  for (const auto& s : states) pc.states.push_back(s.contiguous());
+  for (const auto& s : states) pc.states.push_back(s.contiguous(format));
   return pc;
 }
 

@@ -20,14 +20,16 @@
 namespace hdas {
 
 struct PairConcat {
-  std::vector<at::Tensor> states;  // T x [N, C, H, W], contiguous NCHW
+  std::vector<at::Tensor> states;  // T x [N, C, H, W], contiguous in the layout the backend asked for
   std::vector<int64_t> first, second;  // pair members i_k, j_k
   int64_t T = 0, K = 0, N = 0, C = 0, H = 0, W = 0, HW = 0;
 };
 
-// Checks every argument (c10::ValueError / c10::TypeError naming it) and fills a PairConcat.
+// Checks every argument (c10::ValueError / c10::TypeError naming it) and fills a PairConcat with the
+// states in `format`.
 PairConcat make_pair_concat(const std::vector<at::Tensor>& states, const at::Tensor& weights,
-                            c10::IntArrayRef pairs, const char* op);
+                            c10::IntArrayRef pairs, const char* op,
+                            at::MemoryFormat format = at::MemoryFormat::Contiguous);
 // The backward's grad_out: [N, 2C, H, W] on the states' device.
 void check_pair_concat_grad(const PairConcat& pc, const at::Tensor& grad_out, const char* op);
 
@@ -36,7 +38,8 @@ void check_pair_concat_grad(const PairConcat& pc, const at::Tensor& grad_out, co
 // gradients without being read.
 PairConcat referenced(const PairConcat& pc, std::vector<int64_t>& slot);
 
-// The pair members as index tensors on the weights' device.
+// The pair members as index tensors on the weights' device (the CPU backend's u, v and weight
+// gradient; the CUDA kernels compute them from the pair members in their launch parameters).
 struct PairMembers {
   at::Tensor first, second;  // [K] int64
   int64_t T;

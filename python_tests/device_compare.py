@@ -2,6 +2,7 @@
 the fused ops (torch.ops.hdas on CUDA tensors, or torch.ops.hdas_emu, the same CUDA source run by
 the emulator on CPU tensors) against the CPU op in the same dtype and against the float64
 reference of the same rounded inputs, forward outputs, statistics and every gradient."""
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,19 @@ if not HAS_EMU and os.environ.get("HDAS_REQUIRE_EMU") == "1":
 EMU = pytest.param("emu", marks=[pytest.mark.cuda_emulated, pytest.mark.skipif(
     not HAS_EMU, reason="emulated CUDA build absent (python csrc/emu/build.py builds it)")])
 CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
+
+
+@contextlib.contextmanager
+def emu_knobs(name, index64=False, device_tables=False, chunk_positions=0):
+    """On the emulated backend, runs the block with the launchers' other paths forced on small
+    tensors (int64 index math, tables in device memory, reductions in chunks of chunk_positions)."""
+    if name != "emu":
+        pytest.skip("the test knobs exist in the emulated build only")
+    torch.ops.hdas_emu.set_test_knobs(index64, device_tables, chunk_positions)
+    try:
+        yield
+    finally:
+        torch.ops.hdas_emu.set_test_knobs(False, False, 0)
 
 
 def backend(name):

@@ -9,7 +9,7 @@ import torch
 
 import hdas_ext
 from device_compare import (ADD, AVG, CUDA, EMU, EXTRA, MAX, NONE, SKIP, backend, check_mixed_node,
-                            check_pair_concat, mixed_node_case, pair_concat_case)
+                            check_pair_concat, emu_knobs, mixed_node_case, pair_concat_case)
 
 pytestmark = pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")
 BACKENDS = [EMU, CUDA]
@@ -96,3 +96,26 @@ def test_pair_concat(name, dtype, channels_last):
     for i, (T, pairs, shape) in enumerate(PAIR_CASES):
         case = pair_concat_case(T, pairs, shape, dtype, channels_last, seed=i)
         check_pair_concat(name, case, f"T={T} pairs={pairs}")
+
+
+# The launchers' paths that small tensors do not reach by themselves, forced by the emulated build's
+# knobs: int64 index math, tables in device memory, reductions in chunks of 1, 2 or 3 positions.
+KNOBS = [dict(index64=True), dict(device_tables=True), dict(chunk_positions=1), dict(chunk_positions=3),
+         dict(index64=True, device_tables=True, chunk_positions=2)]
+
+
+@pytest.mark.parametrize("knobs", KNOBS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("name", [EMU])
+def test_forced_paths(name, knobs, channels_last):
+    with emu_knobs(name, **knobs):
+        for stride, shape in itertools.product((1, 2), [(2, 3, 7, 5), (3, 33, 2, 2)]):
+            prims = [NONE, MAX, ADD, AVG, EXTRA] + ([SKIP] if stride == 1 else [])
+            for mode in MODES:
+                case = mixed_node_case(2, prims, shape, stride, mode, channels_last, seed=stride)
+                check_mixed_node(name, case, f"{knobs} stride={stride} shape={shape} {mode}")
+        case = mixed_node_case(1, [MAX, AVG, SKIP, NONE], (2, 6, 5, 3), 1, "batch", channels_last, seed=3, groups=3)
+        check_mixed_node(name, case, f"{knobs} groups=3")
+        for i, (T, pairs, shape) in enumerate(PAIR_CASES):
+            case = pair_concat_case(T, pairs, shape, torch.float64, channels_last, seed=i)
+            check_pair_concat(name, case, f"{knobs} T={T} pairs={pairs}")

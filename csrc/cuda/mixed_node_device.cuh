@@ -27,30 +27,43 @@ struct Geo {
   __device__ int64_t ext(int64_t n, int64_t c, int64_t h, int64_t w) const {
     return cl ? ((n * Ho + h) * Wo + w) * C + c : ((n * C + c) * Ho + h) * Wo + w;
   }
-  // Mixed output element at linear position i of the extras' memory order.
-  __device__ void decode_out(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % Wo; i /= Wo; h = i % Ho; n = i / Ho; }
-    else { w = i % Wo; i /= Wo; h = i % Ho; i /= Ho; c = i % C; n = i / C; }
-  }
-  // Mixed input element at linear position i of an [N, C, H, W] tensor's memory order.
-  __device__ void decode_in(int64_t i, int64_t& n, int64_t& c, int64_t& h, int64_t& w) const {
-    if (cl) { c = i % C; i /= C; w = i % W; i /= W; h = i % H; n = i / H; }
-    else { w = i % W; i /= W; h = i % H; i /= H; c = i % C; n = i / C; }
+};
+
+// (n, c, h, w) of linear position i of an [N, C, Hd, Wd] tensor (C: the mixed channels) in its memory
+// order (NCHW or channels_last), with Div's multiply-shift in 32-bit index math.
+template <typename I>
+struct Decode {
+  Div<I> c, h, w;
+  bool cl;
+  __device__ void operator()(I i, int64_t& n, int64_t& cc, int64_t& hh, int64_t& ww) const {
+    I q;
+    if (cl) {
+      q = c.div(i), cc = i - q * c.d, i = q;
+      q = w.div(i), ww = i - q * w.d, i = q;
+      q = h.div(i), hh = i - q * h.d, n = q;
+    } else {
+      q = w.div(i), ww = i - q * w.d, i = q;
+      q = h.div(i), hh = i - q * h.d, i = q;
+      q = c.div(i), cc = i - q * c.d, n = q;
+    }
   }
 };
 
-// The primitives: P codes and their pool and extra slots (-1 where none), in device memory.
+// The primitives: P codes and their pool and extra slots (-1 where none), at these offsets of the
+// call's Slots.
 struct Meta {
   int E, P, Q, K;
-  const int64_t* prim;
-  const int64_t* pool_slot;
-  const int64_t* extra_slot;
+  int prims, pools, extras;
+  __device__ int prim(const Slots& t, int p) const { return static_cast<int>(t.at(prims + p)); }
+  __device__ int pool_slot(const Slots& t, int p) const { return static_cast<int>(t.at(pools + p)); }
+  __device__ int extra_slot(const Slots& t, int p) const { return static_cast<int>(t.at(extras + p)); }
 };
 
-// The data pointers of E or E*K tensors, in device memory.
+// The data pointers of E or E*K tensors, from this offset of the call's Slots on.
 template <typename T>
 struct Ptrs {
-  T* const* p;
+  int at;
+  __device__ T* operator()(const Slots& t, int i) const { return t.ptr<T>(at + i); }
 };
 
 __device__ inline int64_t lo(int64_t o, int64_t s) { return o * s - 1 > 0 ? o * s - 1 : 0; }
@@ -70,95 +83,172 @@ __device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c
   return is_max ? m : m / static_cast<A>((h1 - h0 + 1) * (w1 - w0 + 1));
 }
 
-// (h, w) that max_pool2d selects for output (oh, ow), packed as h * W + w.
+// 3x3 max pool at output (n, c, oh, ow) and the position max_pool2d's gradient goes to (the first
+// maximum in row-major order, the last NaN), as (h - h0) * 3 + (w - w0) within the window.
 template <typename A, typename T>
-__device__ int64_t argmax_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
+__device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow, uint8_t& arg) {
   const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
   A m = -INFINITY;
-  int64_t best = h0 * g.W + w0;
+  arg = 0;
   for (int64_t h = h0; h <= h1; ++h)
     for (int64_t w = w0; w <= w1; ++w) {
       const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (v > m || v != v) { m = v; best = h * g.W + w; }
+      if (v > m || v != v) {
+        m = v;
+        arg = static_cast<uint8_t>((h - h0) * 3 + (w - w0));
+      }
     }
-  return best;
+  return m;
 }
 
-// One block per (n, c) plane: mean and M2 of every (edge, pool) over the plane.
-template <typename T, typename A>
-__global__ void pool_stats_kernel(Ptrs<const T> xs, Geo g, Meta mt, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
+// What backward_reduce_kernel keeps per mixed output o (at Geo::ext) of every pool (e, q) for
+// backward_input_kernel, so that it reads one value per covering window instead of recomputing the
+// window: a max pool's argmax (max_arg_at's), an average pool's value (with batch statistics only,
+// the one case its input gradient needs it; avg is null otherwise).
+template <typename A>
+struct Kept {
+  uint8_t* arg;
+  A* avg;
+  int64_t per;  // outputs of one pool
+  __device__ int64_t at(const Meta& mt, int e, int q, int64_t o) const { return (int64_t(e) * mt.Q + q) * per + o; }
+};
+
+// How the reduction kernels split the planes: each warp reduces one chunk of `chunk` consecutive
+// output positions of `cw` planes (channels c0 .. c0 + cw - 1 of one sample n), its lanes side by side
+// along memory: along the positions of a plane in NCHW (lane = plane * streams + stream), along the
+// channels in channels_last (lane = stream * cw + plane). A lane reads every streams-th position of
+// its chunk; the lanes of one plane are summed by shuffles, no barrier, no shared memory, and each
+// chunk's sums land in partial[n, s, c] for a kernel after it to combine.
+template <typename I>
+struct Units {
+  int cw, streams;  // cw * streams = 32
+  I chunk, S, tiles;  // positions per chunk, chunks per plane, channel tiles (ceil(C / cw))
+  Div<I> wo;           // decodes a position into (oh, ow)
+  bool cl;
+  __device__ int stream() const {
+    const int lane = threadIdx.x & 31;
+    return cl ? lane / cw : lane % streams;
+  }
+  // This lane's (n, c, chunk s, first position, end), false for a lane past C or past the units.
+  __device__ bool unit(int64_t warp_id, const Geo& g, int64_t& n, int64_t& c, I& s, I& i0, I& i1) const {
+    const int lane = threadIdx.x & 31;
+    const int plane = cl ? lane % cw : lane / streams;
+    const I tile = static_cast<I>(warp_id % tiles);
+    const int64_t rest = warp_id / tiles;
+    s = static_cast<I>(rest % S);
+    n = rest / S;
+    c = int64_t(tile) * cw + plane;
+    i0 = s * chunk + stream();
+    const I L = static_cast<I>(g.Ho * g.Wo);
+    i1 = s * chunk + chunk < L ? s * chunk + chunk : L;
+    return n < g.N && c < g.C;
+  }
+  // Sum of v over the lanes of this lane's plane (those that differ in the stream's lane bits), in
+  // every one of them.
+  template <typename A>
+  __device__ A plane_sum(A v) const {
+    for (int o = 16; o > 0; o >>= 1)
+      if (cl ? o >= cw : o < streams) v += __shfl_xor_sync(kFull, v, o);
+    return v;
+  }
+  __device__ bool writer() const { return stream() == 0; }
+  __device__ I count(I s, I L) const { return (s * chunk + chunk < L ? s * chunk + chunk : L) - s * chunk; }
+};
+
+__device__ inline int64_t warp_index() { return int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); }
+
+// Per chunk of positions: the mean and M2 of every (edge, pool) over its positions, in one pass
+// over the pools (sums of the values' differences from the chunk's first value, which keeps the
+// one-pass sums of squares well conditioned).
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, Units<I> u, A* partial) {
+  int64_t n, c;
+  I s, i0, i1;
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);
+  if (__all_sync(kFull, !live)) return;
+  const I L = static_cast<I>(g.Ho * g.Wo);
+  const I first = s * u.chunk;
+  const A cnt = static_cast<A>(u.count(s, L));
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
-      const int q = mt.pool_slot[p];
+      const int q = mt.pool_slot(t, p);
       if (q < 0) continue;
-      const bool is_max = mt.prim[p] == kMaxPool;
-      A sum = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-        sum += pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo);
-      const A mean = block_sum(sum, smem) / static_cast<A>(L);
-      A m2 = 0;
-      for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
-        const A d = pool_at<A>(is_max, xs.p[e], g, n, c, i / g.Wo, i % g.Wo) - mean;
-        m2 += d * d;
+      const bool is_max = mt.prim(t, p) == kMaxPool;
+      A s1 = 0, s2 = 0, k = 0;
+      if (live) {
+        const I fh = u.wo.div(first);
+        k = pool_at<A>(is_max, xs(t, e), g, n, c, fh, first - fh * u.wo.d);
+        for (I i = i0; i < i1; i += u.streams) {
+          const I oh = u.wo.div(i);
+          const A d = pool_at<A>(is_max, xs(t, e), g, n, c, oh, i - oh * u.wo.d) - k;
+          s1 += d;
+          s2 += d * d;
+        }
       }
-      m2 = block_sum(m2, smem);
-      if (threadIdx.x == 0) {
-        A* o = partial + (plane * mt.E * mt.Q + e * mt.Q + q) * 2;
-        o[0] = mean;
-        o[1] = m2;
+      s1 = u.plane_sum(s1);
+      s2 = u.plane_sum(s2);
+      if (live && u.writer()) {
+        A* o = partial + (((n * u.S + s) * g.C + c) * (mt.E * mt.Q) + e * mt.Q + q) * 2;
+        o[0] = k + s1 / cnt;
+        o[1] = s2 - s1 * s1 / cnt;
       }
     }
 }
 
-// One thread per (e*Q + q, c): Chan et al.'s pairwise combination of the N planes' (mean, M2),
-// stable where a sum / sum of squares is not. Every plane has L values.
+// One block per (e*Q + q, c): Chan et al.'s pairwise combination of the chunks' (mean, M2) over the
+// N samples and S chunks per plane, stable where a sum / sum of squares is not.
 template <typename A>
-__global__ void combine_stats_kernel(const A* partial, int64_t N, int64_t C, int64_t EQ, int64_t L, A eps, A* mean,
-                                     A* invstd, A* var_u) {
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < EQ * C; j += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t eq = j / C, c = j % C;
-    auto plane = [&](int64_t n) { return partial + ((n * C + c) * EQ + eq) * 2; };
-    A m = 0;
-    for (int64_t n = 0; n < N; ++n) m += plane(n)[0];
-    m /= static_cast<A>(N);
-    A m2 = 0, spread = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const A d = plane(n)[0] - m;
-      m2 += plane(n)[1];
-      spread += d * d;
-    }
-    m2 += spread * static_cast<A>(L);
-    const A count = static_cast<A>(N * L);
+__global__ void __launch_bounds__(kThreads)
+    combine_stats_kernel(const A* partial, int64_t N, int64_t S, int64_t chunk, int64_t C, int64_t EQ, int64_t L,
+                         A eps, A* mean, A* invstd, A* var_u) {
+  __shared__ A smem[32];
+  const int64_t j = blockIdx.x, eq = j / C, c = j % C, units = N * S;
+  auto at = [&](int64_t u) { return partial + ((u * C + c) * EQ + eq) * 2; };
+  auto count = [&](int64_t u) {
+    const int64_t s = u % S;
+    return static_cast<A>(min(L, s * chunk + chunk) - s * chunk);
+  };
+  const A total = static_cast<A>(N * L);
+  A m = 0;
+  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) m += count(u) * at(u)[0];
+  m = block_sum(m, smem) / total;
+  A m2 = 0;
+  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) {
+    const A d = at(u)[0] - m;
+    m2 += at(u)[1] + count(u) * d * d;
+  }
+  m2 = block_sum(m2, smem);
+  if (threadIdx.x == 0) {
     mean[j] = m;
-    invstd[j] = A(1) / sqrt(m2 / count + eps);
-    var_u[j] = m2 / (count - A(1));
+    invstd[j] = A(1) / sqrt(m2 / total + eps);
+    var_u[j] = m2 / (total - A(1));
   }
 }
 
-template <typename T, typename A>
-__global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt, const A* w, const A* mean,
-                             const A* invstd, T* out) {
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Decode<I> dec, Meta mt,
+                 const A* w, const A* mean, const A* invstd, T* out) {
   const int64_t total = g.N * g.C * g.Ho * g.Wo;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, oh, ow;
-    g.decode_out(i, n, c, oh, ow);
+    dec(static_cast<I>(i), n, c, oh, ow);
     A acc = 0;
     for (int e = 0; e < mt.E; ++e)
       for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
+        const int code = mt.prim(t, p);
         A coef = w[e * mt.P + p];
         if (code == kNone) {
-          acc += coef * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
+          acc += coef * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
         } else if (code == kSkip) {
-          acc += coef * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
+          acc += coef * static_cast<A>(xs(t, e)[g.in(n, c, oh, ow)]);
         } else if (code == kExtra || code == kAdd) {
-          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex.p[e * mt.K + mt.extra_slot[p]][i]);
+          acc += (code == kAdd ? A(1) : coef) * static_cast<A>(ex(t, e * mt.K + mt.extra_slot(t, p))[i]);
         } else {
-          const A v = pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
+          const A v = pool_at<A>(code == kMaxPool, xs(t, e), g, n, c, oh, ow);
           if (mean != nullptr) {
-            const int64_t k = (e * mt.Q + mt.pool_slot[p]) * g.C + c;
+            const int64_t k = (e * mt.Q + mt.pool_slot(t, p)) * g.C + c;
             coef *= invstd[k];
             acc += coef * (v - mean[k]);
           } else {
@@ -170,50 +260,63 @@ __global__ void apply_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Meta mt,
   }
 }
 
-// One block per (n, c) plane: plane sums of grad * op_p(x_e), and of grad; grad of the extras.
-template <typename T, typename A>
-__global__ void backward_reduce_kernel(Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex, const T* grad, Geo g,
-                                       Meta mt, const A* w, A* partial) {
-  __shared__ A smem[32];
-  const int64_t plane = blockIdx.x, n = plane / g.C, c = plane % g.C, L = g.Ho * g.Wo;
+// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients;
+// the pools' Kept values.
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex,
+                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, Kept<A> kept) {
+  int64_t n, c;
+  I s, i0, i1;
+  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);
+  if (__all_sync(kFull, !live)) return;
   const int64_t S = mt.E * mt.P + 1;
+  A* out = partial + ((n * u.S + s) * g.C + c) * S;
   A sg = 0;
-  for (int64_t i = threadIdx.x; i < L; i += blockDim.x)
-    sg += static_cast<A>(grad[g.out(n, c, i / g.Wo, i % g.Wo)]);
-  sg = block_sum(sg, smem);
-  if (threadIdx.x == 0) partial[plane * S + S - 1] = sg;
+  for (I i = i0; live && i < i1; i += u.streams) {
+    const I oh = u.wo.div(i);
+    sg += static_cast<A>(grad[g.out(n, c, oh, i - oh * u.wo.d)]);
+  }
+  sg = u.plane_sum(sg);
+  if (live && u.writer()) out[S - 1] = sg;
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
-      const int code = mt.prim[p];
+      const int code = mt.prim(t, p);
       A sum = 0;
       // An "add" extra: weighted by the caller, its gradient is grad_out (passed on in Python).
-      for (int64_t i = threadIdx.x; code != kAdd && i < L; i += blockDim.x) {
-        const int64_t oh = i / g.Wo, ow = i % g.Wo, o = g.out(n, c, oh, ow);
+      for (I i = i0; live && code != kAdd && i < i1; i += u.streams) {
+        const I oh = u.wo.div(i), ow = i - oh * u.wo.d;
+        const int64_t o = g.out(n, c, oh, ow), y = g.ext(n, c, oh, ow);  // grad_out's, the extras'
         const A gv = static_cast<A>(grad[o]);
         if (code == kNone) {
-          sum += gv * (static_cast<A>(xs.p[e][g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
+          sum += gv * (static_cast<A>(xs(t, e)[g.in(n, c, oh * g.s, ow * g.s)]) * A(0));
         } else if (code == kSkip) {
-          sum += gv * static_cast<A>(xs.p[e][g.in(n, c, oh, ow)]);
+          sum += gv * static_cast<A>(xs(t, e)[g.in(n, c, oh, ow)]);
         } else if (code == kExtra) {
-          const int k = e * mt.K + mt.extra_slot[p];
-          const int64_t y = g.ext(n, c, oh, ow);
-          sum += gv * static_cast<A>(ex.p[k][y]);
-          gex.p[k][y] = static_cast<T>(w[e * mt.P + p] * gv);
+          const int k = e * mt.K + mt.extra_slot(t, p);
+          sum += gv * static_cast<A>(ex(t, k)[y]);
+          gex(t, k)[y] = static_cast<T>(w[e * mt.P + p] * gv);
+        } else if (code == kMaxPool) {
+          uint8_t arg;
+          sum += gv * max_arg_at<A>(xs(t, e), g, n, c, oh, ow, arg);
+          kept.arg[kept.at(mt, e, mt.pool_slot(t, p), y)] = arg;
         } else {
-          sum += gv * pool_at<A>(code == kMaxPool, xs.p[e], g, n, c, oh, ow);
+          const A v = pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
+          sum += gv * v;
+          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), y)] = v;
         }
       }
-      sum = block_sum(sum, smem);
-      if (threadIdx.x == 0) partial[plane * S + e * mt.P + p] = sum;
+      sum = u.plane_sum(sum);
+      if (live && u.writer()) out[e * mt.P + p] = sum;
     }
 }
 
 // One block per (e, p): grad_w[e, p] and A, B, D over the channels (see mixed_node.h).
 template <typename A>
-__global__ void finalize_kernel(const A* sums, Geo g, Meta mt, const A* w, const A* mean, const A* invstd,
-                                bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
+__global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, Geo g, Meta mt, const A* w,
+                                const A* mean, const A* invstd, bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
   __shared__ A smem[32];
-  const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot[p];
+  const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot(t, p);
   const int64_t S = mt.E * mt.P + 1;
   const A M = static_cast<A>(g.N * g.Ho * g.Wo), wep = w[e * mt.P + p];
   A total = 0;
@@ -238,43 +341,49 @@ __global__ void finalize_kernel(const A* sums, Geo g, Meta mt, const A* w, const
   if (threadIdx.x == 0) grad_w[e * mt.P + p] = total;
 }
 
-// One thread per input element (n, c, h, w): gathers from every output window that covers it.
-template <typename T, typename A>
-__global__ void backward_input_kernel(Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g, Meta mt, const A* Ap,
-                                      const A* Bp, const A* Dp) {
+// One thread per input element (n, c, h, w): gathers from every output window that covers it (a max
+// pool's through the argmax that backward_reduce_kernel kept).
+template <typename T, typename A, typename I>
+__global__ void __launch_bounds__(kThreads)
+    backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g,
+                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, Kept<A> kept) {
   const int64_t total = g.N * g.C * g.H * g.W;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
-    g.decode_in(i, n, c, h, w);
+    dec(static_cast<I>(i), n, c, h, w);
     const int64_t at = g.in(n, c, h, w);
     const int64_t oh0 = h == 0 ? 0 : (h + g.s - 2) / g.s, oh1 = min((h + 1) / g.s, g.Ho - 1);
     const int64_t ow0 = w == 0 ? 0 : (w + g.s - 2) / g.s, ow1 = min((w + 1) / g.s, g.Wo - 1);
     for (int e = 0; e < mt.E; ++e) {
-      const T* x = xs.p[e];
+      const T* x = xs(t, e);
       A gx = 0;
       for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim[p];
+        const int code = mt.prim(t, p);
         const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
         const A a = Ap[j], b = Bp[j], d = Dp[j];
         if (code == kSkip) {
           gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
         } else if (code == kMaxPool) {
           const A xv = static_cast<A>(x[at]);
+          const uint8_t* arg = kept.arg + kept.at(mt, e, mt.pool_slot(t, p), 0);
           for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow)
-              if (argmax_at<A>(x, g, n, c, oh, ow) == h * g.W + w)
+            for (int64_t ow = ow0; ow <= ow1; ++ow) {
+              const int k = arg[g.ext(n, c, oh, ow)];
+              if (lo(oh, g.s) + k / 3 == h && lo(ow, g.s) + k % 3 == w)
                 gx += a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + b * xv + d;
+            }
         } else if (code == kAvgPool) {
+          const A* avg = b != A(0) ? kept.avg + kept.at(mt, e, mt.pool_slot(t, p), 0) : nullptr;
           for (int64_t oh = oh0; oh <= oh1; ++oh)
             for (int64_t ow = ow0; ow <= ow1; ++ow) {
               A dp = a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + d;
-              if (b != A(0)) dp += b * pool_at<A>(false, x, g, n, c, oh, ow);
+              if (avg != nullptr) dp += b * avg[g.ext(n, c, oh, ow)];
               const int64_t cnt = (hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1);
               gx += dp / static_cast<A>(cnt);
             }
         }
       }
-      gxs.p[e][at] = static_cast<T>(gx);
+      gxs(t, e)[at] = static_cast<T>(gx);
     }
   }
 }

@@ -13,89 +13,95 @@
 namespace hdas::cuda {
 namespace {
 
-// One call's device table: whether each state is some pair's first / second member, the pair
-// members themselves (index tensors for u, v and the weight gradient, views of the same copy), and
-// the states' and (backward) their gradients' data pointers.
+#define HDAS_PAIR_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+// One call's table (PairLayout's slots) over the referenced states pc.states, their gradients'
+// buffers (backward) and the pair members, renumbered over those states (see referenced()).
 struct Call {
   DeviceTable table;
-  int64_t first = 0, second = 0, members = 0, states = 0, grads = 0;  // offsets in table
-  int64_t T, K;
+  Slots slots;
+  PairLayout layout;
 
-  Call(const PairConcat& pc, const std::vector<at::Tensor>* grad_states = nullptr) : T(pc.T), K(pc.K) {
-    std::vector<int64_t> in_first(T, 0), in_second(T, 0);
-    for (auto t : pc.first) in_first[t] = 1;
-    for (auto t : pc.second) in_second[t] = 1;
-    first = table.add(in_first);
-    second = table.add(in_second);
-    members = table.add(pc.first);
+  Call(const PairConcat& pc, const std::vector<at::Tensor>* grads = nullptr)
+      : layout{static_cast<int>(pc.T), static_cast<int>(pc.K)} {
+    std::vector<int64_t> role(pc.T, 0);
+    for (auto r : pc.first) role[r] |= 1;
+    for (auto r : pc.second) role[r] |= 2;
+    table.add_data(pc.states);
+    if (grads) table.add_data(*grads);
+    else table.add_null(pc.T);
+    table.add(role);
+    table.add(pc.first);
     table.add(pc.second);
-    states = table.add_data(pc.states);
-    if (grad_states) grads = table.add_data(*grad_states);
-    table.upload(pc.states[0].device());
-  }
-  PairMembers pair_members() const {
-    return {table.tensor().narrow(0, members, K), table.tensor().narrow(0, members + K, K), T};
-  }
-  template <typename S>
-  States<S> view(bool backward) const {
-    return {table.pointers<const S>(states), backward ? table.pointers<S>(grads) : nullptr, table.codes(first),
-            table.codes(second)};
+    slots = table.slots(pc.states[0].device());
   }
 };
 
-void forward(const PairConcat& pc, const Call& call, const at::Tensor& u, const at::Tensor& v, at::Tensor& out) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pair_concat_forward_cuda", [&] {
-    using A = at::opmath_type<scalar_t>;
-    launch(forward_kernel<scalar_t, A>, grid_for(pc.N * pc.C * pc.HW), kThreads, 0, call.view<scalar_t>(false),
-           static_cast<int>(pc.T), pc.N, pc.C, pc.HW, u.const_data_ptr<A>(), v.const_data_ptr<A>(),
-           out.data_ptr<scalar_t>());
-  });
+template <typename I>
+PairGeo<I> geo(const PairConcat& pc, at::MemoryFormat format) {
+  const int64_t inner = format == at::MemoryFormat::ChannelsLast ? pc.C : pc.C * pc.HW;
+  return {static_cast<I>(pc.N * pc.C * pc.HW), Div<I>(static_cast<I>(inner))};
 }
 
-void backward(const PairConcat& pc, const Call& call, const at::Tensor& grad, const at::Tensor& u,
-              const at::Tensor& v, at::Tensor& dots) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "pair_concat_backward_cuda", [&] {
-    using A = at::opmath_type<scalar_t>;
-    launch(backward_kernel<scalar_t, A>, plane_blocks(pc.N * pc.C, "hdas::pair_concat_backward"), kThreads, 0,
-           call.view<scalar_t>(true), static_cast<int>(pc.T), pc.C, pc.HW, grad.const_data_ptr<scalar_t>(),
-           u.const_data_ptr<A>(), v.const_data_ptr<A>(), dots.data_ptr<A>());
-  });
-}
+constexpr int64_t kPerBlock = kPairPer * kThreads;
 
 at::Tensor forward_cuda(const std::vector<at::Tensor>& states, const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat";
-  const auto pc = make_pair_concat(states, weights, pairs, op);
-  check_device(pc.states[0], op);
-  const DeviceGuard guard(pc.states[0].device());
-  const auto w = weights.to(op_math(pc.states[0].scalar_type()));
+  const auto format = output_format(states.at(0));
+  const auto all = make_pair_concat(states, weights, pairs, op, format);
+  check_device(all.states[0], op);
+  const DeviceGuard guard(all.states[0].device());
+  std::vector<int64_t> slot;
+  const auto pc = referenced(all, slot);  // the others are never read
+  const auto acc = op_math(pc.states[0].scalar_type());
+  const auto w = weights.to(acc).contiguous();
+  auto out = at::empty({pc.N, 2 * pc.C, pc.H, pc.W}, pc.states[0].options().memory_format(format));
   const Call call(pc);
-  const auto [u, v] = call.pair_members().weights(w);
-  auto out = at::empty({pc.N, 2 * pc.C, pc.H, pc.W}, pc.states[0].options());
-  forward(pc, call, u, v, out);
-  return out.contiguous(output_format(states[0]));
+  const int64_t numel = pc.N * pc.C * pc.HW;
+  HDAS_PAIR_DISPATCH(out.scalar_type(), "pair_concat_forward_cuda", [&] {
+    using A = at::opmath_type<scalar_t>;
+    dispatch_index(out.numel(), [&](auto index) {
+      using I = decltype(index);
+      launch(forward_kernel<scalar_t, A, I>, blocks_for(numel, kPerBlock, op), kThreads, 0, call.slots,
+             call.layout, geo<I>(pc, format), w.const_data_ptr<A>(), out.data_ptr<scalar_t>());
+    });
+  });
+  return out;
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor> backward_cuda(const at::Tensor& grad_out,
                                                               const std::vector<at::Tensor>& states,
                                                               const at::Tensor& weights, c10::IntArrayRef pairs) {
   const char* op = "hdas::pair_concat_backward";
-  const auto all = make_pair_concat(states, weights, pairs, op);
+  const auto format = output_format(states.at(0));
+  const auto all = make_pair_concat(states, weights, pairs, op, format);
   check_pair_concat_grad(all, grad_out, op);
   check_device(all.states[0], op);
   const DeviceGuard guard(all.states[0].device());
   std::vector<int64_t> slot;
   const auto pc = referenced(all, slot);
   const auto acc = op_math(pc.states[0].scalar_type());
-  const auto w = weights.to(acc);
+  const auto w = weights.to(acc).contiguous();
+  const auto grad = grad_out.to(pc.states[0].scalar_type()).contiguous(format);
   std::vector<at::Tensor> grads;
   for (const auto& s : pc.states) grads.push_back(at::empty_like(s));
   const Call call(pc, &grads);
-  const auto members = call.pair_members();
-  const auto [u, v] = members.weights(w);
-  auto dots = at::empty({pc.N * pc.C, 2 * pc.T}, pc.states[0].options().dtype(acc));
-  backward(pc, call, grad_out.to(pc.states[0].scalar_type()).contiguous(), u, v, dots);
-  const auto grad_w = members.weight_grad(dots.sum(0)).to(weights.scalar_type());
-  return {state_grads(states, slot, grads, output_format(states[0])), grad_w};
+  const int64_t numel = pc.N * pc.C * pc.HW;
+  const unsigned blocks = blocks_for(numel, kPerBlock, op);
+  auto partial = at::empty({blocks, 2 * pc.T}, w.options());
+  auto grad_w = at::empty({pc.K}, w.options());
+  HDAS_PAIR_DISPATCH(grad.scalar_type(), "pair_concat_backward_cuda", [&] {
+    using A = at::opmath_type<scalar_t>;
+    dispatch_index(grad.numel(), [&](auto index) {
+      using I = decltype(index);
+      launch(backward_kernel<scalar_t, A, I>, blocks, kThreads, 0, call.slots, call.layout, geo<I>(pc, format),
+             grad.const_data_ptr<scalar_t>(), w.const_data_ptr<A>(), partial.data_ptr<A>());
+    });
+    launch(weight_grad_kernel<A>, static_cast<unsigned>(pc.K), kThreads, 0, call.slots, call.layout,
+           partial.const_data_ptr<A>(), static_cast<int64_t>(blocks), grad_w.data_ptr<A>());
+  });
+  return {state_grads(states, slot, grads, format), grad_w.to(weights.scalar_type())};
 }
 
 }  // namespace

@@ -56,10 +56,35 @@ inline void check_device(const at::Tensor& x, const char* op) {
                     c10::DeviceTypeName(kDeviceType, /*lower_case=*/true), " device, got ", x.device());
 }
 
-// A call's tables (primitive codes, pair members, the tensors' data pointers) in one buffer of
-// 8-byte slots on the op's device: the kernels take pointers into it, so their arguments stay small
-// whatever the number of inputs, primitives, extras or states. Built on the host, copied to the
-// device once per call (from pinned memory, without blocking the host).
+// Settings the emulated build's tests change (hdas_emu::set_test_knobs, csrc/emu/test_knobs.cpp) to
+// reach every path on small tensors: the int64_t index math, tables in device memory, and
+// reductions split into many chunks. Fixed at their defaults in the shipped build.
+struct TestKnobs {
+  bool index64 = false;        // int64_t index math whatever the sizes
+  bool device_tables = false;  // tables in device memory however small
+  int64_t chunk_positions = 0; // at most this many output positions per reduction chunk (0: no limit)
+};
+#ifdef HDAS_CUDA_EMU
+inline TestKnobs& test_knobs() {
+  static TestKnobs knobs;
+  return knobs;
+}
+#else
+inline TestKnobs test_knobs() { return {}; }
+#endif
+
+// Runs f(int32_t{}) when every tensor of a call has fewer than 2^31 elements (at most `numel`), so
+// that the kernels' index math runs in 32 bits, else f(int64_t{}).
+template <typename F>
+void dispatch_index(int64_t numel, F&& f) {
+  if (numel < (int64_t(1) << 31) && !test_knobs().index64) f(int32_t{});
+  else f(int64_t{});
+}
+
+// A call's tables (primitive codes, pair members, the tensors' data pointers) as 8-byte slots for
+// the kernels (Slots, device.cuh): in the launch parameters when they fit, so that a call copies
+// nothing to the device; else copied to the device once (from pinned memory, without blocking the
+// host), with no limit on the number of inputs, primitives, extras or states.
 class DeviceTable {
  public:
   int64_t add(c10::ArrayRef<int64_t> values) {
@@ -78,34 +103,40 @@ class DeviceTable {
     }
     return at;
   }
-  void upload(const at::Device& device) {
-    const auto n = static_cast<int64_t>(std::max<size_t>(1, slots_.size()));
+  // null pointers: slots the kernels never read (e.g. the gradients' in a forward).
+  int64_t add_null(int64_t n) { return add(std::vector<int64_t>(n, 0)); }
+  Slots slots(const at::Device& device) {
+    Slots s{};
+    if (slots_.size() <= static_cast<size_t>(Slots::kInline) && !test_knobs().device_tables) {
+      s.dev = nullptr;
+      std::copy(slots_.begin(), slots_.end(), s.inl);
+      return s;
+    }
+    const auto n = static_cast<int64_t>(slots_.size());
     const auto opts = at::TensorOptions().dtype(at::kLong);
     // Written with memcpy: the kernels read the slots as int64_t and as pointers.
     auto host = at::empty({n}, device.is_cpu() ? opts : opts.pinned_memory(true));
     std::memcpy(host.data_ptr(), slots_.data(), slots_.size() * sizeof(int64_t));
     dev_ = device.is_cpu() ? host : host.to(device, /*non_blocking=*/true);
-  }
-  const at::Tensor& tensor() const { return dev_; }
-  const int64_t* codes(int64_t at) const { return dev_.const_data_ptr<int64_t>() + at; }
-  template <typename T>
-  T* const* pointers(int64_t at) const {
-    return reinterpret_cast<T* const*>(dev_.const_data_ptr<int64_t>() + at);
+    s.dev = dev_.const_data_ptr<int64_t>();
+    return s;
   }
 
  private:
   std::vector<int64_t> slots_;
-  at::Tensor dev_;
+  at::Tensor dev_;  // kept alive for the call's kernels
 };
 
 inline int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 16)));
 }
 
-// One block per (n, c) plane: the grid's x dimension holds at most 2^31 - 1 blocks.
-inline unsigned plane_blocks(int64_t planes, const char* op) {
-  TORCH_CHECK_VALUE(planes <= INT32_MAX, op, " (", kBackend, "): N * C must be at most ", INT32_MAX, ", got ", planes);
-  return static_cast<unsigned>(planes);
+// ceil(n / per_block) blocks, at least one; the grid's x dimension holds at most 2^31 - 1.
+inline unsigned blocks_for(int64_t n, int64_t per_block, const char* op) {
+  const int64_t blocks = std::max<int64_t>(1, (n + per_block - 1) / per_block);
+  TORCH_CHECK_VALUE(blocks <= INT32_MAX, op, " (", kBackend, "): ", n, " elements need more than ", INT32_MAX,
+                    " blocks of ", per_block);
+  return static_cast<unsigned>(blocks);
 }
 
 }  // namespace hdas::cuda

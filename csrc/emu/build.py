@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # The ops' schema and checks, the emulator, and the launchers (each wrapper includes a cuda/*.cu).
 LIB_SOURCES = ["mixed_node.cpp", "pair_concat.cpp", "emu/cuda_emu.cpp", "emu/mixed_node_emu.cpp",
-               "emu/pair_concat_emu.cpp"]
+               "emu/pair_concat_emu.cpp", "emu/test_knobs.cpp"]
 CHECK_SOURCES = LIB_SOURCES + ["emu/check_main.cpp"]
 SELFTEST_SOURCES = ["emu/cuda_emu.cpp", "emu/emu_selftest.cpp"]
 COMMON = ["-std=c++20", "-fPIC", "-pthread", "-DHDAS_CUDA_EMU", "-DHDAS_OPS_NAMESPACE=hdas_emu", "-Wall"]

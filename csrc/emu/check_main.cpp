@@ -103,6 +103,8 @@ int main(int argc, char** argv) {
       {3, {kMaxPool, kAvgPool}, {1, 2, 1, 4}, 2, "batch", false, at::kHalf},
       {1, {kMaxPool, kAvgPool, kSkip, kNone}, {4, 3, 2, 2}, 1, "no_bn", true, at::kBFloat16},
       {17, {kMaxPool, kExtra, kAvgPool, kAdd, kSkip}, {1, 2, 3, 4}, 1, "batch", true, at::kFloat},
+      {2, all6, {2, 40, 6, 6}, 1, "batch", true, at::kFloat},  // two channel tiles of a warp's 32 lanes
+      {1, all6, {2, 3, 30, 20}, 1, "batch", false, at::kFloat},  // 600 positions: two chunks per plane
       {1, all6, {2, 3, 4, 6}, 1, "batch", false, at::kFloat, 4},  // partial channels
       {1, {kNone, kMaxPool, kAdd, kAvgPool, kExtra}, {2, 2, 6, 4}, 2, "running", true, at::kDouble, 2},
   };
@@ -122,6 +124,15 @@ int main(int argc, char** argv) {
       run(c);
       std::printf("emu_check: pair_concat case %zu ok\n", ++done);
     }
+  // The launchers' other paths (runtime.cuh's TestKnobs): int64 index math, tables in device memory,
+  // reductions in chunks of 3 positions.
+  if (done < limit) {
+    call("hdas_emu::set_test_knobs", {true, true, int64_t(3)});
+    run(nodes[0]);
+    run(pairs[0]);
+    call("hdas_emu::set_test_knobs", {false, false, int64_t(0)});
+    std::printf("emu_check: case %zu (forced paths) ok\n", ++done);
+  }
   std::printf("emu_check: %zu cases ran\n", done);
   return 0;
 }

@@ -1,7 +1,7 @@
 // The emulator's own checks (torch-free): thread indices, the block barrier, warp shuffles and
-// ballots against their CUDA definitions, atomics, dynamic shared memory, the launch limits, and
-// that synchronisation errors end a launch with an error instead of a hang. Built and run by
-// csrc/emu/build.py --selftest (and so by .ci/run), also under the sanitizers.
+// ballots against their CUDA definitions, the kernels' 32-bit divider, atomics, dynamic shared
+// memory, the launch limits, and that synchronisation errors end a launch with an error instead of a
+// hang. Built and run by csrc/emu/build.py --selftest (and so by .ci/run), also under the sanitizers.
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -208,6 +208,25 @@ int main() {
     bool ok = true;
     for (int t = 0; t < 40; ++t) ok &= out[t] == 39 - t;
     check(ok, "__syncthreads after some threads exited");
+  }
+  {  // the kernels' 32-bit multiply-shift division against '/', at the edges of every quotient
+    bool ok = true;
+    std::vector<int32_t> ds;
+    for (int32_t d = 1; d <= 4100; ++d) ds.push_back(d);
+    for (int32_t d : {65535, 65536, 65537, 1000003, (1 << 30) - 1, 1 << 30, (1 << 30) + 1, INT32_MAX - 1, INT32_MAX})
+      ds.push_back(d);
+    for (int32_t d : ds) {
+      const hdas::cuda::Div<int32_t> div(d);
+      const int64_t top = INT32_MAX / d;
+      for (int64_t q : {int64_t(0), int64_t(1), int64_t(2), int64_t(7), top - 1, top})
+        for (int64_t r : {int64_t(-1), int64_t(0), int64_t(1), int64_t(d) - 1}) {
+          const int64_t n = q * d + r;
+          if (n < 0 || n > INT32_MAX) continue;
+          ok &= div.div(static_cast<int32_t>(n)) == n / d;
+        }
+      ok &= div.div(INT32_MAX) == INT32_MAX / d;
+    }
+    check(ok, "Div<int32_t> (multiply-shift) equals integer division");
   }
   std::vector<int> scratch(1024);
   expect_error("divergent shuffle", "deadlock", [&] {
