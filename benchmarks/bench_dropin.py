@@ -8,7 +8,8 @@ fused against its eager form.
 
 --markdown ends with the table for benchmarks/RESULTS.md (one row per network and batch).
 
-A step is forward, cross-entropy and backward into every weight and architecture parameter
+float64 error: the largest difference, fused against unfused, of the logits and every gradient of a
+small float64 copy of each network (C=8, 3 cells, batch 4, 16 px). A step is forward, cross-entropy and backward into every weight and architecture parameter
 (median of --reps after a warm-up). Peak memory: the step's peak above the memory held before it,
 measured in a child process whose freed tensors go back to the OS (CPU) or by the CUDA allocator."""
 import copy
@@ -76,6 +77,28 @@ def make_step(net, batch, size, device):
     return step
 
 
+def float64_error(case, C=8, layers=3, batch=4, size=16):
+    """Largest |fused - unfused| over the logits and every gradient (weights and architecture
+    parameters), float64, training mode, on a small network: the proof fuse_mixed_ops gives, seen
+    from outside on a whole network."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        nets = [build(case, v, C, layers, "cpu") for v in ("unfused", "fused")]
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
+        outs, grads = [], []
+        for net in nets:
+            torch.manual_seed(3)  # the same dropout masks in both
+            out = net(x)
+            out.square().sum().backward()
+            outs.append(out.detach())
+            grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+        assert grads[0].keys() == grads[1].keys(), "fusing changed which parameters get gradients"
+        diffs = [(outs[0] - outs[1]).abs().max()] + [(grads[0][n] - grads[1][n]).abs().max() for n in grads[0]]
+        return max(d.item() for d in diffs)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def memory_case(spec):
     net = build(spec["case"], spec["variant"], spec["C"], spec["layers"], "cpu")
     step = make_step(net, spec["batch"], spec["size"], "cpu")
@@ -84,10 +107,12 @@ def memory_case(spec):
 
 
 def run(args):
-    rows = []
+    rows, errors = [], {}
     for case in args.cases.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
-            row = {"case": case, "batch": batch}
+            if case not in errors:
+                errors[case] = float64_error(case)
+            row = {"case": case, "batch": batch, "float64_error": errors[case]}
             for variant in ("unfused", "fused"):
                 net = build(case, variant, args.init_channels, args.layers, args.device)
                 row[variant + "_fused_ops"] = fused_count(net)
@@ -101,7 +126,8 @@ def run(args):
             rows.append(row)
             print(f"{case:<24} batch {batch:>3}: step {fmt(row['unfused_ms'], '.0f')} -> {fmt(row['fused_ms'], '.0f')} ms"
                   f" ({fmt(ratio(row, 'ms'), '.2f')}x), peak {fmt(row['unfused_peak_mb'], '.0f')} -> "
-                  f"{fmt(row['fused_peak_mb'], '.0f')} MB ({fmt(ratio(row, 'peak_mb'), '.2f')}x)", flush=True)
+                  f"{fmt(row['fused_peak_mb'], '.0f')} MB ({fmt(ratio(row, 'peak_mb'), '.2f')}x), "
+                  f"float64 error {row['float64_error']:.1e}", flush=True)
     return rows
 
 
@@ -113,10 +139,11 @@ def ratio(row, what):
 def markdown(rows):
     """The RESULTS.md table: unfused (the network as written; the cell search: fused=False) against
     fused, with the ratios unfused / fused."""
-    print("| network | batch | MixedOps fused | step unfused -> fused (ms) | time ratio | peak unfused -> fused (MB) "
-          "| memory ratio |\n|---|---|---|---|---|---|---|")
+    print("| network | batch | MixedOps fused | float64 error | step unfused -> fused (ms) | time ratio "
+          "| peak unfused -> fused (MB) | memory ratio |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['batch']} | {r['fused_fused_ops']} | {fmt(r['unfused_ms'], '.0f')} -> "
+        print(f"| {r['case']} | {r['batch']} | {r['fused_fused_ops']} | {r['float64_error']:.1e} | "
+              f"{fmt(r['unfused_ms'], '.0f')} -> "
               f"{fmt(r['fused_ms'], '.0f')} | {fmt(ratio(r, 'ms'), '.2f')}x | {fmt(r['unfused_peak_mb'], '.0f')} -> "
               f"{fmt(r['fused_peak_mb'], '.0f')} | {fmt(ratio(r, 'peak_mb'), '.2f')}x |")
 

@@ -27,7 +27,7 @@ warm-up step, the modes' steps interleaved; --clock cpu times one thread's CPU t
 row of darts-fuse is the eager cell supernet: measured once when both rows run.
 
 Prints a progress line per row and mode (stderr), then a markdown table for benchmarks/RESULTS.md
-and the issue's bars (stdout). With the defaults, every row on a 2-core CPU takes about 10 minutes.
+and the issue's bars (stdout). With the defaults, every row on an idle 2-core CPU took 15 minutes.
 """
 import argparse
 import gc
