@@ -22,6 +22,14 @@ def check_partial(x, k, stride, who):
                          f"max-pooled 2x2), got {H}x{W}")
 
 
+def check_k(C, k):
+    """The constructor arguments of a partial-channel MixedOp: an int k >= 1 dividing C."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if C % k:
+        raise ValueError(f"C ({C}) must be divisible by k = {k}")
+
+
 class FusedPartialMixedOp(FusedMixedOp):
     """PC-DARTS' MixedOp (ops on C/k channels, the rest passed, channel shuffle in k groups), its
     mixed part fused as FusedMixedOp. State dict: `_ops` (built for C/k channels) and `mp`, as
@@ -29,10 +37,7 @@ class FusedPartialMixedOp(FusedMixedOp):
     _partial = True
 
     def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        if C % k:
-            raise ValueError(f"C ({C}) must be divisible by k = {k}")
+        check_k(C, k)
         super().__init__(C // k, stride, primitives, affine, pool_bn)
         self.k = k
         self.mp = nn.MaxPool2d(2, 2)

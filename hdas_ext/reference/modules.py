@@ -3,6 +3,8 @@ import torch
 from torch import nn
 
 from ..nn.operations import make_op
+from ..nn.partial import check_k
+from ..ops.reference import partial_channels
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 
 
@@ -26,12 +28,9 @@ class PartialMixedOp(nn.Module):
 
     def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
-        if C % k:
-            raise ValueError(f"C ({C}) must be divisible by k = {k}")
+        check_k(C, k)
         self.primitives, self.k = tuple(primitives), k
-        self.mp = nn.MaxPool2d(2, 2)
+        self.mp = nn.MaxPool2d(2, 2)  # PC-DARTS' attribute, kept for its structure; forward pools in partial_channels
         self._ops = nn.ModuleList(make_op(p, C // k, stride, affine, pool_bn) for p in self.primitives)
 
     def forward(self, x, weights):
@@ -39,12 +38,7 @@ class PartialMixedOp(nn.Module):
         mixed = sum(w * op(x[:, :part]) for w, op in zip(weights, self._ops))
         if self.k == 1:
             return mixed
-        passed = x[:, part:]
-        if mixed.shape[2] != x.shape[2]:
-            passed = self.mp(passed)
-        out = torch.cat([mixed, passed], dim=1)
-        N, C, H, W = out.shape
-        return out.view(N, self.k, C // self.k, H, W).transpose(1, 2).reshape(N, C, H, W)
+        return partial_channels(mixed, x, self.k, 2 if mixed.shape[2] != x.shape[2] else 1)
 
 
 class WindowedCellInput(nn.Module):
