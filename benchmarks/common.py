@@ -153,17 +153,32 @@ def parser(doc):
 # Supernets at the paper's search settings on CIFAR shapes (10 classes): DARTS cells (8 cells),
 # Hc-DAS (same), Hs-DAS (6 cells per stage, DARTS_V2 cells), distribution (N_max=8, N_min=4).
 SEARCH_SPACES = {
-    "cells": lambda C, fused: DartsCellSearch(C, 10, 8, fused=fused),
-    "hc": lambda C, fused: HcDasSearch(C, 10, 8, fused=fused),
-    "hs": lambda C, fused: HsDasSearch("DARTS_V2", C, 10, cells_per_stage=6, fused=fused),
-    "distribution": lambda C, fused: DistributionSearch("DARTS_V2", C, 10, n_max=8, n_min=4, fused=fused),
+    "cells": lambda C, fused, **kw: DartsCellSearch(C, 10, 8, fused=fused, **kw),
+    "hc": lambda C, fused, **kw: HcDasSearch(C, 10, 8, fused=fused, **kw),
+    "hs": lambda C, fused, **kw: HsDasSearch("DARTS_V2", C, 10, cells_per_stage=6, fused=fused),
+    "distribution": lambda C, fused, **kw: DistributionSearch("DARTS_V2", C, 10, n_max=8, n_min=4, fused=fused),
 }
 
 
-def build_search(space, C, fused, device, compiled=False):
-    """(supernet, first-order BilevelOptimizer) with the paper's optimisers and loss weights."""
+def conv_option(fuse_convs):
+    """The fused modules' and cell supernets' option selecting the fused convolution candidates
+    (hdas::conv_candidates), where this build has it: {} otherwise."""
+    import inspect
+    from hdas_ext.nn import FusedMixedOp
+    return {"fuse_convs": fuse_convs} if "fuse_convs" in inspect.signature(FusedMixedOp).parameters else {}
+
+
+def step_variants():
+    """eager, fused (fused-today: convolution candidates as modules), and fused-conv where it exists."""
+    return ("eager", "fused", "fused-conv") if conv_option(True) else ("eager", "fused")
+
+
+def build_search(space, C, fused, device, compiled=False, conv_candidates=False):
+    """(supernet, first-order BilevelOptimizer) with the paper's optimisers and loss weights.
+    fused and conv_candidates=False: fused-today (the convolution candidates as modules)."""
     torch.manual_seed(0)
-    model = SEARCH_SPACES[space](C, fused).to(device)
+    kw = conv_option(conv_candidates) if fused and space in ("cells", "hc") else {}
+    model = SEARCH_SPACES[space](C, fused, **kw).to(device)
     if compiled:
         model.net = torch.compile(model.net)
     w = torch.optim.SGD(model.weights(), 0.025, momentum=0.9, weight_decay=3e-4)

@@ -22,6 +22,7 @@
 #include "mixed_node_kernel.h"
 #include "plane_math.h"
 #include "pool_plane.h"
+#include "scratch.h"
 
 namespace hdas::cpu::HDAS_CPU_ISA {
 namespace {
@@ -39,16 +40,6 @@ std::vector<T*> mut_ptrs(std::vector<at::Tensor>& ts) {
   std::vector<T*> out;
   for (auto& t : ts) out.push_back(t.defined() ? t.data_ptr<T>() : nullptr);
   return out;
-}
-
-// Per-thread scratch buffer number kSlot, kept between calls and grown as needed: a call then
-// allocates nothing, so it takes no page faults and zero-fills nothing (every pass writes the
-// scratch it later reads).
-template <typename U, int kSlot>
-U* scratch(int64_t n) {
-  thread_local std::vector<U> buf;
-  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
-  return buf.data();
 }
 
 // Whether T is its own accumulation type, so that kernels can accumulate in the tensors.

@@ -10,8 +10,9 @@ from .._native import native_available
 from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 from .adopt import reduce_adopted
+from .conv_fused import conv_plan, conv_sums
 from .folding import OpPlan, is_pool, plans_by_name, run_folded
-from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
+from .operations import batch_norm_rules, make_op, takes_scale, update_running_stats
 from .recompute import NotLeanable, check_leanable, lean_apply
 
 
@@ -32,13 +33,7 @@ def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, grou
                                              batch_stats=batch_stats, running_mean=rm, running_var=rv, eps=bn0.eps,
                                              groups=groups)
     if update:
-        with torch.no_grad():
-            counts = [b.num_batches_tracked for b in bns]
-            torch._foreach_add_(counts, 1)
-            factor = momentum_factor(bn0)
-            dtype = bn0.running_mean.dtype
-            torch._foreach_lerp_([b.running_mean for b in bns], list(mean.to(dtype).view(E * Q, C).unbind(0)), factor)
-            torch._foreach_lerp_([b.running_var for b in bns], list(var.to(dtype).view(E * Q, C).unbind(0)), factor)
+        update_running_stats(bns, mean.view(E * Q, C), var.view(E * Q, C))
     return out
 
 
@@ -67,13 +62,14 @@ def fused_edge_sum(edges, inputs, weights):
 fused_node = fused_edge_sum  # the old name, kept for published code
 
 
-def _edge_sum(edges, inputs, weights):
-    """fused_edge_sum on checked edges and weights."""
+def _edge_sum(edges, inputs, weights, convs=None):
+    """fused_edge_sum on checked edges and weights. convs: each edge's sum of its fused convolution
+    candidates (nn.conv_fused.conv_sums), when the caller computed them (else computed here)."""
     groups = {}
     for j, edge in enumerate(edges):
         bn = edge._pool_bns()[0] if edge._bn else None
         key = (edge.stride, tuple(edge.codes), len(edge._bn), bn and (bn.eps, bn.momentum, bn.track_running_stats),
-               edge.training, edge.recompute)
+               edge.training, edge.recompute, edge._conv)
         groups.setdefault(key, []).append(j)
     for idx in groups.values():  # before the parametric ops run on them
         ops.check_inputs([inputs[j] for j in idx])
@@ -85,29 +81,37 @@ def _edge_sum(edges, inputs, weights):
         group, xs = [edges[j] for j in idx], [inputs[j] for j in idx]
         # A slice when the group is a run of edges (always in DARTS cells): no gather in the graph.
         w = weights[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else weights[idx]
-        extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx])
+        conv = [convs[j] for j in idx] if convs else [conv_sums([edges[j]], inputs[j], weights, [j], edges[j].recompute)[0]
+                                                      if edges[j]._conv else None for j in idx]
+        extras = _extras(group, xs, rows and [rows[j * P:(j + 1) * P] for j in idx], conv)
+        w = w[:, group[0].kernel_columns()] if group[0]._conv else w
         bns = [bn for edge in group for bn in edge._pool_bns()]
         y = _call_mixed_node(xs, w, group[0].kernel_codes(), extras, group[0].stride, bns, group[0].training)
         out = y if out is None else out + y
     return out
 
 
-def _extras(edges, inputs, rows):
+def _extras(edges, inputs, rows, convs):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm; the kernel adds them as they
     are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
     one's ReLU module: one ReLU output kept for the backward instead of one per op.
     Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
-    (nn.recompute.lean_apply)."""
+    (nn.recompute.lean_apply). An edge's fused convolution candidates come last, as one tensor
+    (convs[edge], their weighted sum)."""
     if edges[0].recompute:
-        return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
-                          [x for edge, x in zip(edges, inputs) for _ in edge._extra],
-                          [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
+        ks = [edge._module_extras() for edge in edges]
+        done = iter(lean_apply([edge._ops[k] for edge, kk in zip(edges, ks) for k in kk],
+                               [x for x, kk in zip(inputs, ks) for _ in kk],
+                               [row[k] for row, kk in zip(rows, ks) for k in kk]) if any(ks) else [])
+        return [y for edge, kk, conv in zip(edges, ks, convs)
+                for y in [next(done) for _ in kk] + ([conv] if edge._conv else [])]
     out = []
-    for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
-        plan, shared = edge._plan, edge._shares_relu
+    for edge, x, row, conv in zip(edges, inputs, rows or [None] * len(edges), convs):
+        plan, extra = edge._plan, edge._module_extras()
+        shared = [k for k in edge._shares_relu if k in extra]
         r = edge._ops[shared[0]].get_submodule(plan[shared[0]].relu)(x) if shared else None
-        for k in edge._extra:
+        for k in extra:
             op = edge._ops[k]
             if edge.codes[k] != ops.ADD:
                 out.append(op(x))
@@ -115,6 +119,8 @@ def _extras(edges, inputs, rows):
                 out.append(op(r, scale=row[k], activated=True))
             else:
                 out.append(run_folded(op, plan[k], x, r if plan[k].relu else None, row[k]))
+        if edge._conv:
+            out.append(conv)
     return out
 
 
@@ -129,8 +135,10 @@ class FusedMixedOp(nn.Module):
     _ops_name = "_ops"  # the op list's attribute: another name when fuse_mixed_ops adopted a module
     _partial = False
     recompute = False
+    _conv = ()  # (op index, kind) of the ops run through hdas::conv_candidates (nn.conv_fused)
 
-    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False):
+    def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False,
+                 fuse_convs=True):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -138,6 +146,8 @@ class FusedMixedOp(nn.Module):
         self._ops = modules
         self._set_plan(plans_by_name(modules, primitives, stride, fused_bn=pool_bn and not affine), stride)
         self._set_recompute(recompute)
+        if fuse_convs:
+            self._conv = tuple(conv_plan(modules, self.primitives, self.codes, stride))
 
     @property
     def _ops(self):
@@ -166,8 +176,23 @@ class FusedMixedOp(nn.Module):
         self.recompute = bool(recompute)
 
     def kernel_codes(self):
-        """The codes the kernel runs: lean edges weight every extra themselves (ADD)."""
-        return [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
+        """The codes the kernel runs: lean edges weight every extra themselves (ADD); the fused
+        convolution candidates are one ADD tensor, last."""
+        codes = [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
+        if not self._conv:
+            return codes
+        fused = {k for k, _ in self._conv}
+        return [c for k, c in enumerate(codes) if k not in fused] + [ops.ADD]
+
+    def kernel_columns(self):
+        """The weight columns of kernel_codes() (the ADD column's weight is never read)."""
+        fused = {k for k, _ in self._conv}
+        return [k for k in range(len(self.codes)) if k not in fused] + [self._conv[0][0]]
+
+    def _module_extras(self):
+        """The extras run as modules: all but the fused convolution candidates."""
+        fused = {k for k, _ in self._conv}
+        return [k for k in self._extra if k not in fused]
 
     def _pool_bns(self):
         """The BatchNorms the kernel applies to the pools, in op order (found by their paths each
@@ -201,12 +226,17 @@ class FusedMixedOp(nn.Module):
         ops.check_inputs([x])  # before the parametric ops run on x
         return self._mix(x, weights)
 
-    def _mix(self, x, weights, groups=1):
+    def _mix(self, x, weights, groups=1, conv=None):
         """The op on x; groups > 1: the parametric ops run on the first C/groups channels (a view)
-        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node)."""
+        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node). conv: the
+        sum of the fused convolution candidates when the caller computed it."""
         rows = [weights.unbind(0)] if self._folded or self.recompute else None
         part = x[:, :x.shape[1] // groups] if groups > 1 else x
-        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [part], rows),
+        w = weights.unsqueeze(0)
+        if conv is None and self._conv:
+            conv = conv_sums([self], part, w, [0], self.recompute)[0]
+        extras = _extras([self], [part], rows, [conv])
+        return _call_mixed_node([x], w[:, self.kernel_columns()] if self._conv else w, self.kernel_codes(), extras,
                                 self.stride, self._pool_bns(), self.training, groups)
 
 

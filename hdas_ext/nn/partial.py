@@ -36,9 +36,9 @@ class FusedPartialMixedOp(FusedMixedOp):
     PC-DARTS' MixedOp. k = 1 is FusedMixedOp."""
     _partial = True
 
-    def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
+    def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, fuse_convs=True):
         check_k(C, k)
-        super().__init__(C // k, stride, primitives, affine, pool_bn)
+        super().__init__(C // k, stride, primitives, affine, pool_bn, fuse_convs=fuse_convs)
         self.k = k
         self.mp = nn.MaxPool2d(2, 2)
 

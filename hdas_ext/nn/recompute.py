@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops._common import engine_needs
 from .operations import batch_norm_rules, momentum_factor
 
 __all__ = ["lean_apply", "check_leanable", "NotLeanable"]
@@ -319,17 +320,9 @@ def _input_grads(b, key, xs, g_in):
 
 
 def _needed(ctx, n_fixed):
-    """Which inputs' gradients the running backward uses: a weight step needs the parameters', an
-    architecture step (autograd.grad w.r.t. the alphas) does not, and computing them anyway would
-    cost a weight gradient per convolution. The parameters arrive as views, whose nodes the engine
-    can be asked about (not leaves: it refuses those inside autograd.grad)."""
-    need = list(ctx.needs_input_grad[2:])
-    will = getattr(torch._C, "_will_engine_execute_node", None)
-    if will is not None:
-        for i, (node, _) in enumerate(ctx.next_functions[n_fixed:], n_fixed):
-            if need[i] and node is not None:
-                need[i] = will(node)
-    return need
+    """The gradients the running backward uses (ops._common.engine_needs): not the parameters' in an
+    architecture step."""
+    return engine_needs(ctx, 2, n_fixed)
 
 
 def _rng_state(device):

@@ -14,10 +14,20 @@
                  public function, Python checks, fake kernels, registered autograd: ops/pair_concat.py
                  reference and no-native fallback: ops/reference.py (pair_concat)
                  tests: python_tests/test_pair_concat_op.py
-    both         output allocation and the double-backward refusal: ops/_common.py
+    conv_candidates
+                 schema, checks: csrc/conv_candidates.{h,cpp} (branch kinds: conv_candidates_codes.h)
+                 CPU kernels: csrc/cpu/conv_candidates_kernel.cpp (+ _impl.h, one build per ISA;
+                 depthwise_plane.h, small_gemm.h)
+                 public function, Python checks, fake kernels, registered autograd: ops/conv_candidates.py
+                 eager autograd.Function: ops/_conv_candidates_autograd.py
+                 branch kinds (shared with csrc): ops/codes.py (CONV_KINDS, CONV_SHAPES)
+                 reference and no-native fallback: ops/conv_reference.py
+                 tests: python_tests/test_conv_candidates_op.py (the modules on it: test_conv_fused.py)
+    all          output allocation, the double-backward refusal, engine_needs: ops/_common.py
 
 hdas_ext.reference re-exports the reference formulas beside the eager modules.
 """
-from .codes import ADD, CODES, EXTRA
+from .codes import ADD, CODES, CONV_KINDS, EXTRA
+from .conv_candidates import conv_candidates
 from .mixed_node import check_inputs, mixed_node
 from .pair_concat import pair_concat

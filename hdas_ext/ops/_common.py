@@ -27,3 +27,18 @@ def register_no_double_backward(op):
         raise RuntimeError(message)
 
     torch.library.register_autograd(f"{op}_backward", refuse, setup_context=lambda ctx, inputs, output: None)
+
+
+def engine_needs(ctx, first, n_fixed):
+    """Which tensor inputs of a custom autograd Function (its arguments from `first` on, all tensors)
+    the running backward needs gradients for: a weight step needs the parameters', an architecture
+    step (autograd.grad w.r.t. the alphas) does not, and computing them anyway would cost a weight
+    gradient per convolution. Inputs from index n_fixed on must arrive as views, whose nodes the
+    engine can be asked about (not leaves: it refuses those inside autograd.grad)."""
+    need = list(ctx.needs_input_grad[first:])
+    will = getattr(torch._C, "_will_engine_execute_node", None)
+    if will is not None:
+        for i, (node, _) in enumerate(ctx.next_functions[n_fixed:], n_fixed):
+            if need[i] and node is not None:
+                need[i] = will(node)
+    return need

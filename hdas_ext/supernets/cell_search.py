@@ -10,6 +10,7 @@ from torch import nn
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
 from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
+from ..nn.fused_cell import fused_cell_nodes
 from ..nn.recompute import lean_apply
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
@@ -23,7 +24,7 @@ class SearchCell(nn.Module):
     tuple of the concatenated states (the next cells' preprocessing concatenates them itself)."""
 
     def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, primitives, fused,
-                 recompute=False, partial_channels=1):
+                 recompute=False, partial_channels=1, fuse_convs=True):
         super().__init__()
         self.reduction, self.fused, self.partial = reduction, fused, partial_channels > 1
         self.recompute = recompute
@@ -37,6 +38,8 @@ class SearchCell(nn.Module):
             mixed, kw = module_class("PartialMixedOp", fused), dict(k=partial_channels)
         else:
             mixed, kw = module_class("MixedOp", fused), {"recompute": True} if recompute else {}
+        if fused:
+            kw["fuse_convs"] = fuse_convs
         self._ops = nn.ModuleList(
             mixed(C, 2 if reduction and j < 2 else 1, primitives=primitives, affine=False, pool_bn=True, **kw)
             for i in range(steps) for j in range(2 + i))
@@ -47,6 +50,9 @@ class SearchCell(nn.Module):
             states = lean_apply([self.preprocess0, self.preprocess1], [s0, s1])
         else:
             states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.fused and any(op._conv for op in self._ops):  # convolution candidates shared per state
+            states = fused_cell_nodes(self._ops, states, weights, self.steps, edge_weights)[2:]
+            return tuple(states[-self.multiplier:]) if self.recompute else torch.cat(states[-self.multiplier:], dim=1)
         offset = 0
         for _ in range(self.steps):
             n = len(states)
@@ -75,7 +81,7 @@ class CellSearchNet(nn.Module):
     convolution output recomputed too."""
 
     def __init__(self, C, num_classes, layers, primitives, cell_sets, steps=4, multiplier=4,
-                 stem_multiplier=3, in_channels=3, fused=True, recompute=False, partial_channels=1):
+                 stem_multiplier=3, in_channels=3, fused=True, recompute=False, partial_channels=1, fuse_convs=True):
         super().__init__()
         if recompute and not fused:
             raise ValueError("recompute=True (lean mode) needs fused=True")
@@ -93,7 +99,7 @@ class CellSearchNet(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction,
-                                         reduction_prev, primitives, fused, recompute, partial_channels))
+                                         reduction_prev, primitives, fused, recompute, partial_channels, fuse_convs))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -119,7 +125,7 @@ class _CellSupernet(Supernet):
     RULE = "darts"
 
     def __init__(self, C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
-                 edge_normalization):
+                 edge_normalization, fuse_convs):
         super().__init__()
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
@@ -135,7 +141,7 @@ class _CellSupernet(Supernet):
         self.net = CellSearchNet(C, num_classes, layers, self.PRIMITIVES,
                                  [self.cell_set(i, layers) for i in range(layers)], steps, multiplier,
                                  in_channels=in_channels, fused=fused, recompute=recompute,
-                                 partial_channels=partial_channels)
+                                 partial_channels=partial_channels, fuse_convs=fuse_convs)
         edges = sum(2 + i for i in range(steps))
         for name in self.SET_NAMES:
             setattr(self, "alpha_" + name, new_alpha(edges, len(self.PRIMITIVES)))
@@ -173,10 +179,10 @@ class DartsCellSearch(_CellSupernet):
     RULE = "darts"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 recompute=False, partial_channels=1, edge_normalization=False):
+                 recompute=False, partial_channels=1, edge_normalization=False, fuse_convs=True):
         check_int("layers", layers, 3)
         super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
-                         edge_normalization)
+                         edge_normalization, fuse_convs)
 
     @staticmethod
     def cell_set(i, layers):
@@ -196,11 +202,11 @@ class HcDasSearch(_CellSupernet):
     RULE = "hdas"
 
     def __init__(self, C=16, num_classes=10, layers=8, in_channels=3, steps=4, multiplier=4, fused=True,
-                 recompute=False, partial_channels=1, edge_normalization=False):
+                 recompute=False, partial_channels=1, edge_normalization=False, fuse_convs=True):
         # Fewer than 5 cells would leave some alpha set without a cell.
         check_int("layers", layers, 5)
         super().__init__(C, num_classes, layers, in_channels, steps, multiplier, fused, recompute, partial_channels,
-                         edge_normalization)
+                         edge_normalization, fuse_convs)
 
     @staticmethod
     def cell_set(i, layers):
