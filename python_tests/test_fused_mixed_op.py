@@ -87,11 +87,16 @@ def test_fused_edge_sum_equals_sum_of_edges(strides, train):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_one_relu_for_all_parametric_ops(stride):
+@pytest.mark.parametrize("fuse_convs", [False, True])
+def test_one_relu_for_all_parametric_ops(stride, fuse_convs):
     """The fused MixedOp's parametric ops share one relu(x): one ReLU module runs per call (the
-    eager MixedOp runs one per op), and the result is the eager one (checked above)."""
+    eager MixedOp runs one per op), and the result is the eager one (checked above). With the
+    convolution candidates fused, hdas::conv_candidates computes their ReLUs itself (without the
+    native library they run as modules, one more ReLU for FactorizedReduce at stride 2)."""
     counts = {}
     for model in twins(4, stride, DARTS_PRIMITIVES):
+        if isinstance(model, FusedMixedOp) and not fuse_convs:
+            model = FusedMixedOp(4, stride, DARTS_PRIMITIVES, fuse_convs=False).double()
         calls = []
         for m in model.modules():
             if isinstance(m, nn.ReLU):
@@ -99,7 +104,10 @@ def test_one_relu_for_all_parametric_ops(stride):
         model(torch.randn(2, 4, 6, 6, dtype=torch.float64), torch.rand(8, dtype=torch.float64))
         counts[type(model).__name__] = len(calls)
     # eager: sep_conv x 2 ReLUs each, dil_conv x 1 each, FactorizedReduce 1 at stride 2
-    assert counts == {"MixedOp": 6 + (1 if stride == 2 else 0), "FusedMixedOp": 1 + 2}
+    fused = 1 + 2
+    if fuse_convs:
+        fused = (1 if stride == 2 else 0) if hdas_ext.native_available() else 1 + 2 + (1 if stride == 2 else 0)
+    assert counts == {"MixedOp": 6 + (1 if stride == 2 else 0), "FusedMixedOp": fused}
 
 
 def test_checkpoints_load_both_ways():

@@ -69,7 +69,7 @@ def conv_sums(edges, x, weights, rows, lean=False):
     if not _runs_fused(x, bns):  # the ops as modules, sharing one relu(x) (or lean)
         scales = [weights[rows[j], k] for j, k, _ in branches]
         ys = lean_apply(conv_ops, [x] * len(conv_ops), scales) if lean else \
-            [op(r, scale=s, activated=True) for r in [torch.relu(x)] for op, s in zip(conv_ops, scales)]
+            [op(r, scale=s, activated=True) for r in [conv_ops[0].op[0](x)] for op, s in zip(conv_ops, scales)]
         for (j, _, _), y in zip(branches, ys):
             out[j] = y if out[j] is None else out[j] + y
         return out
