@@ -69,7 +69,7 @@ def peak(device, copy):
     for card, tbs in NOMINAL_TBS:
         if card in name:
             return tbs, f"{card} nominal {tbs} TB/s"
-    return copy, f"no nominal figure for {name or device}: the copy's {copy:.2f} TB/s"
+    return copy, f"no nominal figure for {name or device}: the copy's {copy:.3g} TB/s"
 
 
 def timings(fn, leaves, device, reps):
@@ -95,7 +95,7 @@ def main(argv=None):
     copy = copy_tbs(shape, args.device, dtype, reps)
     peak_tbs, peak_name = peak(args.device, copy)
     print(f"machine: {machine(args.device)}; dtype {args.dtype}; shape {shape}; "
-          f"device-to-device copy {copy:.2f} TB/s", flush=True)
+          f"device-to-device copy {copy:.3g} TB/s", flush=True)
     print(f"bars: bandwidth >= {BARS['bandwidth']:.0%} of {peak_name}, >= {BARS['x_eager']}x eager, "
           f">= {BARS['x_compile']}x torch.compile (forward + backward)", flush=True)
     rows = []
