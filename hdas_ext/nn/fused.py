@@ -7,12 +7,12 @@ from torch import nn
 
 from .. import ops
 from .._native import native_available
+from ..batchnorm import batch_norm_rules, momentum_factor
+from ..lean import NotLeanable, check_leanable, lean_apply
 from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .adopt import reduce_adopted
-from .folding import OpPlan, is_pool, plans_by_name, run_folded
-from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
-from .recompute import NotLeanable, check_leanable, lean_apply
+from .operations import make_op
+from .plan import OpPlan, is_pool, plans_by_name
 
 
 def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, groups=1):
@@ -98,7 +98,7 @@ def _extras(edges, inputs, rows):
     are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
     one's ReLU module: one ReLU output kept for the backward instead of one per op.
     Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
-    (nn.recompute.lean_apply)."""
+    (hdas_ext.lean)."""
     if edges[0].recompute:
         return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
                           [x for edge, x in zip(edges, inputs) for _ in edge._extra],
@@ -111,10 +111,8 @@ def _extras(edges, inputs, rows):
             op = edge._ops[k]
             if edge.codes[k] != ops.ADD:
                 out.append(op(x))
-            elif takes_scale(op):
-                out.append(op(r, scale=row[k], activated=True))
             else:
-                out.append(run_folded(op, plan[k], x, r if plan[k].relu else None, row[k]))
+                out.append(edge._scaled_op(k, x, r, row[k]))
     return out
 
 
@@ -125,7 +123,7 @@ class FusedMixedOp(nn.Module):
 
     recompute=True (lean mode): the forward keeps, of the parametric ops, only the input x (which
     the kernel keeps anyway) and their BatchNorms' per-channel statistics; the backward rebuilds
-    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.nn.recompute)."""
+    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.lean)."""
     _ops_name = "_ops"  # the op list's attribute: another name when fuse_mixed_ops adopted a module
     _partial = False
     recompute = False
@@ -185,14 +183,15 @@ class FusedMixedOp(nn.Module):
         self._set_recompute(recompute)
         return self
 
+    def _scaled_op(self, k, x, r, scale):
+        """scale * op k (x) for an op whose plan folds the weight (ADD), r = relu(x) shared by the
+        ops. This package's ops take the scale and r themselves; the drop-in's adopted classes
+        (hdas_ext.dropin) fold the weight into ops of other code."""
+        return self._ops[k](r, scale=scale, activated=True)
+
     def extra_repr(self):
         lean = ", recompute=True" if self.recompute else ""
         return f"primitives={list(self.primitives)}, stride={self.stride}{lean}, native={native_available()}"
-
-    def __reduce_ex__(self, protocol):
-        if getattr(type(self), "_adopted", None) is not None:  # a class made by fuse_mixed_ops
-            return reduce_adopted(self, max(protocol, 2))
-        return super().__reduce_ex__(protocol)
 
     def forward(self, x, weights):
         if weights.shape != (len(self.primitives),):

@@ -8,8 +8,8 @@ from torch import nn
 
 from ..genotypes import StageGenotype
 from ..genotypes.derive import derive_stage, derive_stage_length
+from ..lean import lean_apply
 from ..nn import ReLUConvBN
-from ..nn.recompute import lean_apply
 from ..primitives import STAGE_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .fixed_cells import fixed_cell, lean_cell, stage_cell_genes

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .folding import OpPlan
+from ..nn.plan import OpPlan
 
 
 def op_lists(module):

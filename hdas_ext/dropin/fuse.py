@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..lean import NotLeanable
+from ..nn import FusedMixedOp, FusedPartialMixedOp
 from .adopt import adopted_class
-from .fused import FusedMixedOp
-from .partial import FusedPartialMixedOp
 from .probe import float64_copy, probe_device, probe_x, prove, same_eval_output
-from .recompute import NotLeanable
 from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
@@ -168,7 +167,7 @@ def _first_is_an_op(modules, device):
 
 def _view(module, list_name, plan, stride, k):
     """A fused module running `plan` on module's own ops (shared, not copied)."""
-    cls = FusedPartialMixedOp if k > 1 else FusedMixedOp
+    cls = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, type(module))
     view = cls.__new__(cls)
     nn.Module.__init__(view)
     view._ops = getattr(module, list_name)
