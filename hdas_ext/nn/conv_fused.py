@@ -6,10 +6,11 @@ statistics are updated as nn.BatchNorm2d updates them."""
 import torch
 
 from .. import ops
+from ..batchnorm import batch_norm_rules, update_running_stats
+from ..lean import lean_apply
 from ..ops.codes import CONV_KINDS, CONV_SHAPES
 from ..ops.conv_candidates import NATIVE, conv_candidates_unchecked
-from .operations import DilConv, SepConv, batch_norm_rules, update_running_stats
-from .recompute import lean_apply
+from .operations import DilConv, SepConv
 
 __all__ = ["conv_plan", "conv_sums"]
 

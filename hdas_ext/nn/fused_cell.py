@@ -43,7 +43,7 @@ def fused_cell_nodes(ops, states, weights, steps, edge_weights=None):
     for i in range(steps):
         js = range(off[i], off[i] + i + 2)
         if partial:
-            terms = [ops[j]._mix(states[t], mixed[j], ops[j].k, convs[j]) for t, j in enumerate(js)]
+            terms = [ops[j]._mix(states[t], mixed[j], ops[j].k, conv=convs[j]) for t, j in enumerate(js)]
             s = sum(terms if edge_weights is None else [edge_weights[j] * y for j, y in zip(js, terms)])
         else:
             s = _edge_sum([ops[j] for j in js], states, mixed[off[i]:off[i] + i + 2], [convs[j] for j in js])
