@@ -7,7 +7,8 @@ over the CUDA emulator of csrc/emu. Never part of the shipped wheel; the tests a
     python csrc/emu/build.py --sanitize tsan   # build/emu/tsan/: the same under ThreadSanitizer
     --run with --sanitize runs both programs; --src builds another csrc tree (the mutation checks do).
 
-The library registers hdas_emu::mixed_node, mixed_node_backward, pair_concat and pair_concat_backward
+The library registers hdas_emu::mixed_node, mixed_node_backward, pair_concat, pair_concat_backward,
+conv_candidates and conv_candidates_backward
 for CPU tensors: python_tests/test_cuda_emulated.py loads it (HDAS_EMU_LIB overrides the path).
 An object is rebuilt when the flags or the contents of its source or of a header it includes change.
 """
@@ -22,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The ops' schema and checks, the emulator, and the launchers (each wrapper includes a cuda/*.cu).
-LIB_SOURCES = ["mixed_node.cpp", "pair_concat.cpp", "emu/cuda_emu.cpp", "emu/mixed_node_emu.cpp",
-               "emu/pair_concat_emu.cpp", "emu/test_knobs.cpp"]
+LIB_SOURCES = ["mixed_node.cpp", "pair_concat.cpp", "conv_candidates.cpp", "emu/cuda_emu.cpp", "emu/mixed_node_emu.cpp",
+               "emu/pair_concat_emu.cpp", "emu/conv_candidates_emu.cpp", "emu/test_knobs.cpp"]
 CHECK_SOURCES = LIB_SOURCES + ["emu/check_main.cpp"]
 SELFTEST_SOURCES = ["emu/cuda_emu.cpp", "emu/emu_selftest.cpp"]
 COMMON = ["-std=c++20", "-fPIC", "-pthread", "-DHDAS_CUDA_EMU", "-DHDAS_OPS_NAMESPACE=hdas_emu", "-Wall"]

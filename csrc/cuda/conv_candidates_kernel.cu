@@ -1,0 +1,245 @@
+// The CUDA backend of hdas::conv_candidates (formula in ../conv_candidates.h): checks, allocations,
+// and the passes on the current stream. Compiled by nvcc for the shipped ops, and as C++ by the
+// emulated build (csrc/emu/conv_candidates_emu.cpp, with runtime.cuh's emulated launch).
+//
+// Plain and correct first: relu(x) once per call (shared by every branch), each branch's depthwise
+// convolutions as own kernels (conv_candidates_device.cuh), its pointwise convolutions as one
+// batched GEMM over the images (at::matmul: cuBLAS), the BatchNorm statistics as one block per
+// channel, and the per-channel normalisations, the mixing and the BatchNorm backward as ATen
+// element-wise ops and reductions. Everything runs NCHW in the op-math type (float, or double for
+// double): channels_last and half inputs go through a copy. The backward recomputes the depthwise
+// outputs and ReLUs from x and the saved pointwise outputs (or, in the lean mode, those too).
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "../conv_candidates.h"
+#include "../mixed_node.h"  // op_math, output_format
+#include "conv_candidates_device.cuh"
+#include "runtime.cuh"
+
+namespace hdas::cuda {
+namespace {
+
+using OptTensors = std::vector<std::optional<at::Tensor>>;
+
+conv::DwGeo dw_geo(const ConvCandidates& cc, const ConvBranch& br, bool first) {
+  const int H = static_cast<int>(first ? cc.H : cc.Ho), W = static_cast<int>(first ? cc.W : cc.Wo);
+  const int k = static_cast<int>(br.k);
+  return first ? conv::DwGeo{cc.N * cc.C, cc.C, H, W, static_cast<int>(cc.Ho), static_cast<int>(cc.Wo), k,
+                             static_cast<int>(br.dilation), static_cast<int>(br.pad), static_cast<int>(cc.stride)}
+               : conv::DwGeo{cc.N * cc.C, cc.C, H, W, H, W, k, 1, (k - 1) / 2, 1};
+}
+
+at::Tensor dw_forward(const at::Tensor& in, const at::Tensor& w, const conv::DwGeo& g) {
+  auto out = at::empty({g.NC / g.C, g.C, g.Ho, g.Wo}, in.options());
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "conv_candidates_dw_forward", [&] {
+    launch(conv::dw_forward_kernel<scalar_t>, grid_for(out.numel()), kThreads, 0, g, in.const_data_ptr<scalar_t>(),
+           w.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+at::Tensor dw_backward_input(const at::Tensor& gout, const at::Tensor& w, const conv::DwGeo& g) {
+  auto gin = at::empty({g.NC / g.C, g.C, g.H, g.W}, gout.options());
+  AT_DISPATCH_FLOATING_TYPES(gout.scalar_type(), "conv_candidates_dw_backward_input", [&] {
+    launch(conv::dw_backward_input_kernel<scalar_t>, grid_for(gin.numel()), kThreads, 0, g,
+           gout.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), gin.data_ptr<scalar_t>());
+  });
+  return gin;
+}
+
+at::Tensor dw_backward_weight(const at::Tensor& gout, const at::Tensor& in, const conv::DwGeo& g) {
+  auto gw = at::empty({g.C, int64_t(g.k) * g.k}, gout.options());
+  AT_DISPATCH_FLOATING_TYPES(gout.scalar_type(), "conv_candidates_dw_backward_weight", [&] {
+    launch(conv::dw_backward_weight_kernel<scalar_t>, static_cast<unsigned>(gw.numel()), kThreads, 0, g,
+           gout.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(), gw.data_ptr<scalar_t>());
+  });
+  return gw;
+}
+
+// The pointwise convolution pw [C, C] of a [N, C, Ho, Wo]: one GEMM per image, batched.
+at::Tensor pointwise(const at::Tensor& pw, const at::Tensor& a) {
+  const auto s = a.sizes();
+  return at::matmul(pw, a.view({s[0], s[1], s[2] * s[3]})).view(s);
+}
+
+at::Tensor channels(const at::Tensor& v) { return v.view({1, -1, 1, 1}); }
+
+// A BatchNorm slot's normalisation of z: (z - mean) * invstd * gamma + beta.
+at::Tensor normalize(const ConvCandidates& cc, const ConvStats& st, int64_t slot, const at::Tensor& z) {
+  auto scale = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];
+  auto y = (z - channels(st.mean[slot])) * channels(scale);
+  return cc.beta[slot].defined() ? y + channels(cc.beta[slot]) : y;
+}
+
+void batch_stats_into(const at::Tensor& z, ConvStats& st, int64_t slot, double eps) {
+  const int64_t N = z.size(0), C = z.size(1), L = z.size(2) * z.size(3);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_stats", [&] {
+    launch(conv::bn_stats_kernel<scalar_t>, static_cast<unsigned>(C), kThreads, 0, z.const_data_ptr<scalar_t>(), N, C,
+           L, static_cast<scalar_t>(eps), st.mean.data_ptr<scalar_t>() + slot * C,
+           st.invstd.data_ptr<scalar_t>() + slot * C, st.var_u.data_ptr<scalar_t>() + slot * C);
+  });
+}
+
+// The pointwise outputs z1 (every branch) and z2 (separable ones) from r = relu(x); batch statistics
+// into st when batch_stats, else st normalises the first halves.
+void run_forward(const ConvCandidates& cc, const at::Tensor& r, bool batch_stats, double eps, ConvStats& st,
+                 std::vector<at::Tensor>& z1, std::vector<at::Tensor>& z2) {
+  for (const auto& br : cc.branches) {
+    const int64_t b = &br - cc.branches.data();
+    z1.push_back(pointwise(cc.pw1[b], dw_forward(r, cc.dw1[b], dw_geo(cc, br, true))));
+    if (batch_stats) batch_stats_into(z1.back(), st, br.sep >= 0 ? br.slot1 : br.slot, eps);
+  }
+  for (const auto& br : cc.branches) {
+    if (br.sep < 0) continue;
+    const int64_t b = &br - cc.branches.data();
+    const auto d = at::relu(normalize(cc, st, br.slot1, z1[b]));
+    z2.push_back(pointwise(cc.pw2[br.sep], dw_forward(d, cc.dw2[br.sep], dw_geo(cc, br, false))));
+    if (batch_stats) batch_stats_into(z2.back(), st, br.slot, eps);
+  }
+}
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> forward_cuda(
+    const at::Tensor& x, c10::IntArrayRef kinds, c10::IntArrayRef edges, const at::Tensor& weights,
+    const std::vector<at::Tensor>& dw1, const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
+    const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
+    bool batch_stats, const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    double eps) {
+  const char* op = "hdas::conv_candidates";
+  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
+                                                 stride, at::MemoryFormat::Contiguous, op);
+  ConvStats st = conv_forward_stats(cc, batch_stats, running_mean, running_var, eps, op);
+  check_device(cc.x, op);
+  const DeviceGuard guard(cc.x.device());
+  const auto acc = op_math(x.scalar_type());
+  std::vector<at::Tensor> z1, z2;
+  run_forward(cc, at::relu(cc.x.to(acc)), batch_stats, eps, st, z1, z2);
+  std::vector<at::Tensor> mix(cc.E);
+  for (const auto& br : cc.branches) {
+    const int64_t b = &br - cc.branches.data();
+    auto y = cc.weights[b] * normalize(cc, st, br.slot, br.sep >= 0 ? z2[br.sep] : z1[b]);
+    mix[br.edge] = mix[br.edge].defined() ? mix[br.edge] + y : y;
+  }
+  std::vector<at::Tensor> out;
+  for (const auto& m : mix) out.push_back(m.to(x.scalar_type()).contiguous(output_format(x)));
+  std::vector<at::Tensor> saved(z1);
+  saved.insert(saved.end(), z2.begin(), z2.end());
+  return {out, saved, st.mean, st.invstd, st.var_u};
+}
+
+// For the last BatchNorm of a branch (or a first one, w = 1): the gradient of its input z from the
+// gradient g of w * BN(z), and S1 = sum g, S2 = sum g * zhat per channel.
+struct BnBack {
+  at::Tensor dz, s1, s2;
+};
+BnBack bn_backward(const ConvCandidates& cc, const ConvStats& st, int64_t slot, const at::Tensor& z,
+                   const at::Tensor& g, const at::Tensor& w, bool batch_stats) {
+  const auto zhat = (z - channels(st.mean[slot])) * channels(st.invstd[slot]);
+  const std::vector<int64_t> dims{0, 2, 3};
+  auto s1 = g.sum(dims), s2 = (g * zhat).sum(dims);
+  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];
+  if (w.defined()) a = a * w;
+  const double M = static_cast<double>(cc.count());
+  auto dz = batch_stats ? channels(a) * (g - channels(s1) / M - zhat * channels(s2) / M) : channels(a) * g;
+  return {dz, s1, s2};
+}
+
+std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+           std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>>
+backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10::IntArrayRef kinds,
+              c10::IntArrayRef edges, const at::Tensor& weights, const std::vector<at::Tensor>& dw1,
+              const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
+              const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight, const OptTensors& bn_bias,
+              int64_t stride, bool batch_stats, const std::vector<at::Tensor>& saved, const at::Tensor& save_mean,
+              const at::Tensor& save_invstd, std::array<bool, 4> needs) {
+  const char* op = "hdas::conv_candidates_backward";
+  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
+                                                 stride, at::MemoryFormat::Contiguous, op);
+  check_conv_backward(cc, grad_out, saved, save_mean, save_invstd, op);
+  check_device(cc.x, op);
+  const DeviceGuard guard(cc.x.device());
+  const auto acc = op_math(x.scalar_type());
+  ConvStats st{save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous(), at::Tensor()};
+  const auto r = at::relu(cc.x.to(acc));
+  std::vector<at::Tensor> z1, z2;
+  if (saved.empty()) {  // the lean mode: the pointwise outputs again, from the forward's statistics
+    run_forward(cc, r, /*batch_stats=*/false, 0.0, st, z1, z2);
+  } else {
+    for (int64_t i = 0; i < cc.B + cc.S; ++i) (i < cc.B ? z1 : z2).push_back(saved[i].contiguous());
+  }
+  const bool need_x = needs[0], need_conv = needs[2], need_affine = needs[3];
+  const bool deeper = need_x || need_conv || (need_affine && cc.S > 0);
+  const auto opts = cc.x.options().dtype(acc);
+  at::Tensor gx = need_x ? at::zeros_like(r) : at::Tensor();
+  at::Tensor gw = needs[1] ? at::zeros({cc.B}, opts) : at::Tensor();
+  std::vector<at::Tensor> gdw1(cc.B), gpw1(cc.B), gdw2(cc.S), gpw2(cc.S), gg(cc.Z), gb(cc.Z);
+  const auto n = [&](const at::Tensor& t) { return t.view({cc.N, cc.C, cc.Ho * cc.Wo}); };
+  for (const auto& br : cc.branches) {
+    const int64_t b = &br - cc.branches.data();
+    const auto g = grad_out[br.edge].to(acc).contiguous();
+    const auto w = cc.weights[b];
+    const auto last = bn_backward(cc, st, br.slot, br.sep >= 0 ? z2[br.sep] : z1[b], g, w, batch_stats);
+    if (needs[1]) {
+      auto v = cc.gamma[br.slot].defined() ? cc.gamma[br.slot] * last.s2 : last.s2;
+      if (cc.beta[br.slot].defined()) v = v + cc.beta[br.slot] * last.s1;
+      gw[b] = v.sum();
+    }
+    if (need_affine) {
+      if (cc.gamma[br.slot].defined()) gg[br.slot] = w * last.s2;
+      if (cc.beta[br.slot].defined()) gb[br.slot] = w * last.s1;
+    }
+    if (!deeper) continue;
+    at::Tensor dz1 = last.dz;
+    if (br.sep >= 0) {
+      const auto geo = dw_geo(cc, br, false);
+      const auto d = at::relu(normalize(cc, st, br.slot1, z1[b]));
+      const auto dE = pointwise(cc.pw2[br.sep].t(), last.dz);
+      if (need_conv) {
+        const auto e = dw_forward(d, cc.dw2[br.sep], geo);
+        gpw2[br.sep] = at::matmul(n(last.dz), n(e).transpose(1, 2)).sum(0);
+        gdw2[br.sep] = dw_backward_weight(dE, d, geo);
+      }
+      const auto dy = dw_backward_input(dE, cc.dw2[br.sep], geo) * (d > 0);
+      const auto first = bn_backward(cc, st, br.slot1, z1[b], dy, at::Tensor(), batch_stats);
+      if (need_affine) {
+        if (cc.gamma[br.slot1].defined()) gg[br.slot1] = first.s2;
+        if (cc.beta[br.slot1].defined()) gb[br.slot1] = first.s1;
+      }
+      dz1 = first.dz;
+    }
+    if (!need_x && !need_conv) continue;
+    const auto geo = dw_geo(cc, br, true);
+    const auto dA = pointwise(cc.pw1[b].t(), dz1);
+    if (need_conv) {
+      const auto a = dw_forward(r, cc.dw1[b], geo);
+      gpw1[b] = at::matmul(n(dz1), n(a).transpose(1, 2)).sum(0);
+      gdw1[b] = dw_backward_weight(dA, r, geo);
+    }
+    if (need_x) gx.add_(dw_backward_input(dA, cc.dw1[b], geo));
+  }
+  const auto none = at::empty({0}, x.options());
+  auto like = [&](std::vector<at::Tensor>& gs, const std::vector<at::Tensor>& ps) {
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; need_conv && i < gs.size(); ++i) out.push_back(gs[i].to(ps[i].scalar_type()).view(ps[i].sizes()));
+    return out;
+  };
+  auto affine = [&](const std::vector<at::Tensor>& gs, const OptTensors& ps) {
+    std::vector<at::Tensor> out;
+    for (size_t z = 0; need_affine && z < gs.size(); ++z)
+      if (z < ps.size() && ps[z].has_value() && ps[z]->defined()) out.push_back(gs[z].to(ps[z]->scalar_type()));
+    return out;
+  };
+  return {need_x ? (gx * (r > 0)).to(x.scalar_type()).contiguous(output_format(x)) : none,
+          needs[1] ? gw.to(weights.scalar_type()) : none,
+          like(gdw1, dw1), like(gpw1, pw1), like(gdw2, dw2), like(gpw2, pw2), affine(gg, bn_weight),
+          affine(gb, bn_bias)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(HDAS_OPS_NAMESPACE, HDAS_DISPATCH_KEY, m) {
+  m.impl("conv_candidates", &forward_cuda);
+  m.impl("conv_candidates_backward", &backward_cuda);
+}
+
+}  // namespace hdas::cuda
