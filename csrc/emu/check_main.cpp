@@ -88,6 +88,50 @@ void run(const PairCase& c) {
   call("hdas_emu::pair_concat_backward", {grad, states, w, c.pairs});
 }
 
+struct ConvCase {
+  std::vector<int64_t> kinds, edges, shape;  // kinds: conv_candidates_codes.h
+  int stride;
+  bool batch_stats, affine, lean, channels_last;
+  at::ScalarType dtype;
+};
+
+void run(const ConvCase& c) {
+  const NodeCase like{0, {}, c.shape, 1, "", c.channels_last, c.dtype};
+  const int64_t C = c.shape[1], B = static_cast<int64_t>(c.kinds.size());
+  const auto opts = at::TensorOptions().dtype(c.dtype);
+  std::vector<at::Tensor> dw1, pw1, dw2, pw2;
+  for (auto kind : c.kinds) {
+    const int64_t k = kind == 1 || kind == 3 ? 5 : kind == 4 ? 7 : 3;
+    dw1.push_back(at::randn({C, 1, k, k}, opts));
+    pw1.push_back(at::randn({C, C, 1, 1}, opts));
+    if (kind == 0 || kind == 1 || kind == 4) {
+      dw2.push_back(at::randn({C, 1, k, k}, opts));
+      pw2.push_back(at::randn({C, C, 1, 1}, opts));
+    }
+  }
+  const int64_t Z = B + static_cast<int64_t>(dw2.size());
+  c10::List<std::optional<at::Tensor>> gamma, beta;
+  for (int64_t z = 0; c.affine && z < Z; ++z) {
+    gamma.push_back(at::rand({C}, opts) + 0.5);
+    beta.push_back(at::randn({C}, opts));
+  }
+  c10::IValue rm, rv;
+  if (!c.batch_stats) {
+    rm = at::randn({Z, C}, opts);
+    rv = at::rand({Z, C}, opts) + 0.5;
+  }
+  const auto x = randn(c.shape, like);
+  const auto w = at::rand({B}, opts);
+  auto fwd = call("hdas_emu::conv_candidates", {x, c.kinds, c.edges, w, dw1, pw1, dw2, pw2, gamma, beta,
+                                                int64_t(c.stride), c.batch_stats, rm, rv, 1e-5});
+  std::vector<at::Tensor> grads;
+  for (const auto& o : fwd[0].toTensorList()) grads.push_back(at::randn_like(o));
+  const auto saved = c.lean ? std::vector<at::Tensor>{} : fwd[1].toTensorVector();
+  call("hdas_emu::conv_candidates_backward",
+       {grads, x, c.kinds, c.edges, w, dw1, pw1, dw2, pw2, gamma, beta, int64_t(c.stride), c.batch_stats, saved,
+        fwd[2].toTensor(), fwd[3].toTensor(), std::vector<bool>{true, true, true, true}});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,6 +157,11 @@ int main(int argc, char** argv) {
       {33, {0, 32, 5, 5, 31, 7}, {1, 2, 3, 3}, false, at::kDouble},
       {4, {3, 1}, {2, 2, 2, 2}, true, at::kHalf},
   };
+  const std::vector<ConvCase> convs{
+      {{0, 1, 2, 3}, {0, 0, 1, 1}, {2, 3, 5, 4}, 1, true, false, false, false, at::kFloat},
+      {{0, 3, 4}, {0, 1, 1}, {2, 3, 7, 5}, 2, false, true, false, true, at::kDouble},
+      {{1, 2}, {0, 0}, {3, 2, 1, 1}, 2, true, true, true, false, at::kHalf},
+  };
   size_t done = 0;
   for (const auto& c : nodes)
     if (done < limit) {
@@ -123,6 +172,11 @@ int main(int argc, char** argv) {
     if (done < limit) {
       run(c);
       std::printf("emu_check: pair_concat case %zu ok\n", ++done);
+    }
+  for (const auto& c : convs)
+    if (done < limit) {
+      run(c);
+      std::printf("emu_check: conv_candidates case %zu ok\n", ++done);
     }
   // The launchers' other paths (runtime.cuh's TestKnobs): int64 index math, tables in device memory,
   // reductions in chunks of 3 positions.
