@@ -289,3 +289,19 @@ def test_backward_bad_arguments():
     for c, words in cases:
         with pytest.raises(ValueError, match=re_escape(words)):
             torch.ops.hdas.conv_candidates_backward(*c, [True] * 4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_against_reference(stride, channels_last):
+    """float32 on fresh inputs: outputs and every gradient near the reference's (both float32)."""
+    p = make((4, 6, 9, 8), kinds=[0, 1, 2, 3, 4], edges=[0, 0, 1, 1, 1], affine=True, dtype=torch.float32,
+             channels_last=channels_last, seed=5)
+    outs = fused(p, stride)[0]
+    expect = eager(p, stride)
+    for a, b in zip(outs, expect):
+        close(a, b, 1e-5)
+        assert a.is_contiguous(memory_format=torch.channels_last) == channels_last
+    grads = [torch.randn_like(o) for o in outs]
+    for a, b in zip(torch.autograd.grad(outs, leaves(p), grads), torch.autograd.grad(expect, leaves(p), grads)):
+        close(a, b, 1e-4)

@@ -112,3 +112,26 @@ def test_supernet_equals_eager(cls, kw, calls):
         # pool BNs' running means of zero-mean states (2x2 planes, one window) are zero up to rounding
         close(b.double(), a.double(), 1e-12 if a.is_floating_point() else 0, 1e-15)
     assert len(calls) == TINY["layers"] * (2 + TINY["steps"] - 1)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.3])
+def test_running_statistics_cumulative_and_eval(momentum, calls):
+    """Running statistics as nn.BatchNorm2d updates them (cumulative average with momentum=None),
+    then used in eval; num_batches_tracked counted."""
+    torch.manual_seed(1)
+    eager = MixedOp(5, 1, DARTS_PRIMITIVES, False).double()
+    fused = FusedMixedOp(5, 1, DARTS_PRIMITIVES, False).double()
+    for m in (*eager.modules(), *fused.modules()):
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = momentum
+    fused.load_state_dict(eager.state_dict())
+    for train in (True, True, True, False):
+        eager.train(train), fused.train(train)
+        x = torch.randn(2, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+        w = torch.softmax(torch.randn(8, dtype=torch.float64), 0).requires_grad_()
+        g = torch.randn(2, 5, 6, 6, dtype=torch.float64)
+        for a, b in zip(step(fused, x, w, g), step(eager, x, w, g)):
+            close(a, b)
+    for (k, a), b in zip(eager.state_dict().items(), fused.state_dict().values()):
+        close(b.double(), a.double(), 1e-12 if a.is_floating_point() else 0)
+    assert len(calls) == 4
