@@ -58,6 +58,13 @@ def _runs_fused(x, bns):
     return all(b.eps == bns[0].eps and batch_norm_rules(b, b.training) == rule for b in bns)
 
 
+@torch.compiler.disable(reason="lean mode (recompute=True) runs its ops eagerly inside a compiled model, so that its "
+                                "backward can recompute them; a full graph needs recompute=False")
+def _lean_call(*args):
+    """The lean call (the backward recomputes), kept out of compiled graphs as hdas_ext.lean is."""
+    return conv_candidates_unchecked(*args, lean=True)
+
+
 def conv_sums(edges, x, weights, rows, lean=False):
     """[sum over edge's planned conv ops k of weights[rows[j], k] * op_k(x)] for the fused MixedOps
     `edges` (all reading x at one stride), in one hdas::conv_candidates call (None for an edge
@@ -91,9 +98,9 @@ def conv_sums(edges, x, weights, rows, lean=False):
     rm = rv = None
     if not batch_stats:
         rm, rv = torch.stack([b.running_mean for b in bns]), torch.stack([b.running_var for b in bns])
-    sums, mean, _, var = conv_candidates_unchecked(x, [kind for _, _, kind in branches], [dense[j] for j, _, _ in branches], w,
-                                                  dw1, pw1, dw2, pw2, gamma, beta, edges[0].stride, batch_stats, rm, rv,
-                                                  bns[0].eps, lean)
+    call = _lean_call if lean else conv_candidates_unchecked
+    sums, mean, _, var = call(x, [kind for _, _, kind in branches], [dense[j] for j, _, _ in branches], w, dw1, pw1,
+                              dw2, pw2, gamma, beta, edges[0].stride, batch_stats, rm, rv, bns[0].eps)
     if update:
         update_running_stats(bns, mean, var)
     for j, y in zip(present, sums):

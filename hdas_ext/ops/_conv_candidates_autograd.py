@@ -64,7 +64,7 @@ class _EagerConvCandidates(torch.autograd.Function):
             out, saved, mean, invstd, var = torch.ops.hdas.conv_candidates(
                 x, meta.kinds, meta.edges, weights, dw1, pw1, dw2, pw2, bw, bb, meta.stride, meta.batch_stats,
                 *running, meta.eps)
-        ctx.meta, ctx.n_saved = meta, 0 if lean else len(saved)
+        ctx.meta, ctx.n_saved, ctx.lean = meta, 0 if lean else len(saved), lean
         ctx.save_for_backward(x, weights, mean, invstd, *params, *([] if lean else saved))
         ctx.mark_non_differentiable(mean, invstd, var)
         return (*out, mean, invstd, var)
@@ -72,6 +72,8 @@ class _EagerConvCandidates(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         meta = ctx.meta
+        if ctx.lean and torch.is_grad_enabled():  # as hdas_ext.lean refuses it
+            raise RuntimeError("lean mode (recompute=True): double backward (create_graph=True) is not supported")
         x, weights, mean, invstd, *rest = ctx.saved_tensors
         params, saved = rest[:len(rest) - ctx.n_saved], rest[len(rest) - ctx.n_saved:]
         n_conv = meta.n_conv()
