@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
+from ..networks import CONSTRUCTIONS
 from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
 from ..runtime.resume import NETWORK, OPTIMISER
 
@@ -27,6 +28,9 @@ class TrainConfig:
     auxiliary_weight: float = option(0.4, "weight of the auxiliary head's loss (0: no head)")
     drop_path_prob: float = option(0.2, "final drop-path probability of a linear ramp from 0 (epoch e: p * e / epochs)")
     pool_bn: Optional[bool] = option(None, "pools followed by BN (unset: the network family's convention)")
+    construction: str = option("released", "how a stage network (--stages) joins its stages: released (1x1 "
+                                           "stage-input projections) or paper (the paper's CIFAR counts)",
+                               choices=CONSTRUCTIONS)
     # data
     dataset: str = option("cifar10", "dataset (digits is embedded and offline)", choices=DATASETS)
     data_root: Optional[str] = option(None, "cifar10: folder holding cifar-10-batches-py; imagenet: folder with "
@@ -157,6 +161,10 @@ def validate(cfg, check_data=True):
     _need(cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}", cfg.dataset)
     _need(not (cfg.autoaugment and cfg.dataset == "imagenet"), "autoaugment",
           "off for imagenet (it is torchvision's CIFAR-10 policy, for cifar10 and digits)", cfg.autoaugment)
+    _need(cfg.construction in CONSTRUCTIONS, "construction", f"one of {CONSTRUCTIONS}", cfg.construction)
+    _need(cfg.construction == "released" or cfg.stages is not None, "construction",
+          "'released' for a chain network (the paper construction applies to stage networks, --stages)",
+          cfg.construction)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
     for name in ("epochs", "batch_size", "init_channels", "layers", "eval_every"):
         _need(_int(getattr(cfg, name), 1), name, "an int >= 1", getattr(cfg, name))
@@ -201,7 +209,8 @@ def has_aux_head(config):
 # LR-schedule states (learning rates, the schedule's period, steps per epoch) would silently
 # override. Free: where it runs and what it reports.
 RESUME = ResumePolicy(
-    refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"), NETWORK),
+    refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn",
+                                 "construction"), NETWORK),
              **dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
                               "warmup_epochs", "batch_size", "steps_per_epoch", "train_subset"), OPTIMISER)},
     free=frozenset(("resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root")),

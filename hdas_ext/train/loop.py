@@ -24,7 +24,8 @@ FORMAT = "hdas_ext.train/1"
 def build_model(cfg):
     return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
                               layers=cfg.layers, auxiliary=has_aux_head(cfg.to_dict()),
-                              drop_path_prob=0.0, pool_bn=cfg.pool_bn)
+                              drop_path_prob=0.0, pool_bn=cfg.pool_bn,
+                              construction=cfg.construction)
 
 
 def _dataset(cfg, ctx, train):
