@@ -22,7 +22,8 @@ SPACES = tuple(SEARCH_SPACES)
 
 # Each space's defaults of the search settings (not the supernet's) left None in SearchConfig
 # (docs/algorithms.md): the weight decay is the paper's 2.7e-3 for the H-DAS searches and DARTS'
-# 3e-4 for the DARTS cell search; the depth and complexity coefficients are the released code's.
+# 3e-4 for the DARTS cell search; delta 1 is the paper's best (its Table 5 sweep) and the released
+# code's; gamma 0.4 is the released code's (the paper gives none).
 # A space without an entry for one of them refuses it.
 SPACE_DEFAULTS = {
     "cells": dict(weight_decay=3e-4),
@@ -163,7 +164,8 @@ class SearchConfig:
         "the released code's raw-logit depth in a separate Adam step", _AUX, choices=LOSS_MODES)
     theta: Optional[str] = _space_option(
         "theta",
-        "the cost of a cell in the complexity loss (Eq. 5): 1 (expected cells), flops or params (one cell of "
+        "the cost of a cell in the complexity loss (Eq. 5): 1 (expected cells; the paper's, under its FLOPs "
+        "constraint), flops or params (one cell of "
         "the stage, in millions)", _AUX, choices=THETA_KINDS)
 
     def resolved(self):
