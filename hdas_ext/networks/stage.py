@@ -17,8 +17,9 @@ CONSTRUCTIONS = ("released", "paper")
 
 class Stage(nn.Module):
     """One stage. States 0 and 1 are two 1x1 ReLU-conv-BN projections (C_in -> W) of the stage
-    input (project=False: the input itself, C_in must be W); cell j reads the sum of its edges' ops (pools with BN, skip = identity) on their source
-    states and its own two inputs are both that sum; state j+2 is its output (W channels). The
+    input (project=False: the input itself, C_in must be W); cell j reads the sum of its edges'
+    ops (pools with BN, skip = identity) on their source states and its own two inputs are both
+    that sum; state j+2 is its output (W channels). The
     stage output is the channel concat of the concat states. Dead cells must be pruned first:
     they would hold parameters that never receive a gradient (and break DDP)."""
 

@@ -159,7 +159,8 @@ class SearchConfig:
     gamma: Optional[float] = _space_option("gamma", "complexity-loss coefficient", _AUX)
     loss_mode: Optional[str] = _space_option(
         "loss_mode",
-        "literal: the paper's Eq. 2 as written (our reading of its weights and 1/i, docs/algorithms.md); "
+        "literal: the paper's Eq. 2 as written (our reading of its weights and 1/i, docs/algorithms.md; "
+        "two input nodes, cell j is node j + 2); literal-one-input: the same, one input node (node j + 1); "
         "edge-softmax: softmax across a cell's edges, no 1/i; both added to the architecture loss. released: "
         "the released code's raw-logit depth in a separate Adam step", _AUX, choices=LOSS_MODES)
     theta: Optional[str] = _space_option(
