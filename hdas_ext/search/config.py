@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
-from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
+from ..runtime import AMP_MODES, ResumePolicy, config_dict, names_list, option
 from ..runtime.resume import DATA_ORDER, NETWORK, OPTIMISER
 from ..supernets import SEARCH_SPACES, THETA_KINDS, search_space, setting_default
 from .losses import MODES as LOSS_MODES, LossMode
@@ -66,11 +66,6 @@ def per_stage_counts(text):
     """'6' -> 6, '6,6,4' -> (6, 6, 4): one count for every stage or one per stage."""
     parts = [int(t) for t in str(text).split(",")]
     return parts[0] if len(parts) == 1 else tuple(parts)
-
-
-def names_list(text):
-    """'skip_connect,none' -> ('skip_connect', 'none')."""
-    return tuple(t.strip() for t in str(text).split(",") if t.strip())
 
 
 _RUN, _NET, _OPT, _AUX = "run", "network", "optimisation", "auxiliary losses"

@@ -3,12 +3,12 @@ presets that fill it, validation and what a resumed run may change."""
 import dataclasses
 import json
 from dataclasses import dataclass, fields
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
 from ..networks import CONSTRUCTIONS
-from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
+from ..runtime import AMP_MODES, ResumePolicy, config_dict, names_list, option
 from ..runtime.resume import NETWORK, OPTIMISER
 
 SCHEDULES = ("cosine", "step", "warmup_cosine")
@@ -31,6 +31,9 @@ class TrainConfig:
     construction: str = option("released", "how a stage network (--stages) joins its stages: released (1x1 "
                                            "stage-input projections) or paper (the paper's CIFAR counts)",
                                choices=CONSTRUCTIONS)
+    stage_primitives: Optional[Tuple[str, ...]] = option(
+        None, "the stage genotype with only these stage ops, comma-separated (skip_connect,none: the paper's "
+              "Table 6); other ops become skip_connect, so the connections stay", type=names_list)
     # data
     dataset: str = option("cifar10", "dataset (digits is embedded and offline)", choices=DATASETS)
     data_root: Optional[str] = option(None, "cifar10: folder holding cifar-10-batches-py; imagenet: folder with "
@@ -194,9 +197,23 @@ def validate(cfg, check_data=True):
                          f"--download receiving, {'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
     cell = G.resolve(cfg.cell, "cell", (G.Genotype, G.StageCellsGenotype))
     stages = None if cfg.stages is None else G.resolve(cfg.stages, "stages", (G.StageGenotype,))
-    if cell is cfg.cell and stages is cfg.stages:
+    prims = cfg.stage_primitives
+    if prims is not None:
+        _need(stages is not None, "stage_primitives", "unset for a chain network (it swaps the ops of --stages)",
+              prims)
+        prims = tuple(prims)
+        G.swap_stage_ops(stages, prims)  # raises on a bad set
+    if cell is cfg.cell and stages is cfg.stages and prims == cfg.stage_primitives:
         return cfg
-    return dataclasses.replace(cfg, cell=cell, stages=stages)
+    return dataclasses.replace(cfg, cell=cell, stages=stages, stage_primitives=prims)
+
+
+def network_stages(cfg):
+    """The stage genotype the network is built from: cfg.stages, its ops swapped when
+    cfg.stage_primitives is set (G.swap_stage_ops)."""
+    if cfg.stages is None or cfg.stage_primitives is None:
+        return cfg.stages
+    return G.swap_stage_ops(cfg.stages, cfg.stage_primitives)
 
 
 def has_aux_head(config):
@@ -210,7 +227,7 @@ def has_aux_head(config):
 # override. Free: where it runs and what it reports.
 RESUME = ResumePolicy(
     refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn",
-                                 "construction"), NETWORK),
+                                 "construction", "stage_primitives"), NETWORK),
              **dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
                               "warmup_epochs", "batch_size", "steps_per_epoch", "train_subset"), OPTIMISER)},
     free=frozenset(("resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root")),
