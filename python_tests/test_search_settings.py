@@ -106,7 +106,7 @@ def last_genotype(out):
 def test_per_stage_counts_and_reduced_primitives_search(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert cli.main(["search", "hs", "--output", out, "--cells-per-stage", "3,3,2", "--stage-primitives",
-                     "skip_connect,none", *TINY]) == 0
+                     "skip_connect,none", "--threads", "1", *TINY]) == 0
     g = last_genotype(out)
     assert [len(g[f"DAG{s}"]) for s in (1, 2, 3)] == [3, 3, 2]
     assert (g["DAG1_concat"], g["DAG3_concat"]) == ([3, 4], [2, 3])
@@ -114,6 +114,7 @@ def test_per_stage_counts_and_reduced_primitives_search(tmp_path, capsys):
     with open(os.path.join(out, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["cells_per_stage"] == [3, 3, 2] and cfg["loss_mode"] == "literal" and cfg["weight_decay"] == 2.7e-3
+    assert cfg["threads"] == cfg["torch_threads"] == 1
 
 
 def test_shared_dag_search_writes_one_dag_three_times(tmp_path, capsys):

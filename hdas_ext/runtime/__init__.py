@@ -10,7 +10,7 @@ from .jsonl_log import JsonlLogger
 from .precision import AMP_MODES, amp_dtype
 from .progress import progress_bar, show_progress
 from .resume import ResumePolicy
-from .rng import get_rng_state, set_rng_state, set_seed
+from .rng import get_rng_state, set_rng_state, set_seed, set_threads
 from .run_folder import CHECKPOINT, CONFIG, LOG, RunFolder
 from .sync_batchnorm import CPUSyncBatchNorm, convert_sync_batchnorm
 
@@ -19,5 +19,5 @@ __all__ = [
     "broadcast_", "gather_objects", "barrier", "CPUSyncBatchNorm", "convert_sync_batchnorm",
     "RunFolder", "CHECKPOINT", "CONFIG", "LOG", "save_checkpoint", "load_checkpoint", "cpu_state", "JsonlLogger",
     "ResumePolicy", "progress_bar", "show_progress", "option", "config_dict", "genotype_text", "names_list", "AMP_MODES",
-    "amp_dtype", "set_seed", "get_rng_state", "set_rng_state",
+    "amp_dtype", "set_seed", "set_threads", "get_rng_state", "set_rng_state",
 ]

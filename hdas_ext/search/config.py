@@ -90,6 +90,9 @@ class SearchConfig:
     epochs: int = option(50, "search epochs", group=_RUN)
     batch_size: int = option(64, "global batch per step (all ranks)", group=_RUN)
     seed: int = option(2, "seed of weights, alphas and data order", group=_RUN)
+    threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
+                                          "bit-identical only at the same count (config.json: torch_threads)",
+                                    group=_RUN)
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)", group=_RUN)
     resume: bool = option(False, "continue the run checkpointed in --output", group=_RUN)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", group=_RUN)
@@ -214,7 +217,7 @@ def _check(cfg):
     """ValueError naming the first bad setting of the search itself (the supernet's are checked
     where it is built; the device, the seed and amp where the run starts)."""
     _int(cfg, 1, "epochs", "batch_size", "accumulate", "log_every")
-    _int(cfg, 1, "steps_per_epoch", "eval_batches", optional=True)
+    _int(cfg, 1, "steps_per_epoch", "eval_batches", "threads", optional=True)
     _int(cfg, 0, "num_workers", "warmup_epochs")
     if cfg.dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")

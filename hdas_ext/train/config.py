@@ -66,6 +66,8 @@ class TrainConfig:
     eval_batches: Optional[int] = option(None, "cap on evaluation batches (default: the whole test set)")
     # system
     seed: int = option(0, "seed (rank r uses seed + r)")
+    threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
+                                          "bit-identical only at the same count (config.json: torch_threads)")
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N")
     amp: str = option("none", "mixed precision: bf16 (any device) or fp16 (CUDA)", choices=AMP_MODES)
@@ -173,7 +175,7 @@ def validate(cfg, check_data=True):
         _need(_int(getattr(cfg, name), 1), name, "an int >= 1", getattr(cfg, name))
     for name in ("cutout", "train_subset", "test_subset", "num_workers", "warmup_epochs", "seed"):
         _need(_int(getattr(cfg, name), 0), name, "an int >= 0", getattr(cfg, name))
-    for name in ("steps_per_epoch", "eval_batches"):
+    for name in ("steps_per_epoch", "eval_batches", "threads"):
         _need(getattr(cfg, name) is None or _int(getattr(cfg, name), 1), name, "an int >= 1 or None",
               getattr(cfg, name))
     _need(cfg.lr > 0, "lr", "> 0", cfg.lr)

@@ -13,7 +13,7 @@ from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
 from ..networks import build_eval_network, count_params
 from ..runtime import (RunFolder, all_reduce_sum, amp_dtype, barrier, convert_sync_batchnorm, cpu_state,
                        distributed_session, gather_objects, get_rng_state, progress_bar, save_checkpoint, set_rng_state,
-                       set_seed, show_progress)
+                       set_seed, set_threads, show_progress)
 from .config import RESUME, TrainConfig, has_aux_head, network_stages, validate
 from .schedule import LRFactor
 
@@ -166,6 +166,7 @@ def train(cfg, on_epoch_end=None):
     cfg = validate(cfg)
     with distributed_session(cfg.device) as ctx:
         amp = amp_dtype(cfg.amp, ctx.device)
+        set_threads(cfg.threads)
         set_seed(cfg.seed + ctx.rank, deterministic=cfg.deterministic)
         if ctx.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
