@@ -8,6 +8,7 @@ arch-half top-1, mean and spread (min-max) over the seeds.
 
     python benchmarks/paper_ablations.py                        # all, seeds 2 3 4 (about 2 CPU-min a run)
     python benchmarks/paper_ablations.py --experiments table5 --seeds 2,3,4
+    python benchmarks/paper_ablations.py --experiments table5 --loss-mode literal-one-input
     python benchmarks/paper_ablations.py --dry-run              # the commands only
 
 Runs go to --out/<experiment>-<setting>-s<seed>; a finished run is read back, not rerun. The
@@ -94,6 +95,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/ablations")
     p.add_argument("--quick", action="store_true", help="1 epoch of 2 steps (checks the script, not the paper)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
+    p.add_argument("--loss-mode", default=None, help="the searches' --loss-mode (default: theirs, literal); "
+                                                     "the runs go to --out/<mode>/")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.experiments.split(",")
@@ -101,12 +104,15 @@ def main(argv=None):
     if unknown:
         p.error(f"--experiments: unknown {unknown}; known: {sorted(EXPERIMENTS)}")
     epochs = 1 if args.quick else 8
+    if args.loss_mode:
+        args.out = os.path.join(args.out, args.loss_mode)
     for exp in names:
         space, settings, _ = EXPERIMENTS[exp]
         for label, extra in settings:
             for seed in seeds:
                 folder = run_dir(args.out, exp, label, seed)
-                cmd = command(space, extra, seed, folder, args.quick)
+                mode = ["--loss-mode", args.loss_mode] if args.loss_mode else []
+                cmd = command(space, extra + mode, seed, folder, args.quick)
                 if args.dry_run:
                     print(" ".join(cmd[1:]) if cmd[0] == sys.executable else " ".join(cmd))
                     continue
