@@ -70,7 +70,12 @@ def spread(xs, fmt):
     return f"{fmt.format(statistics.mean(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
 
 
-def summarise(exp, space, settings, seeds, out):
+def torch_threads(folder):
+    with open(os.path.join(folder, "config.json")) as f:
+        return json.load(f).get("torch_threads")
+
+
+def summarise(exp, settings, seeds, out):
     lines = ["| setting | seeds | avg depth | live cells (3 stages) | dead cells | arch-half top-1 % | threads |",
              "|---|---|---|---|---|---|---|"]
     for label, _ in settings:
@@ -78,8 +83,7 @@ def summarise(exp, space, settings, seeds, out):
         rows = [r for r in rows if r is not None]
         if not rows:
             continue
-        threads = {json.load(open(os.path.join(run_dir(out, exp, label, s), "config.json"))).get("torch_threads")
-                   for s in seeds}
+        threads = {torch_threads(run_dir(out, exp, label, s)) for s in seeds}
         a = [r["analysis"] for r in rows]
         lines.append(f"| {label} | {len(rows)} | {spread([x['avg_depth'] for x in a], '{:.2f}')} | "
                      f"{spread([sum(st['live_cells'] for st in x['stages']) for x in a], '{:.1f}')} | "
@@ -124,8 +128,8 @@ def main(argv=None):
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
           f"{'quick check, not a result' if args.quick else 'CPU scale: C 4, batch 32, 8 epochs x 12 steps, digits'}\n")
     for exp in names:
-        space, settings, what = EXPERIMENTS[exp]
-        print(f"### {what}\n\n{summarise(exp, space, settings, seeds, args.out)}\n")
+        _, settings, what = EXPERIMENTS[exp]
+        print(f"### {what}\n\n{summarise(exp, settings, seeds, args.out)}\n")
     return 0
 
 
