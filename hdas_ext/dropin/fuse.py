@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from ..lean import NotLeanable
+from ..lean.trace import structure_key
 from ..nn import FusedMixedOp, FusedPartialMixedOp
 from .adopt import adopted_class
 from .probe import float64_copy, probe_device, probe_weights, probe_x, prove, same_eval_output
 from .select import admit_weights
-from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
+from .recognise import classify, kernel_plan, op_lists, probe_channels, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
 LeftAlone = namedtuple("LeftAlone", "path kind reason detail")
@@ -61,8 +62,8 @@ def fuse_mixed_ops(model, *, report=False, recompute=False):
     FusedMixedOp[its class] (FusedPartialMixedOp[...] for partial channels), so its state dict,
     attributes, methods and hooks stay; hooks on the ops the kernel computes (pools, their BNs) no
     longer fire. Modules left alone are summarised in one warning. recompute=True: the fused
-    full-channel MixedOps run in the lean mode (see FusedMixedOp; the proof runs them in it, and
-    one whose ops the lean mode cannot recompute is left alone); partial-channel ones as usual."""
+    MixedOps, partial-channel ones included, run in the lean mode (see FusedMixedOp; the proof runs
+    them in it, and one whose ops the lean mode cannot recompute is left alone)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
     for name, flag in (("report", report), ("recompute", recompute)):
@@ -105,7 +106,7 @@ def _fuse_all(model, recompute=False):
 
 def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recompute=False):
     """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`, in the
-    lean mode with recompute (full channels only), its calls admitted by `guard` armed on it (None:
+    lean mode with recompute, its calls admitted by `guard` armed on it (None:
     a copy for the proof, run through _fused)."""
     module.__class__ = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, own)
     module._ops_name = list_name
@@ -113,8 +114,7 @@ def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recomput
     module._set_plan(plan, stride, labels if isinstance(labels, (list, tuple)) and len(labels) == len(plan) else None)
     if k > 1:
         module.k = k
-    elif recompute:
-        module._set_recompute(True)
+    module._set_recompute(recompute)  # also on a copy adopted before for another k: the path installed is the one proven
     if guard is not None:
         module._guard = guard.armed(module)
         if module._guard is None:
