@@ -13,6 +13,7 @@ from torch import nn
 import dropin_standins as S
 from hdas_ext import fuse_mixed_ops
 from hdas_ext.dropin import probe
+from hdas_ext.dropin.fuse import NOT_LEAN
 from hdas_ext.lean import NotLeanable, check_leanable, lean_apply
 from hdas_ext.nn import FusedMixedOp
 from test_dropin import EDGES, assert_same, assert_same_state, build, mixed_ops
@@ -155,7 +156,7 @@ def test_fuse_mixed_ops_says_why_an_op_is_not_lean():
     with pytest.warns(UserWarning, match="in place"):
         report = fuse_mixed_ops(net.double(), recompute=True, report=True)
     assert report.fused == [] and [e.path for e in report.left_alone] == ["mixed"]
-    assert "in place" in report.left_alone[0].detail
+    assert report.left_alone[0].reason == NOT_LEAN and "in place" in report.left_alone[0].detail
 
 
 def test_other_torch_modules_recomputed():

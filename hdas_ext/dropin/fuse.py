@@ -165,14 +165,18 @@ def _inspect_unguarded(module, proven, refused, recompute):
         return None
     list_name, plan, stride, C_op = found
     candidates = [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]
-    i, k, guard, why = prove(probe, [_fuser(own, list_name, c, stride, recompute) for c in candidates], C_op,
-                             len(plan), device, list_name, stride)
+    try:
+        i, k, guard, why = prove(probe, [_fuser(own, list_name, c, stride, recompute) for c in candidates], C_op,
+                                 len(plan), device, list_name, stride)
+    except NotLeanable as e:
+        i, left = None, LeftAlone("", "", NOT_LEAN, str(e))
+    else:
+        left = LeftAlone("", "", NOT_A_SUM, why)
     if i is not None:
         reference = guard.armed(module)
         if proven is not None and key is not None and reference is not None:
             proven[key] = (list_name, candidates[i], stride, C_op, k, guard, reference)
         return list_name, candidates[i], stride, guard, k
-    left = LeftAlone("", "", NOT_A_SUM, why)
     if refused is not None and key is not None:
         refused[key] = left
     return left
