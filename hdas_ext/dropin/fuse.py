@@ -1,5 +1,6 @@
 """fuse_mixed_ops: the DARTS-family MixedOps in any model fused in place, each recognised by what it
 computes and proven equal on a probe first."""
+import inspect
 import warnings
 from collections import Counter, namedtuple
 from dataclasses import dataclass, field
@@ -25,13 +26,17 @@ CLASH = "it has an attribute of its own that the fused op would overwrite"
 NO_SWAP = "its class cannot be changed in place"
 PROBE_FAILED = "the probe itself failed on it"
 NOT_LEAN = "the lean mode (recompute=True) cannot recompute its ops"
+OTHER_METHOD = "it has no forward: it mixes its ops in other methods, which fuse_mixed_ops does not fuse"
+CELL_MIX = ("its own forward mixes the op lists of its edges (a ModuleDict of ModuleLists), which fuse_mixed_ops "
+            "does not fuse: it fuses modules whose forward(x, weights) is the mix")
 
 
 @dataclass
 class FuseReport:
     """What fuse_mixed_ops did: `fused` (path, class name, k: partial-channel groups, 1 for plain
     MixedOps) and `left_alone` (path, class name, reason, detail) for modules that hold a list of
-    ops and take (x, weights) but were not fused."""
+    ops and take (x, weights) but were not fused, hold one and mix in methods other than forward,
+    or mix a ModuleDict of op lists in their own forward."""
     fused: list = field(default_factory=list)
     left_alone: list = field(default_factory=list)
 
@@ -139,7 +144,11 @@ def _inspect(module, proven=None, refused=None, recompute=False):
 
 def _inspect_unguarded(module, proven, refused, recompute):
     lists = op_lists(module)
-    if not lists or not takes_x_and_weights(module):
+    if not lists:
+        return _mixes_in_its_own_forward(module)
+    if type(module).forward is nn.Module.forward:
+        return _mixes_in_other_methods(module, lists)
+    if not takes_x_and_weights(module):
         return None
     device = probe_device(module)
     if device.type == "meta":
@@ -180,6 +189,30 @@ def _inspect_unguarded(module, proven, refused, recompute):
     if refused is not None and key is not None:
         refused[key] = left
     return left
+
+
+def _mixes_in_other_methods(module, lists):
+    """A LeftAlone for a module holding ops without a forward, naming the methods it has instead
+    (AutoDL's forward_darts / forward_gdas); None if it has none or its lists hold no ops."""
+    own = type(module)
+    names = [n for n in dir(own) if n.startswith("forward") and n != "forward" and callable(getattr(own, n))]
+    if not names or not any(_first_is_an_op(ops, probe_device(module)) for _, ops in lists):
+        return None
+    return LeftAlone("", "", OTHER_METHOD, ", ".join(f"{n}{inspect.signature(getattr(module, n))}" for n in names))
+
+
+def _mixes_in_its_own_forward(module):
+    """A LeftAlone for a module whose forward mixes ops itself from a ModuleDict of op lists, one
+    per edge (NAS-Bench-201's search cells); None otherwise."""
+    if type(module).forward is nn.Module.forward:
+        return None
+    for name, edges in module.named_children():
+        if isinstance(edges, nn.ModuleDict) and len(edges) and len(op_lists(edges)) == len(edges):
+            first = next(iter(edges.values()))
+            if _first_is_an_op(first, probe_device(module)):
+                return LeftAlone("", "", CELL_MIX, f"{name}: {len(edges)} edges of {len(first)} ops, mixed by "
+                                                   f"{type(module).__name__}.forward")
+    return None
 
 
 def _first_is_an_op(modules, device):
