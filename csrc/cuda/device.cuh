@@ -6,10 +6,13 @@
 #ifdef HDAS_CUDA_EMU
 #include "../emu/cuda_emu.h"
 #else
-// A kernel's dynamic shared memory as T* name (the emulator defines its own).
+// A kernel's dynamic shared memory as T* name, and its static shared arrays (dims: the bracketed
+// extents, e.g. HDAS_SHARED(float, tile, [8][33])): the emulator defines its own, per block and
+// poisoned, so that every shared array of the kernels is declared through these two.
 #define HDAS_EXTERN_SHARED(T, name)                                \
   extern __shared__ __align__(16) unsigned char hdas_dynamic_smem[]; \
   T* name = reinterpret_cast<T*>(hdas_dynamic_smem)
+#define HDAS_SHARED(T, name, ...) __shared__ T name __VA_ARGS__
 #endif
 
 #include <cmath>

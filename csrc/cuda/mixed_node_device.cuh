@@ -202,7 +202,7 @@ template <typename A>
 __global__ void __launch_bounds__(kThreads)
     combine_stats_kernel(const A* partial, int64_t N, int64_t S, int64_t chunk, int64_t C, int64_t EQ, int64_t L,
                          A eps, A* mean, A* invstd, A* var_u) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int64_t j = blockIdx.x, eq = j / C, c = j % C, units = N * S;
   auto at = [&](int64_t u) { return partial + ((u * C + c) * EQ + eq) * 2; };
   auto count = [&](int64_t u) {
@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename A>
 __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, Geo g, Meta mt, const A* w,
                                 const A* mean, const A* invstd, bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot(t, p);
   const int64_t S = mt.E * mt.P + 1;
   const A M = static_cast<A>(g.N * g.Ho * g.Wo), wep = w[e * mt.P + p];

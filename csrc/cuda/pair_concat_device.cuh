@@ -51,7 +51,7 @@ __device__ void pair_coefs(const Slots& t, PairLayout L, const A* w, int r0, int
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const __grid_constant__ Slots t, PairLayout L, PairGeo<I> g, const A* w, T* out) {
-  __shared__ A uv[2 * kPairGroup];
+  HDAS_SHARED(A, uv, [2 * kPairGroup]);
   const I base = I(blockIdx.x) * (kPairPer * kThreads) + I(threadIdx.x);
   A a[kPairPer], b[kPairPer];
   for (int k = 0; k < kPairPer; ++k) a[k] = b[k] = A(0);
@@ -91,8 +91,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads) backward_kernel(const __grid_constant__ Slots t, PairLayout L, PairGeo<I> g,
                                                            const T* grad, const A* w, A* partial) {
-  __shared__ A uv[2 * kPairGroup];
-  __shared__ A dots[kWarps][2 * kPairGroup];
+  HDAS_SHARED(A, uv, [2 * kPairGroup]);
+  HDAS_SHARED(A, dots, [kWarps][2 * kPairGroup]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const I base = I(blockIdx.x) * (kPairPer * kThreads) + I(threadIdx.x);
   A g1[kPairPer], g2[kPairPer];
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const __grid_constan
 template <typename A>
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(const __grid_constant__ Slots t, PairLayout L,
                                                                const A* partial, int64_t blocks, A* grad_w) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int k = blockIdx.x;
   const int64_t f = L.first(t, k), s = L.R + L.second(t, k), row = 2 * L.R;
   A sum = 0;
