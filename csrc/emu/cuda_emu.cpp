@@ -467,7 +467,6 @@ struct Launch {
   std::mutex m;
   std::string error;
   Traffic traffic;
-  char done_sync = 0;  // ThreadSanitizer: the threads' writes, acquired by the runners at the end
   void fail(const std::string& what) {
     std::lock_guard<std::mutex> lk(m);
     if (error.empty()) error = what;
@@ -555,6 +554,7 @@ struct Runner {
 #endif
 #ifdef HDAS_EMU_TSAN
   void* tsan_sched = nullptr;
+  std::vector<std::unique_ptr<unsigned char[]>> used_arenas;
 #endif
 
   void new_arena() {
@@ -571,6 +571,27 @@ struct Runner {
     l.tsan_fiber = __tsan_create_fiber(0);
 #endif
     make_context(l.ctx, l.stack.base, l.stack.size, &lane_main, &l);
+  }
+
+#ifdef HDAS_EMU_TSAN
+  // The runner acquires everything its threads did (at a launch's end, before freeing memory they
+  // used): a ThreadSanitizer fiber switch is bookkeeping only, so this switches to each thread's
+  // fiber and back, synchronising, without running it.
+  void absorb_lanes() {
+    for (auto& l : lanes) {
+      __tsan_switch_to_fiber(l->tsan_fiber, 1);
+      __tsan_switch_to_fiber(tsan_sched, 0);
+    }
+    used_arenas.clear();
+  }
+#endif
+
+  // After an error: the threads' fibers start afresh (those of the failed block stopped mid-way).
+  void reset_lanes() {
+#ifdef HDAS_EMU_TSAN
+    absorb_lanes();
+#endif
+    for (auto& l : lanes) make_lane(*l);
   }
 
   void ensure_lanes(int n) {
@@ -727,8 +748,12 @@ struct Runner {
     shuffle = L.opts.seed >= 0;
     rng.s = mix(mix(static_cast<uint64_t>(L.opts.seed)) ^ mix(L.key + b));  // reproducible per kernel and block
 #ifdef HDAS_EMU_TSAN
-    new_arena();  // fresh memory: the previous block's accesses are no race with this block's
-    for (int i = 0; i < threads; ++i) make_lane(*lanes[i]);  // no order between blocks' threads
+    // Fresh shared memory per block: nothing orders one block's threads before the next block's on
+    // this runner (but a thread's own program order: a fiber serves the same thread index of every
+    // block). The old arenas are freed once the runner has acquired what their threads did.
+    used_arenas.push_back(std::move(arena));
+    if (used_arenas.size() >= 64) absorb_lanes();
+    new_arena();
 #endif
     dynamic = L.dynamic_smem;
     smem_used = (dynamic + 15) & ~size_t(15);
@@ -809,13 +834,13 @@ struct Runner {
       }
     } catch (const BlockError& e) {
       L.fail(e.what);
-      for (auto& l : lanes) make_lane(*l);
+      reset_lanes();
     } catch (const std::exception& e) {
       L.fail(std::string("emulated CUDA: ") + e.what());
-      for (auto& l : lanes) make_lane(*l);
+      reset_lanes();
     }
 #ifdef HDAS_EMU_TSAN
-    __tsan_acquire(&L.done_sync);
+    absorb_lanes();
 #endif
     if (kChecked && profiling.load(std::memory_order_relaxed)) {
       std::lock_guard<std::mutex> lk(L.m);
@@ -876,9 +901,6 @@ void lane_main(void* p) {
   for (;;) {
     Launch& L = *l.runner->launch;
     L.invoke(L.closure);
-#ifdef HDAS_EMU_TSAN
-    __tsan_release(&L.done_sync);
-#endif
     l.state = LaneState::kDone;
     yield_lane(l);
   }
