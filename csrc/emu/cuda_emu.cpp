@@ -666,13 +666,18 @@ struct Runner {
   bool complete_warp_ops(int warp) {
     const int first = warp * kLanes, n = std::min(kLanes, threads - first);
     auto L = [&](int j) -> Lane* { return lanes[first + j].get(); };
+    for (int i = 0; i < n; ++i) {  // each waiting lane's own mask first: the call itself is wrong
+      const Lane& l = *L(i);
+      if (l.state != LaneState::kWaitWarp) continue;
+      if (!(l.mask >> i & 1u)) warp_error(warp, std::string(op_name(l.op)) + " by a lane outside its mask");
+      if (n < kLanes && (l.mask >> n) != 0)
+        warp_error(warp, std::string(op_name(l.op)) + " names lanes this warp lacks");
+    }
     bool progress = false;
     for (int i = 0; i < n; ++i) {
       Lane& l = *L(i);
       if (l.state != LaneState::kWaitWarp) continue;
       const unsigned m = l.mask;
-      if (!(m >> i & 1u)) warp_error(warp, std::string(op_name(l.op)) + " by a lane outside its mask");
-      if (n < kLanes && (m >> n) != 0) warp_error(warp, std::string(op_name(l.op)) + " names lanes this warp lacks");
       bool ready = true;
       for (int j = 0; j < n; ++j) {
         if (!(m >> j & 1u)) continue;
