@@ -22,6 +22,9 @@ namespace hdas::cuda {
 
 constexpr int kThreads = 256;  // every block; a multiple of the warp size
 constexpr int kWarps = kThreads / 32;
+// Blocks of kThreads the streaming kernels ask to fit on an SM at once (__launch_bounds__): at most 64
+// registers a thread, half of an SM's 64 warps resident (benchmarks/gpu_model.py's occupancy bar).
+constexpr int kMinBlocks = 4;
 constexpr unsigned kFull = 0xffffffffu;
 
 // A call's small tables (primitive codes, pair members, the tensors' data pointers) as 8-byte

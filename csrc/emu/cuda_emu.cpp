@@ -283,6 +283,7 @@ namespace {
 // ---- tracked global memory (checked build) ---------------------------------------------------------
 struct Allocation {
   uintptr_t lo, data, end, hi;  // [lo, data) and [end, hi) are redzones
+  uint64_t id;                  // in the order of tracking: tells apart allocations at one address
 };
 
 class Allocations {
@@ -290,7 +291,7 @@ class Allocations {
   void add(const void* data, size_t bytes, size_t redzone) {
     const auto d = reinterpret_cast<uintptr_t>(data);
     std::unique_lock<std::shared_mutex> lk(m_);
-    map_[d - redzone] = Allocation{d - redzone, d, d + bytes, d + bytes + redzone};
+    map_[d - redzone] = Allocation{d - redzone, d, d + bytes, d + bytes + redzone, next_id_++};
   }
   void remove(const void* data) {
     const auto d = reinterpret_cast<uintptr_t>(data);
@@ -304,7 +305,7 @@ class Allocations {
   }
   // The allocation whose [lo, hi) holds a, or none.
   bool find(uintptr_t a, Allocation& out) {
-    thread_local Allocation last{0, 0, 0, 0};
+    thread_local Allocation last{0, 0, 0, 0, 0};
     thread_local uint64_t last_gen = ~uint64_t(0);
     const uint64_t gen = generation_.load(std::memory_order_acquire);
     if (last_gen == gen && a >= last.lo && a < last.hi) {
@@ -325,6 +326,7 @@ class Allocations {
   std::shared_mutex m_;
   std::map<uintptr_t, Allocation> map_;
   std::atomic<uint64_t> generation_{0};
+  uint64_t next_id_ = 0;
 };
 
 Allocations& allocations() {
@@ -342,7 +344,8 @@ namespace {
 // ---- memory traffic (checked build) ------------------------------------------------------------------
 // One memory access of a lane: where in the code (pc), where in memory, how many bytes.
 struct Access {
-  uintptr_t pc, addr;
+  uintptr_t pc, addr, base;  // base: the global allocation's id (shared memory: 0)
+  uint64_t alloc_bytes;
   uint32_t size;
   bool store, shared;
 };
@@ -361,9 +364,15 @@ struct SiteStats {
   }
 };
 
+// The distinct sectors a launch reads and writes of one global allocation.
+struct AllocTraffic {
+  uint64_t bytes = 0;
+  std::unordered_set<uint64_t> load, store;
+};
+
 struct Traffic {
   std::unordered_map<uintptr_t, SiteStats> sites;
-  std::unordered_set<uint64_t> load_sectors, store_sectors;  // distinct sectors over the launch
+  std::unordered_map<uintptr_t, AllocTraffic> allocs;  // by the allocation's id
   void merge(Traffic& o) {
     for (auto& [pc, s] : o.sites) {
       auto& t = sites[pc];
@@ -371,11 +380,14 @@ struct Traffic {
       t.shared = s.shared;
       t.add(s);
     }
-    load_sectors.merge(o.load_sectors);
-    store_sectors.merge(o.store_sectors);
+    for (auto& [base, a] : o.allocs) {
+      auto& t = allocs[base];
+      t.bytes = a.bytes;
+      t.load.merge(a.load);
+      t.store.merge(a.store);
+    }
     o.sites.clear();
-    o.load_sectors.clear();
-    o.store_sectors.clear();
+    o.allocs.clear();
   }
 };
 
@@ -420,13 +432,18 @@ void count_requests(std::vector<std::vector<Access>*>& lanes, Traffic& t) {
     s.bytes += bytes;
     units.clear();
     if (!first.shared) {
-      for (auto [lo, hi] : ranges)
-        for (uintptr_t sec = lo >> 5; sec <= (hi - 1) >> 5; ++sec) units.push_back(sec);
+      for (size_t k = i; k < j; ++k) {
+        const Access& a = *items[k].a;
+        AllocTraffic& at = t.allocs[a.base];
+        at.bytes = a.alloc_bytes;
+        for (uintptr_t sec = a.addr >> 5; sec <= (a.addr + a.size - 1) >> 5; ++sec) {
+          units.push_back(sec);
+          (a.store ? at.store : at.load).insert(sec);
+        }
+      }
       std::sort(units.begin(), units.end());
       units.erase(std::unique(units.begin(), units.end()), units.end());
       s.sectors += units.size();
-      auto& seen = first.store ? t.store_sectors : t.load_sectors;
-      seen.insert(units.begin(), units.end());
     } else {
       // 32 banks of 4-byte words: the lanes' distinct words per bank, at most one per wavefront.
       for (auto [lo, hi] : ranges)
@@ -1059,10 +1076,20 @@ void launch_erased(dim3 grid, dim3 block, size_t dynamic_smem, void (*invoke)(co
       acc[1] += t.shared ? t.wavefronts : t.sectors;
       acc[2] += t.shared ? t.ideal : t.bytes;
     }
+    uint64_t ld_distinct = 0, st_distinct = 0;
+    s << "], \"allocs\": [";
+    first = true;
+    for (const auto& [base, a] : L.traffic.allocs) {
+      s << (first ? "" : ", ") << "{\"id\": " << base << ", \"bytes\": " << a.bytes << ", \"ld_sectors\": " << a.load.size()
+        << ", \"st_sectors\": " << a.store.size() << "}";
+      first = false;
+      ld_distinct += a.load.size();
+      st_distinct += a.store.size();
+    }
     s << "], \"ld\": {\"requests\": " << ld[0] << ", \"sectors\": " << ld[1] << ", \"bytes\": " << ld[2]
-      << ", \"distinct_sectors\": " << L.traffic.load_sectors.size() << "}, \"st\": {\"requests\": " << st[0]
+      << ", \"distinct_sectors\": " << ld_distinct << "}, \"st\": {\"requests\": " << st[0]
       << ", \"sectors\": " << st[1] << ", \"bytes\": " << st[2]
-      << ", \"distinct_sectors\": " << L.traffic.store_sectors.size() << "}, \"shared\": {\"requests\": " << sh[0]
+      << ", \"distinct_sectors\": " << st_distinct << "}, \"shared\": {\"requests\": " << sh[0]
       << ", \"wavefronts\": " << sh[1] << ", \"ideal\": " << sh[2] << "}}\n";
     std::lock_guard<std::mutex> plk(profile_m);
     profile_lines += s.str();
@@ -1167,6 +1194,8 @@ void on_access(uintptr_t a, size_t size, bool store, uintptr_t pc) {
   const char* rw = store ? "write" : "read";
   const auto smem = reinterpret_cast<uintptr_t>(r.smem);
   bool shared = false;
+  uintptr_t base = 0;
+  uint64_t alloc_bytes = 0;
   if (a + size > smem && a < smem + kMaxShared) {
     if (a < smem || a + size > smem + r.smem_used)
       fail_lane(l, "emulated CUDA: out-of-bounds shared memory " + std::string(rw) + " of " + std::to_string(size) +
@@ -1191,9 +1220,11 @@ void on_access(uintptr_t a, size_t size, bool store, uintptr_t pc) {
       fail_lane(l, "emulated CUDA: read of a global value nothing has written since its allocation (poisoned): " +
                        index_text(a, al.data, size) + " of an allocation of " + std::to_string(al.end - al.data) +
                        " bytes (" + thread_text(l) + ")");
+    base = al.id;
+    alloc_bytes = al.end - al.data;
   }
   if (profiling.load(std::memory_order_relaxed))
-    l.accesses.push_back(Access{pc, a, static_cast<uint32_t>(size), store, shared});
+    l.accesses.push_back(Access{pc, a, base, alloc_bytes, static_cast<uint32_t>(size), store, shared});
   if (r.shuffle && (r.rng.next() & 3) == 0) yield_lane(l);  // preempted: another thread runs first
 }
 
