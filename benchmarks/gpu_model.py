@@ -15,10 +15,10 @@ they allow by the CUDA occupancy rules, and a predicted time: DRAM bytes over th
 
     python benchmarks/gpu_model.py                  # the table (Markdown), ~10-20 min on 2 cores
     python benchmarks/gpu_model.py --check          # ... and exit 1 when a kernel misses the bars
-    python benchmarks/gpu_model.py --predict        # the model's times for bench_bars' measurements
-    python benchmarks/gpu_model.py --shapes darts   # the DARTS edges only (a quick look)
---json PATH writes every number; the full run also writes benchmarks/gpu_model.json, which --predict
-reads (on the GPU machine too) while the CUDA sources it was computed from are unchanged.
+    python benchmarks/gpu_model.py --shapes big     # bench_bars' shape only: what --predict needs
+    python benchmarks/gpu_model.py --predict [--measured BARS_JSON]   # the model's times (beside bench_bars')
+Runs on all or big shapes write benchmarks/gpu_model.json, which --predict reads (on the GPU machine too)
+while the sources it was computed from are unchanged; --json PATH writes every number.
 """
 import argparse
 import hashlib
@@ -36,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_bars import BIG, PAIRS, PRIMS  # noqa: E402
+from gpu_model_measured import main as measured_main, saved_model  # noqa: E402
 
 LIB = Path(os.environ.get("HDAS_EMU_LIB", ROOT / "build" / "emu" / "checked" / "libhdas_emu.so"))
 SAVED = ROOT / "benchmarks" / "gpu_model.json"
@@ -50,10 +51,21 @@ ARCH = {"sm_80": dict(warps=64, blocks=32, regs=65536, smem=164 * 1024),
         "sm_90": dict(warps=64, blocks=32, regs=65536, smem=228 * 1024)}
 
 
+OPS = ("mixed_node", "pair_concat")
+
+
 def sources_hash():
+    """The modelled ops' launchers and every file of csrc they include, transitively (another op's
+    sources do not make the saved model stale)."""
+    todo, seen = [ROOT / "csrc" / "cuda" / f"{op}_kernel.cu" for op in OPS], set()
+    while todo:
+        f = todo.pop().resolve()
+        if f not in seen and f.exists():
+            seen.add(f)
+            todo += [f.parent / inc for inc in re.findall(r'^#include "([^"]+)"', f.read_text(), re.M)]
     h = hashlib.sha1()
-    for f in sorted((ROOT / "csrc" / "cuda").iterdir()):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted(seen):
+        h.update(str(f.relative_to(ROOT)).encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -79,7 +91,7 @@ def ptxas_resources():
     if cache.exists():
         return {tuple(k.split("|")): tuple(v) for k, v in json.loads(cache.read_text()).items()}
     out = {}
-    for src in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
+    for src in (ROOT / "csrc" / "cuda" / f"{op}_kernel.cu" for op in OPS):
         cmd = nvcc_command(src, "9.0")
         cmd.insert(cmd.index("-gencode=arch=compute_90,code=sm_90"), "-gencode=arch=compute_80,code=sm_80")
         print(f"gpu_model: ptxas -v on {src.name} (sm_80, sm_90) ...", file=sys.stderr, flush=True)
@@ -339,15 +351,19 @@ def main():
     ap.add_argument("--card", choices=list(CARDS), help="with --predict: one card only")
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--markdown", help="write the tables here")
+    ap.add_argument("--measured", metavar="JSON", help="with --predict: beside bench_bars' JSON (saved model only)")
     args = ap.parse_args()
     h = sources_hash()
-    if args.predict and not args.check and SAVED.exists() and json.loads(SAVED.read_text())["sources"] == h:
-        predict(json.loads(SAVED.read_text())["results"], args.card)
+    saved, why = saved_model(SAVED, h)
+    if args.measured:
+        sys.exit(measured_main(args.measured, (saved, why), list(CARDS), args.card))
+    if args.predict and not args.check and saved:
+        predict(saved, args.card)
         return
     res = ptxas_resources()
     results = run_model("big" if args.predict and not args.check else args.shapes, res)
     data = {"sources": h, "results": results}
-    if args.shapes == "all" and not args.predict:
+    if args.shapes != "darts" and not args.predict:
         SAVED.write_text(json.dumps(data, indent=1) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
