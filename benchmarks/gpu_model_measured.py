@@ -73,14 +73,17 @@ def compare(data, results, cards, why_no_model=None):
                                            if isinstance(ms, (int, float)))
         model = model_of(results, op, shape, dtype)
         if model is None:
-            reason = why_no_model or f"the model covers {', '.join(covered) or 'no shape'} (NCHW, stride 1)"
-            lines.append(f"  {where}: {measured}; model: none for this op, shape and dtype ({reason})")
+            if why_no_model:
+                lines.append(f"  {where}: {measured}; model: none (no saved model)")
+            else:
+                lines.append(f"  {where}: {measured}; model: none for this op, shape and dtype (the model covers "
+                             f"{', '.join(covered) or 'no shape'}, NCHW, stride 1)")
             continue
         for card in cards:
             f_s = model["fwd"]["predicted"][card]
             b_s = f_s + model["bwd"]["predicted"][card]
             ratios = [f"{ms / (1e3 * s):.2f}x" for ms, s in ((fwd, f_s), (both, b_s)) if isinstance(ms, (int, float))]
-            lines.append(f"  {where}: {measured}; model ({card}) fwd {1e3 * f_s:.3f} ms, fwd+bwd {1e3 * b_s:.3f} ms; "
+            lines.append(f"  {where}: {measured}; model ({card}) fwd {1e3 * f_s:.4g} ms, fwd+bwd {1e3 * b_s:.4g} ms; "
                          f"measured / model {' / '.join(ratios) or '-'}")
     return lines
 
