@@ -8,7 +8,7 @@ fails with an assertion (its comparison against the CPU op and the reference) or
 report (the words given: a poisoned read, an out-of-bounds access, a warp operation's mask), or the
 sanitizer reports the named kind. A crash, a compile error or a collection error is not a catch.
     python benchmarks/emu_mutations.py [--only NAME,NAME] [--quick] [--out benchmarks/emu_mutations.md]
---quick: the subset .ci/run runs (a few minutes). Builds reuse the checkout's objects (build/emu).
+--quick: three variants (a few minutes; .ci/run has no room for them). Builds reuse the checkout's objects (build/emu).
 """
 import argparse
 import os
@@ -201,7 +201,7 @@ def build_and_run(src, out, checks):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(MUTATIONS))
-    ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} (.ci/run)")
+    ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--out", help="also write the Markdown table here")
     args = ap.parse_args()
     names = QUICK if args.quick else args.only.split(",")
