@@ -73,6 +73,17 @@ def extension():
 
 
 
+class IncrementalBuild(BuildExtension):
+    """pip compiles in a fresh temporary folder on every install, editable ones included, so that
+    running README's command again rebuilt everything (minutes). Objects kept under build/, per
+    Python and torch, let ninja recompile only what changed (it also recompiles on changed flags)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        tag = f"{sys.implementation.cache_tag}-torch{torch.__version__}"
+        self.build_temp = str(ROOT.resolve() / "build" / f"temp.{tag}")
+
+
 # Guarded so that a test can read cuda_archs() without building (pip runs this file as __main__).
 if __name__ == "__main__":
     setup(
@@ -96,7 +107,7 @@ if __name__ == "__main__":
         extras_require={"data": ["torchvision"], "viz": ["graphviz"], "log": ["tensorboard"],
                         "all": ["torchvision", "graphviz", "tensorboard"]},
         ext_modules=[extension()],
-        cmdclass={"build_ext": BuildExtension},
+        cmdclass={"build_ext": IncrementalBuild},
         entry_points={"console_scripts": ["hdas=hdas_ext.cli:main"]},
         zip_safe=False,
     )

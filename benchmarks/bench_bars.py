@@ -13,13 +13,11 @@ measured first. One line per measurement as it completes, then each op's verdict
     bandwidth >= 70% of nominal peak, >= 5x eager, >= 1.5x torch.compile (forward + backward).
 A card missing from NOMINAL_TBS is held to the copy's bandwidth instead, and the line says so.
 """
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, median_ms, parser, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402

@@ -32,14 +32,12 @@ and the issue's bars (stdout). With the defaults, every row on an idle 2-core CP
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 from hdas_ext import fuse_mixed_ops  # noqa: E402

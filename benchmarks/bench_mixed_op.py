@@ -9,13 +9,11 @@ the full 8 DARTS primitives. Columns: median ms of forward, backward and both; r
 compile; memory kept for backward (all devices) and peak extra memory (CUDA); achieved GB/s
 against the ideal byte count (GPU)."""
 import json
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 from common import SavedBytes, cpu_memory, fmt, machine, median_ms, parser, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402

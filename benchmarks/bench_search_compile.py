@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import fmt, median_ms, peak_extra_mb, sync, write_json  # noqa: E402
 

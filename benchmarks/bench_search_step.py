@@ -11,11 +11,9 @@ the time goes), search_max_batch.py (largest batch that fits), count_step_ops.py
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import fmt, median_ms, peak_extra_mb, write_json  # noqa: E402
 

@@ -7,13 +7,11 @@ Rows: an Hs-DAS node (window m inputs, the 4 stage primitives, pool BN per edge)
 search shapes (64 x 4C x 32 x 32 with C = 16, then the 16x16 and 8x8 stages), and the distribution
 search's beta-weighted pair concat over 5 candidate pairs of a 10-state stage."""
 import json
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 from common import cpu_memory, fmt, machine, median_ms, parser, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402

@@ -53,7 +53,6 @@ def run_mode(args, mode):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sys.path.insert(0, ROOT)
     from hdas_ext.data import DATASET_SHAPES
     from hdas_ext.networks import build_eval_network, count_params
 

@@ -13,13 +13,10 @@ few kernels (mixed_node: 3 forward, 3 backward plus its ATen sums and copies).
 import argparse
 import collections
 import functools
-import os
-import sys
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 # Allocation and metadata ops (views are recognised by their schema): no kernel runs.

@@ -18,14 +18,11 @@ time far less than wall time), the variants' steps interleaved, median.
 """
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
 from hdas_ext.lean import apply as recompute  # noqa: E402

@@ -9,15 +9,12 @@ parametric ops' own modules.
 CPU time on the CPU, device time on CUDA. One profiled step moves by several points on a shared
 machine, so each eager/fused step pair's glue removed is printed too.
 """
-import os
 import re
 import statistics
-import sys
 
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import sync, write_json  # noqa: E402
 

@@ -3,7 +3,7 @@
 Compiles each csrc/cuda/*.cu once the way setup.py does (torch's nvcc flags, -O3, sm_90 unless
 TORCH_CUDA_ARCH_LIST says otherwise) with -Xptxas -v, and prints a Markdown table: one row per
 kernel and template instantiation (element type, accumulation type).
-    python benchmarks/ptxas_table.py [--out benchmarks/ptxas_before.md]
+    python benchmarks/ptxas_table.py [--out ptxas.md]
 """
 import argparse
 import os

@@ -8,12 +8,9 @@ runs out by swapping or the kernel's OOM killer instead, so keep --limit small t
 the mechanics, not a measurement).
 """
 import gc
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import sync, write_json  # noqa: E402
 

@@ -221,11 +221,14 @@ def test_autocast_replayed():
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
 
 
+class Branchy(nn.Module):
+    def forward(self, x):
+        return x if x.mean() > 0 else -x
+
+
 def test_unsupported_module_and_double_backward_refused():
-    with pytest.raises(NotLeanable, match="Conv1d"):
-        lean_apply([nn.Conv1d(4, 4, 3)], [torch.randn(2, 4, 8)])
-    with pytest.raises(NotLeanable, match="sep_conv_3x3 op.*Conv1d"):
-        FusedMixedOp.adopt(nn.ModuleList([nn.Conv1d(4, 4, 3)]), ["sep_conv_3x3"], 1, True, recompute=True)
+    with pytest.raises(NotLeanable, match="sep_conv_3x3 op: its forward cannot be traced"):
+        FusedMixedOp.adopt(nn.ModuleList([Branchy()]), ["sep_conv_3x3"], 1, True, recompute=True)
     op = FusedMixedOp(4, 1, recompute=True).double()
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
     w = torch.softmax(torch.randn(8, dtype=torch.float64), 0)
@@ -307,14 +310,10 @@ def test_lean_on_cuda_equals_default(space):
     assert (grads[1] - grads[0]).norm() <= 5e-2 * grads[0].norm()
 
 
-def test_lean_mode_is_full_channel_only():
-    """Supernets (what the search builds) refuse lean partial channels and lean eager modules;
-    fuse_mixed_ops(recompute=True) fuses a partial-channel MixedOp in the default mode."""
+def test_lean_supernets_are_full_channel_only():
+    """Supernets (what the search builds) refuse lean partial channels and lean eager modules
+    (fuse_mixed_ops(recompute=True) fuses partial-channel MixedOps lean: test_lean_behaviour.py)."""
     with pytest.raises(ValueError, match="partial_channels=1"):
         DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, recompute=True, partial_channels=2)
     with pytest.raises(ValueError, match="fused=True"):
         HsDasSearch(C=4, cells_per_stage=2, recompute=True, fused=False)
-    model = DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, fused=False, partial_channels=2)
-    n = fuse_mixed_ops(model, recompute=True)
-    fused = [m for m in model.modules() if isinstance(m, FusedMixedOp)]
-    assert n == len(fused) > 0 and not any(m.recompute for m in fused)

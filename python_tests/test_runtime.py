@@ -1,5 +1,6 @@
 """The run layer shared by search and training: the resume policy, the output folder and the
 JSON-lines log's truncation on resume."""
+import json
 import re
 import warnings
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from hdas_ext import genotypes as G
-from hdas_ext.runtime import JsonlLogger, ResumePolicy, RunFolder, load_checkpoint, save_checkpoint
+from hdas_ext.runtime import JsonlLogger, ResumePolicy, RunFolder, load_checkpoint, save_checkpoint, set_threads
 from hdas_ext.runtime.resume import NETWORK, OPTIMISER
 
 POLICY = ResumePolicy(
@@ -59,10 +60,24 @@ def test_start_drops_log_records_the_checkpoint_does_not_hold(tmp_path):
     folder.log.log(event="end")
     folder.start({"a": 1}, epoch=2)
     assert [r.get("epoch") for r in folder.log.read()] == [1, 2, None]
-    assert (tmp_path / "config.json").read_text().strip().startswith("{")
+    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1, "torch_threads": torch.get_num_threads()}
     off = JsonlLogger(tmp_path / "log.jsonl", enabled=False)
     off.truncate(0)
     assert len(folder.log.read()) == 3
+
+
+def test_set_threads():
+    n = torch.get_num_threads()
+    try:
+        set_threads(None)
+        assert torch.get_num_threads() == n
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        for bad in (0, True, 1.5):
+            with pytest.raises(ValueError, match="threads must be an int >= 1 or None"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_a_refused_run_leaves_no_folder(tmp_path):

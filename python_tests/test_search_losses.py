@@ -76,10 +76,11 @@ def test_literal_depth_hard_weights_by_hand():
 
 
 def test_modes_are_parsed_by_one_type():
-    assert MODES == ("literal", "edge-softmax", "released")
+    assert MODES == ("literal", "literal-one-input", "edge-softmax", "released")
     assert LossMode("edge-softmax") is LossMode.EDGE_SOFTMAX and LossMode(LossMode.RELEASED) is LossMode.RELEASED
     assert stage_depth(ALPHAS, 3, mode=LossMode.EDGE_SOFTMAX).item() == stage_depth(ALPHAS, 3, "edge-softmax").item()
-    with pytest.raises(ValueError, match="loss_mode must be one of literal, edge-softmax, released, got 'paper'"):
+    with pytest.raises(ValueError, match="loss_mode must be one of literal, literal-one-input, edge-softmax, "
+                                         "released, got 'paper'"):
         stage_depth(ALPHAS, 3, mode="paper")
 
 
@@ -123,14 +124,37 @@ def test_depth_with_beta_by_hand():
     d2 = ((0 + 1) + (d0 + 1) + (d1 + 1)) / 3 / 3 * (1 + 2 * b[1])
     got = stage_depth(ALPHAS, 3, "released", beta=beta, n_min=2)
     assert got.item() == pytest.approx((d0 + d1 + d2) / 3, rel=1e-6)
-    # literal: not-none weights, 1/i with i = j + 2, the same Eq. 4 factor
+    # literal: not-none weights, 1/i with i = j + 2, and Eq. 4's factor (1 + i b_k) with that i
     a0 = [not_none([1, 0, 0, 5]), not_none([0, 2, 0, 0])]
     a1 = [not_none([0, 0, 0, 0]), not_none([0, 0, 3, 0]), not_none([1, 1, 1, 9])]
     d0 = (a0[0] + a0[1]) / 2
-    d1 = (a1[0] + a1[1] + a1[2] * (d0 + 1)) / 3 * (1 + 1 * b[0])
-    d2 = 0.75 * ((0 + 1) + (d0 + 1) + (d1 + 1)) / 4 * (1 + 2 * b[1])
+    d1 = (a1[0] + a1[1] + a1[2] * (d0 + 1)) / 3 * (1 + 3 * b[0])
+    d2 = 0.75 * ((0 + 1) + (d0 + 1) + (d1 + 1)) / 4 * (1 + 4 * b[1])
     got = stage_depth(ALPHAS, 3, "literal", beta=beta, n_min=2)
     assert got.item() == pytest.approx((d0 + d1 + d2) / 3, rel=1e-6)
+    # literal-one-input: i = j + 1 in both
+    d0 = (a0[0] + a0[1]) / 1
+    d1 = (a1[0] + a1[1] + a1[2] * (d0 + 1)) / 2 * (1 + 2 * b[0])
+    d2 = 0.75 * ((0 + 1) + (d0 + 1) + (d1 + 1)) / 3 * (1 + 3 * b[1])
+    got = stage_depth(ALPHAS, 3, "literal-one-input", beta=beta, n_min=2)
+    assert got.item() == pytest.approx((d0 + d1 + d2) / 3, rel=1e-6)
+
+
+def test_literal_one_input_depth_by_hand():
+    # Eq. 2 read with one input node: cell j is node i = j + 1 (1/1, 1/2, 1/3 here)
+    a0 = [not_none([1, 0, 0, 5]), not_none([0, 2, 0, 0])]
+    a1 = [not_none([0, 0, 0, 0]), not_none([0, 0, 3, 0]), not_none([1, 1, 1, 9])]
+    d0 = a0[0] * 1 + a0[1] * 1
+    d1 = (1 / 2) * (a1[0] * 1 + a1[1] * 1 + a1[2] * (d0 + 1))
+    d2 = (1 / 3) * 0.75 * ((0 + 1) + (d0 + 1) + (d1 + 1))
+    got = stage_depth(ALPHAS, window=3, mode="literal-one-input")
+    assert got.item() == pytest.approx((d0 + d1 + d2) / 3, rel=1e-6)
+    t = lambda *w: torch.tensor(w, dtype=torch.float64)
+    chain = [t(0, 1), t(0, 0, 1), t(0, 0, 1)]   # one input per cell: d = 1, (1+1)/2, (1+1)/3
+    assert literal_depth(chain, 3, offset=1).item() == pytest.approx((1 + 1 + 2 / 3) / 3)
+    assert literal_depth(chain, 3).item() == literal_depth(chain, 3, offset=2).item()
+    with pytest.raises(ValueError, match="offset must be 1"):
+        literal_depth(chain, 3, offset=0)
 
 
 def test_complexity_loss_by_hand():
@@ -156,7 +180,7 @@ def test_bad_inputs_are_named():
         stage_depth(ALPHAS, 2, mode="released")
 
 
-@pytest.mark.parametrize("mode", ["literal", "edge-softmax", "released"])
+@pytest.mark.parametrize("mode", MODES)
 def test_minimising_depth_loss_derives_a_chain(mode):
     """Descending L_depth alone must turn a 4-cell stage into a chain (every cell reads the most
     recent state), the deepest stage the window allows. The released raw-logit form ranks every

@@ -52,7 +52,7 @@ def test_help_shows_every_space_default_and_the_variants(capsys):
     assert "weight SGD weight decay (default: cells 3e-4, hc 2.7e-3, hs 2.7e-3, distribution 2.7e-3)" in text
     assert "depth-loss coefficient (default: 1; hs, distribution only)" in text
     assert "complexity-loss coefficient (default: 0.4; distribution only)" in text
-    assert re.search(r"--loss-mode \{literal,edge-softmax,released\} literal: the paper's Eq. 2 as written", text)
+    assert re.search(r"--loss-mode \{literal,literal-one-input,edge-softmax,released\} literal: the paper's Eq. 2 as written", text)
     assert "(default: literal; hs, distribution only)" in text
     assert "(default: max_pool_3x3,avg_pool_3x3,skip_connect,none; hs, distribution only)" in text  # as typed
     assert "architecture Adam betas (default: 0.5 0.999)" in text
@@ -74,7 +74,8 @@ def test_new_options_parse():
     assert cfg.loss_mode is LossMode.EDGE_SOFTMAX
     assert parse("hs", "--shared-dag").shared_dag
     assert parse("distribution", "--theta", "params").theta == "params"
-    with pytest.raises(ValueError, match="loss_mode must be one of literal, edge-softmax, released, got 'paper'"):
+    with pytest.raises(ValueError, match="loss_mode must be one of literal, literal-one-input, edge-softmax, "
+                                         "released, got 'paper'"):
         parse("hs", "--loss-mode", "paper")
 
 
@@ -105,7 +106,7 @@ def last_genotype(out):
 def test_per_stage_counts_and_reduced_primitives_search(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert cli.main(["search", "hs", "--output", out, "--cells-per-stage", "3,3,2", "--stage-primitives",
-                     "skip_connect,none", *TINY]) == 0
+                     "skip_connect,none", "--threads", "1", *TINY]) == 0
     g = last_genotype(out)
     assert [len(g[f"DAG{s}"]) for s in (1, 2, 3)] == [3, 3, 2]
     assert (g["DAG1_concat"], g["DAG3_concat"]) == ([3, 4], [2, 3])
@@ -113,6 +114,7 @@ def test_per_stage_counts_and_reduced_primitives_search(tmp_path, capsys):
     with open(os.path.join(out, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["cells_per_stage"] == [3, 3, 2] and cfg["loss_mode"] == "literal" and cfg["weight_decay"] == 2.7e-3
+    assert cfg["threads"] == cfg["torch_threads"] == 1
 
 
 def test_shared_dag_search_writes_one_dag_three_times(tmp_path, capsys):

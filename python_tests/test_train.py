@@ -64,6 +64,8 @@ def test_presets_and_validation(tmp_path):
         make_config("cifar10")
     with pytest.raises(ValueError, match="unknown training option"):
         make_config("digits", learning_rate=0.1)
+    with pytest.raises(ValueError, match="threads must be an int >= 1 or None"):
+        make_config("digits", threads=0)
     with pytest.raises(ValueError, match="schedule"):
         make_config("digits", schedule="linear")
     with pytest.raises(ValueError, match="lr must be"):

@@ -1,5 +1,6 @@
 """fuse_mixed_ops: the DARTS-family MixedOps in any model fused in place, each recognised by what it
 computes and proven equal on a probe first."""
+import inspect
 import warnings
 from collections import Counter, namedtuple
 from dataclasses import dataclass, field
@@ -8,11 +9,12 @@ import torch
 from torch import nn
 
 from ..lean import NotLeanable
+from ..lean.trace import structure_key
 from ..nn import FusedMixedOp, FusedPartialMixedOp
 from .adopt import adopted_class
 from .probe import float64_copy, probe_device, probe_weights, probe_x, prove, same_eval_output
 from .select import admit_weights
-from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
+from .recognise import classify, kernel_plan, op_lists, probe_channels, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
 LeftAlone = namedtuple("LeftAlone", "path kind reason detail")
@@ -24,13 +26,17 @@ CLASH = "it has an attribute of its own that the fused op would overwrite"
 NO_SWAP = "its class cannot be changed in place"
 PROBE_FAILED = "the probe itself failed on it"
 NOT_LEAN = "the lean mode (recompute=True) cannot recompute its ops"
+OTHER_METHOD = "it has no forward: it mixes its ops in other methods, which fuse_mixed_ops does not fuse"
+CELL_MIX = ("its own forward mixes the op lists of its edges (a ModuleDict of ModuleLists), which fuse_mixed_ops "
+            "does not fuse: it fuses modules whose forward(x, weights) is the mix")
 
 
 @dataclass
 class FuseReport:
     """What fuse_mixed_ops did: `fused` (path, class name, k: partial-channel groups, 1 for plain
     MixedOps) and `left_alone` (path, class name, reason, detail) for modules that hold a list of
-    ops and take (x, weights) but were not fused."""
+    ops and take (x, weights) but were not fused, hold one and mix in methods other than forward,
+    or mix a ModuleDict of op lists in their own forward."""
     fused: list = field(default_factory=list)
     left_alone: list = field(default_factory=list)
 
@@ -61,8 +67,8 @@ def fuse_mixed_ops(model, *, report=False, recompute=False):
     FusedMixedOp[its class] (FusedPartialMixedOp[...] for partial channels), so its state dict,
     attributes, methods and hooks stay; hooks on the ops the kernel computes (pools, their BNs) no
     longer fire. Modules left alone are summarised in one warning. recompute=True: the fused
-    full-channel MixedOps run in the lean mode (see FusedMixedOp; the proof runs them in it, and
-    one whose ops the lean mode cannot recompute is left alone); partial-channel ones as usual."""
+    MixedOps, partial-channel ones included, run in the lean mode (see FusedMixedOp; the proof runs
+    them in it, and one whose ops the lean mode cannot recompute is left alone)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
     for name, flag in (("report", report), ("recompute", recompute)):
@@ -105,7 +111,7 @@ def _fuse_all(model, recompute=False):
 
 def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recompute=False):
     """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`, in the
-    lean mode with recompute (full channels only), its calls admitted by `guard` armed on it (None:
+    lean mode with recompute, its calls admitted by `guard` armed on it (None:
     a copy for the proof, run through _fused)."""
     module.__class__ = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, own)
     module._ops_name = list_name
@@ -113,8 +119,7 @@ def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recomput
     module._set_plan(plan, stride, labels if isinstance(labels, (list, tuple)) and len(labels) == len(plan) else None)
     if k > 1:
         module.k = k
-    elif recompute:
-        module._set_recompute(True)
+    module._set_recompute(recompute)  # also on a copy adopted before for another k: the path installed is the one proven
     if guard is not None:
         module._guard = guard.armed(module)
         if module._guard is None:
@@ -139,7 +144,11 @@ def _inspect(module, proven=None, refused=None, recompute=False):
 
 def _inspect_unguarded(module, proven, refused, recompute):
     lists = op_lists(module)
-    if not lists or not takes_x_and_weights(module):
+    if not lists:
+        return _mixes_in_its_own_forward(module)
+    if type(module).forward is nn.Module.forward:
+        return _mixes_in_other_methods(module, lists)
+    if not takes_x_and_weights(module):
         return None
     device = probe_device(module)
     if device.type == "meta":
@@ -165,17 +174,45 @@ def _inspect_unguarded(module, proven, refused, recompute):
         return None
     list_name, plan, stride, C_op = found
     candidates = [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]
-    i, k, guard, why = prove(probe, [_fuser(own, list_name, c, stride, recompute) for c in candidates], C_op,
-                             len(plan), device, list_name, stride)
+    try:
+        i, k, guard, why = prove(probe, [_fuser(own, list_name, c, stride, recompute) for c in candidates], C_op,
+                                 len(plan), device, list_name, stride)
+    except NotLeanable as e:
+        i, left = None, LeftAlone("", "", NOT_LEAN, str(e))
+    else:
+        left = LeftAlone("", "", NOT_A_SUM, why)
     if i is not None:
         reference = guard.armed(module)
         if proven is not None and key is not None and reference is not None:
             proven[key] = (list_name, candidates[i], stride, C_op, k, guard, reference)
         return list_name, candidates[i], stride, guard, k
-    left = LeftAlone("", "", NOT_A_SUM, why)
     if refused is not None and key is not None:
         refused[key] = left
     return left
+
+
+def _mixes_in_other_methods(module, lists):
+    """A LeftAlone for a module holding ops without a forward, naming the methods it has instead
+    (AutoDL's forward_darts / forward_gdas); None if it has none or its lists hold no ops."""
+    own = type(module)
+    names = [n for n in dir(own) if n.startswith("forward") and n != "forward" and callable(getattr(own, n))]
+    if not names or not any(_first_is_an_op(ops, probe_device(module)) for _, ops in lists):
+        return None
+    return LeftAlone("", "", OTHER_METHOD, ", ".join(f"{n}{inspect.signature(getattr(module, n))}" for n in names))
+
+
+def _mixes_in_its_own_forward(module):
+    """A LeftAlone for a module whose forward mixes ops itself from a ModuleDict of op lists, one
+    per edge (NAS-Bench-201's search cells); None otherwise."""
+    if type(module).forward is nn.Module.forward:
+        return None
+    for name, edges in module.named_children():
+        if isinstance(edges, nn.ModuleDict) and len(edges) and len(op_lists(edges)) == len(edges):
+            first = next(iter(edges.values()))
+            if _first_is_an_op(first, probe_device(module)):
+                return LeftAlone("", "", CELL_MIX, f"{name}: {len(edges)} edges of {len(first)} ops, mixed by "
+                                                   f"{type(module).__name__}.forward")
+    return None
 
 
 def _first_is_an_op(modules, device):

@@ -9,6 +9,7 @@ import copy
 
 import torch
 
+from ..lean import NotLeanable
 from .guards import Guard
 from .reads import called_ops, observe
 from .recognise import seeded
@@ -142,6 +143,8 @@ def _find_k(module, ops, fusers, C_op, P, device, soft):
                 with torch.no_grad():
                     _check("output", seeded(lambda: fused[i]._fused(x, soft, active), device, 0), out)
                 return i, k, None
+            except NotLeanable:
+                raise  # the lean mode cannot run these ops: a reason of its own, whatever k
             except Exception as e:
                 why = why or _why(e)
     return None, None, why

@@ -177,33 +177,3 @@ def kernel_plan(modules, plans):
 def unfolded(plans):
     """The same plans with nothing folded or shared: every module op weighted by the kernel."""
     return [OpPlan(ops.EXTRA, p.label, None, None) if p.code == ops.ADD else p for p in plans]
-
-
-_MODULE_STATE = frozenset(vars(nn.Module()))
-_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def _plain(v):
-    return isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and all(_plain(e) for e in v))
-
-
-def structure_key(module):
-    """A key under which modules compute alike: for every submodule its path, class, plain
-    attributes and tensor shapes; None when one holds anything else (a hook, a function, a tensor
-    attribute), so that modules which may differ are never taken for each other."""
-    parts = []
-    for path, m in module.named_modules():
-        if any(getattr(m, h, None) for h in _HOOKS):
-            return None
-        attrs = []
-        for name, v in vars(m).items():
-            if name in _MODULE_STATE:
-                continue
-            if not _plain(v):
-                return None
-            attrs.append((name, tuple(v) if isinstance(v, list) else v))
-        tensors = tuple((n, None if t is None else (tuple(t.shape), t.dtype, t.requires_grad))
-                        for n, t in [*m._parameters.items(), *m._buffers.items()])
-        parts.append((path, type(m), tuple(attrs), tensors))
-    return tuple(parts)

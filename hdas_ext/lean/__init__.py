@@ -12,7 +12,8 @@ preprocessing keeps nothing beyond the states it is made of). The result is that
   the recomputation normalises with the forward's batch statistics (kept, not recomputed) and
   differentiates through them as a training-mode batch norm does; a BatchNorm that used its
   running statistics uses the values it read in the forward.
-- Dropout is replayed from the random state the forward ran it with.
+- Dropout, and any function that may draw random numbers, is replayed from the random state
+  the forward ran it with.
 - The parameters differentiated are the tensors the forward read (a torch.func.functional_call
   that substituted them has returned by the time the backward runs).
 - Autocast is replayed with the forward's settings.
@@ -26,11 +27,10 @@ per byte, the first depthwise conv's output, saves less time than its memory is 
 recomputing one op at a time rather than a whole node keeps the backward's transient to one op's
 intermediates at the same arithmetic.
 
-Ops run through a small interpreter of the modules DARTS-family ops are made of (Sequential, ReLU,
-Conv2d, BatchNorm2d, pools, Dropout, identity, DARTS' SepConv/DilConv/ReLUConvBN and
-FactorizedReduce's two shifted convolutions); ops that begin with a ReLU share one ReLU of their
-input per call, as the fused modules do. Module hooks inside the ops do not fire. Under
-torch.compile the call runs eagerly (a graph break), with the same result.
+Ops run as programs traced from their forwards (trace.py: torch.fx down to torch's ReLU, Conv2d,
+BatchNorm and Dropout, whatever the op classes are called); ops that read their input through one
+ReLU share one ReLU of their input per call, as the fused modules do. Module hooks inside the ops
+do not fire. Under torch.compile the call runs eagerly (a graph break), with the same result.
 """
 from .apply import lean_apply
 from .program import NotLeanable, check_leanable

@@ -14,14 +14,14 @@ class _Plan:
         parts = [_parts(m) for m in modules]
         self.programs = [p for p, _ in parts]
         self.keys, self.scaled = keys, scaled  # keys[k]: tuple of input indices op k reads (concatenated)
-        # Ops whose program starts with a ReLU share one relu(input) per distinct input.
-        self.shared = [p[0][0] == "relu" for p in self.programs]
+        # Ops that read their input through one ReLU share one relu(input) per distinct input.
+        self.shared = [p.shared is not None for p in self.programs]
         self.slots = [s for _, slots in parts for s in slots]
         self.ranges, start = [], 0
         for _, slots in parts:
             self.ranges.append((start, start + len(slots)))
             start += len(slots)
-        self.stochastic = any(kind == "dropout" for p in self.programs for kind, _ in p)
+        self.stochastic = any(p.random for p in self.programs)
         self.last_use = {key: k for k, key in enumerate(keys)}
 
 
@@ -34,7 +34,7 @@ def _forward(plan, xs, scales, params):
     env = _Forward({(id(m), n): p for (m, n), p in zip(plan.slots, params)})
     device = xs[0].device
     bases, outs, records, rng = {}, [], [], []
-    for k, steps in enumerate(plan.programs):
+    for k, program in enumerate(plan.programs):
         key = plan.keys[k]
         if key not in bases:
             bases[key] = [_cat([xs[i] for i in key]), None]
@@ -42,14 +42,14 @@ def _forward(plan, xs, scales, params):
         if plan.shared[k]:
             if base[1] is None:
                 base[1] = F.relu(base[0])
-            x, steps = base[1], steps[1:]
+            x = base[1]
         else:
             x = base[0]
         if plan.last_use[key] == k:
             del bases[key]
         start = len(env.records)
         rng.append(_rng_state(device) if plan.stochastic else None)
-        out = _run(steps, x, scales[k] if plan.scaled[k] else None, env)
+        out = _run(program, x, scales[k] if plan.scaled[k] else None, env, plan.shared[k])
         outs.append(out.clone() if out is x else out)  # an identity's output must not be its input
         records.append(env.records[start:])
     return outs, records, rng
@@ -81,7 +81,7 @@ class _Lean(torch.autograd.Function):
         bases = {}  # key -> [base leaf, relu leaf or None, gradient of base, gradient of relu]
         device_type, enabled, dtype = ctx.autocast
         device = xs[0].device
-        for k, steps in enumerate(plan.programs):
+        for k, program in enumerate(plan.programs):
             key = plan.keys[k]
             if grads[k] is not None:
                 if key not in bases:
@@ -92,7 +92,7 @@ class _Lean(torch.autograd.Function):
                     if b[1] is None:
                         with torch.no_grad():
                             b[1] = F.relu(b[0]).requires_grad_(b[0].requires_grad)
-                    x, steps, slot = b[1], steps[1:], 3
+                    x, slot = b[1], 3
                 else:
                     x, slot = b[0], 2
                 scale = scales[k].detach().requires_grad_(need[n_in + k]) if plan.scaled[k] else None
@@ -100,7 +100,7 @@ class _Lean(torch.autograd.Function):
                         torch.random.fork_rng([device] if device.type == "cuda" else [], enabled=plan.stochastic):
                     if plan.stochastic:
                         _set_rng_state(device, ctx.rng[k])
-                    y = _run(steps, x, scale, _Replay(env_params, ctx.records[k]))
+                    y = _run(program, x, scale, _Replay(env_params, ctx.records[k]), plan.shared[k])
                 a, e = plan.ranges[k]
                 wrt = ([x] if x.requires_grad else []) + ([scale] if scale is not None and scale.requires_grad else []) \
                     + [leaves[i] for i in range(a, e) if leaves[i].requires_grad]
@@ -168,6 +168,8 @@ def lean_apply(modules, inputs, scales=None):
     of tensors that the op reads concatenated along the channels. scales: None, or per module a
     0-d tensor or None."""
     modules = list(modules)
+    if not modules and not inputs:
+        return []  # a mixed op whose ops are all computed by the kernel (pools, skips)
     if len(inputs) != len(modules):
         raise ValueError(f"lean_apply: expected one input per module ({len(modules)}), got {len(inputs)}")
     scales = [None] * len(modules) if scales is None else list(scales)

@@ -1,61 +1,83 @@
-"""The lean interpreter: an op module as a flat program of steps, run in the forward (BatchNorms
-updating their buffers, what the recomputation needs recorded) and again in the backward from
-those records."""
+"""The lean interpreter: an op module as a program of steps (traced from its forward, see trace.py),
+run in the forward (BatchNorms updating their buffers, what the recomputation needs recorded) and
+again in the backward from those records."""
 import weakref
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
 
 from ..batchnorm import batch_norm_rules, momentum_factor
+from .trace import NotLeanable, Ref, structure_key, trace_steps
 
 
-class NotLeanable(ValueError):
-    """A module the lean interpreter cannot run."""
+class Program:
+    """An op bound to its own submodules: steps (see trace_steps), `out` the step whose value the
+    op returns, `shared` the step of a ReLU of the input that is all the op reads of it (answered
+    by a relu(x) shared with the other ops) or None, `fold` the step of a BatchNorm whose output is
+    the op's output (the op's weight folds into it) or None, `random`: the op may draw random
+    numbers (its random state is replayed)."""
+    __slots__ = ("steps", "out", "shared", "fold", "random")
+
+    def __init__(self, op, traced):
+        raw, self.out, self.random = traced
+        self.steps = [_bind(op, s) for s in raw]
+        users = [[i for i, s in enumerate(raw) if _reads(s, j)] for j in range(len(raw))]
+        first = users[0]
+        self.shared = first[0] if len(first) == 1 and raw[first[0]][0] == "relu" and self.out != 0 else None
+        self.fold = self.out if raw[self.out][0] == "bn" and not users[self.out] else None
 
 
-# ---- an op module as a flat program of steps -----------------------------------------------------
-_LEAVES = ((nn.ReLU, "relu"), (nn.Conv2d, "conv"), (nn.BatchNorm2d, "bn"), (nn.MaxPool2d, "pure"),
-           (nn.AvgPool2d, "pure"), (nn.Identity, "pure"), (nn.Dropout, "dropout"))
+def _reads(step, j):
+    found = []
+    fx.node.map_aggregate(step[1:], lambda a: found.append(a.i) if isinstance(a, Ref) else None)
+    return j in found
 
 
-def _program(m):
-    if isinstance(m, nn.Sequential):
-        return [s for c in m for s in _program(c)]
-    kind = type(m).__name__
-    if kind in ("SepConv", "DilConv", "ReLUConvBN") and isinstance(getattr(m, "op", None), nn.Sequential):
-        return _program(m.op)
-    if kind == "FactorizedReduce" and all(hasattr(m, a) for a in ("relu", "conv_1", "conv_2", "bn")):
-        return [("relu", m.relu), ("factorized", m), ("bn", m.bn)]
-    for cls, step in _LEAVES:
-        if type(m) is cls:
-            return [(step, m)]
-    if kind in ("Identity", "Zero") and not list(m.parameters()) and not list(m.buffers()):
-        return [("pure", m)]
-    raise NotLeanable(f"lean mode cannot recompute a {kind} module: it runs Sequential, ReLU, Conv2d, "
-                      "BatchNorm2d, MaxPool2d, AvgPool2d, Dropout, identities and DARTS' SepConv, DilConv, "
-                      "ReLUConvBN and FactorizedReduce")
+def _bind(op, step):
+    kind = step[0]
+    if kind in ("relu", "conv", "bn", "dropout"):
+        return kind, op.get_submodule(step[1]), step[2].i
+    if kind in ("param", "buffer", "attr"):
+        return kind, op.get_submodule(step[1]), step[2]
+    return step
 
 
-_PARTS = weakref.WeakKeyDictionary()
+_PARTS = weakref.WeakKeyDictionary()  # op -> {training: (program, parameter slots)}
+_TRACED = {}  # (structure key, training) -> trace_steps' result
 
 
 def _parts(op):
-    """(program, parameter slots) of one op module, cached. The slots, (module, name) of every
-    parameter the program reads, are looked up afresh at every call."""
+    """(program, parameter slots) of one op module in its current training mode, cached. The slots,
+    (module, name) of every parameter the program reads, are looked up afresh at every call."""
     found = _PARTS.get(op)
     if found is None:
+        found = _PARTS[op] = {}
+    parts = found.get(op.training)
+    if parts is None:
+        key = structure_key(op)
+        traced = _TRACED.get((key, op.training)) if key is not None else None
+        if traced is None:
+            traced = trace_steps(op)
+            if key is not None:
+                _TRACED[key, op.training] = traced
         slots = [(m, n) for m in op.modules() for n, p in m._parameters.items() if p is not None]
-        found = _PARTS[op] = (_program(op), slots)
-    return found
+        parts = found[op.training] = (Program(op, traced), slots)
+    return parts
 
 
 def check_leanable(module, what):
-    """Raises NotLeanable, naming `what`, unless lean_apply can run `module`."""
+    """Raises NotLeanable, naming `what`, unless lean_apply can run `module` (in both modes)."""
+    modes = [(m, m.training) for m in module.modules()]
     try:
-        _parts(module)
+        for training in (module.training, not module.training):
+            module.train(training)
+            _parts(module)
     except NotLeanable as e:
         raise NotLeanable(f"{what}: {e}") from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 # ---- BatchNorm with the forward's statistics -------------------------------------------------------
@@ -132,26 +154,41 @@ class _Replay(_Forward):
         return F.dropout(x, m.p, next(self.records)[1])
 
 
-def _run(steps, x, scale, env):
-    """One op's program on x; scale (0-d or None) folded into a final BatchNorm (as
-    operations.scaled_batch_norm folds it), else multiplied."""
-    for i, (kind, m) in enumerate(steps):
+def _value(vals, a):
+    return fx.node.map_aggregate(a, lambda v: vals[v.i] if isinstance(v, Ref) else v)
+
+
+def _run(program, x, scale, env, activated=False):
+    """One op's program on x (activated: x is the relu of the input that program.shared computes);
+    scale (0-d or None) folded into its final BatchNorm (as operations.scaled_batch_norm folds it),
+    else multiplied."""
+    vals = [None] * len(program.steps)
+    vals[program.shared if activated else 0] = x
+    for i, step in enumerate(program.steps):
+        if vals[i] is not None or i == 0:
+            continue
+        kind, target, a = step[0], step[1], step[2]
         if kind == "relu":
-            x = F.relu(x)
+            vals[i] = F.relu(vals[a])
         elif kind == "conv":
-            x = env.conv(m, x, i)
+            vals[i] = env.conv(target, vals[a], i)
         elif kind == "bn":
-            w, b = env.param(m, "weight"), env.param(m, "bias")
-            if scale is not None and i == len(steps) - 1:
-                w = scale.expand(x.shape[1]) if w is None else w * scale
+            w, b = env.param(target, "weight"), env.param(target, "bias")
+            if scale is not None and i == program.fold:
+                w = scale.expand(vals[a].shape[1]) if w is None else w * scale
                 b = None if b is None else b * scale
                 scale = None
-            x = env.batch_norm(m, x, w, b)
-        elif kind == "factorized":
-            x = torch.cat([env.conv(m.conv_1, x, i), env.conv(m.conv_2, x[:, :, 1:, 1:], i)], dim=1)
+            vals[i] = env.batch_norm(target, vals[a], w, b)
         elif kind == "dropout":
-            x = env.dropout(m, x)
+            vals[i] = env.dropout(target, vals[a])
+        elif kind == "param":
+            vals[i] = env.param(target, a)
+        elif kind in ("buffer", "attr"):
+            vals[i] = getattr(target, a)
+        elif kind == "function":
+            vals[i] = target(*_value(vals, a), **_value(vals, step[3]))
         else:
-            x = m.forward(x)
-    return x if scale is None else x * scale
-
+            obj, *rest = _value(vals, a)
+            vals[i] = getattr(obj, target)(*rest, **_value(vals, step[3]))
+    out = vals[program.out]
+    return out if scale is None else out * scale

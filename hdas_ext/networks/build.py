@@ -2,7 +2,7 @@
 from .. import genotypes as G
 from ..data import DATASET_SHAPES
 from .chain import ChainNetwork, chain_cell_genes
-from .stage import StageNetwork
+from .stage import CONSTRUCTIONS, StageNetwork
 
 __all__ = ["build_eval_network", "cell_sets", "shared_stages"]
 
@@ -23,7 +23,7 @@ def cell_sets(g):
 
 def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, layers=20,
                        auxiliary=True, drop_path_prob=0.2, pool_bn=None, num_classes=None,
-                       prune_dead=True):
+                       prune_dead=True, construction="released"):
     """An evaluation network.
 
     cell: a DARTS Genotype or an Hc-DAS StageCellsGenotype (object, library name such as 'DARTS_V2' or
@@ -35,6 +35,8 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
     dataset: 'cifar10' or 'digits' (CIFAR stem and head) or 'imagenet' (stride-2 stems).
     pool_bn: pools followed by an affine BN. Default: off for a DARTS chain network with a
     Genotype (as DARTS evaluates it), on for Hc-DAS and Hs-DAS networks (H-DAS code).
+    construction: 'released' (default) or 'paper', how a stage network joins its stages (see
+    networks.stage.CONSTRUCTIONS and docs/algorithms.md); chain networks have one construction.
     drop_path_prob: the initial value of model.drop_path_prob (trainers ramp it per epoch).
     forward(x) returns (logits, aux_logits); aux_logits is None in eval mode or without a head.
     """
@@ -45,6 +47,11 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not 0.0 <= drop_path_prob < 1.0:
         raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}")
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"construction must be one of {CONSTRUCTIONS}, got {construction!r}")
+    if construction != "released" and stages is None:
+        raise ValueError(f"construction={construction!r} applies to stage networks (pass stages); a chain "
+                         f"network has one construction, 'released'")
     g = G.resolve(cell, "cell", (G.Genotype, G.StageCellsGenotype))
     if num_classes is None:
         num_classes = DATASET_SHAPES[dataset][0]
@@ -62,4 +69,5 @@ def build_eval_network(cell, stages=None, dataset="cifar10", init_channels=36, l
     if pool_bn is None:
         pool_bn = True
     return StageNetwork(G.stages(g2), sets, init_channels, num_classes, auxiliary, imagenet,
-                        bool(pool_bn), drop_path_prob, prune=prune_dead)
+                        bool(pool_bn), drop_path_prob, prune=prune_dead,
+                        construction=construction)

@@ -167,10 +167,8 @@ class FusedMixedOp(nn.Module):
         self._channels, self._state = op_channels(self._ops), state_tensor(self._ops)
 
     def _set_recompute(self, recompute):
-        """Lean mode on or off; NotLeanable if an op cannot be recomputed (or partial channels)."""
+        """Lean mode on or off; NotLeanable if an op cannot be recomputed."""
         if recompute:
-            if self._partial:
-                raise NotLeanable(f"{type(self).__name__}: lean mode (recompute=True) runs full-channel mixed ops")
             for k in self._extra:
                 check_leanable(self._ops[k], f"{self.primitives[k]} op")
         self.recompute = bool(recompute)

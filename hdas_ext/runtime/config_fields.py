@@ -33,3 +33,8 @@ def config_dict(cfg):
             v = list(v)
         out[f.name] = v
     return out
+
+
+def names_list(text):
+    """'skip_connect,none' -> ('skip_connect', 'none') (the type of comma-separated options)."""
+    return tuple(t.strip() for t in str(text).split(",") if t.strip())

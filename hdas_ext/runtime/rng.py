@@ -21,6 +21,16 @@ def set_seed(seed, deterministic=False):
         torch.backends.cudnn.benchmark = False
 
 
+def set_threads(threads):
+    """torch's intra-op CPU threads (None: leave torch's default). A CPU run is bit-identical to
+    another only at the same thread count: reductions split their sums by thread."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def get_rng_state():
     """Every global RNG state as plain values and tensors, so that a checkpoint holding it loads
     with torch.load(weights_only=True) (numpy's state is a tuple holding an ndarray, which that

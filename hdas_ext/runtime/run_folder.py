@@ -5,6 +5,8 @@ it holds when the run is interrupted."""
 import json
 import os
 
+import torch
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .jsonl_log import JsonlLogger
 from .tensorboard import open_tensorboard
@@ -52,14 +54,15 @@ class RunFolder:
         return state
 
     def start(self, config, epoch):
-        """Create the folder, write config.json and drop log records of epochs after the first
-        `epoch` (written after the checkpoint a resume continues)."""
+        """Create the folder, write config.json (`config` and torch_threads, the intra-op thread
+        count the run computes with: results are bit-identical at one count only) and drop log
+        records of epochs after the first `epoch` (written after the checkpoint a resume continues)."""
         self.saved = epoch
         if not self.main:
             return
         os.makedirs(self.path, exist_ok=True)
         with open(self.file(CONFIG), "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+            json.dump({**config, "torch_threads": torch.get_num_threads()}, f, indent=2, sort_keys=True)
         self.log.truncate(epoch)
 
     def save(self, state, epochs):

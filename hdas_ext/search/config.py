@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
-from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
+from ..runtime import AMP_MODES, ResumePolicy, config_dict, names_list, option
 from ..runtime.resume import DATA_ORDER, NETWORK, OPTIMISER
 from ..supernets import SEARCH_SPACES, THETA_KINDS, search_space, setting_default
 from .losses import MODES as LOSS_MODES, LossMode
@@ -22,7 +22,8 @@ SPACES = tuple(SEARCH_SPACES)
 
 # Each space's defaults of the search settings (not the supernet's) left None in SearchConfig
 # (docs/algorithms.md): the weight decay is the paper's 2.7e-3 for the H-DAS searches and DARTS'
-# 3e-4 for the DARTS cell search; the depth and complexity coefficients are the released code's.
+# 3e-4 for the DARTS cell search; delta 1 is the paper's best (its Table 5 sweep) and the released
+# code's; gamma 0.4 is the released code's (the paper gives none).
 # A space without an entry for one of them refuses it.
 SPACE_DEFAULTS = {
     "cells": dict(weight_decay=3e-4),
@@ -67,11 +68,6 @@ def per_stage_counts(text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def names_list(text):
-    """'skip_connect,none' -> ('skip_connect', 'none')."""
-    return tuple(t.strip() for t in str(text).split(",") if t.strip())
-
-
 _RUN, _NET, _OPT, _AUX = "run", "network", "optimisation", "auxiliary losses"
 
 
@@ -94,6 +90,9 @@ class SearchConfig:
     epochs: int = option(50, "search epochs", group=_RUN)
     batch_size: int = option(64, "global batch per step (all ranks)", group=_RUN)
     seed: int = option(2, "seed of weights, alphas and data order", group=_RUN)
+    threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
+                                          "bit-identical only at the same count (config.json: torch_threads)",
+                                    group=_RUN)
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)", group=_RUN)
     resume: bool = option(False, "continue the run checkpointed in --output", group=_RUN)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", group=_RUN)
@@ -158,12 +157,14 @@ class SearchConfig:
     gamma: Optional[float] = _space_option("gamma", "complexity-loss coefficient", _AUX)
     loss_mode: Optional[str] = _space_option(
         "loss_mode",
-        "literal: the paper's Eq. 2 as written (our reading of its weights and 1/i, docs/algorithms.md); "
+        "literal: the paper's Eq. 2 as written (our reading of its weights and 1/i, docs/algorithms.md; "
+        "two input nodes, cell j is node j + 2); literal-one-input: the same, one input node (node j + 1); "
         "edge-softmax: softmax across a cell's edges, no 1/i; both added to the architecture loss. released: "
         "the released code's raw-logit depth in a separate Adam step", _AUX, choices=LOSS_MODES)
     theta: Optional[str] = _space_option(
         "theta",
-        "the cost of a cell in the complexity loss (Eq. 5): 1 (expected cells), flops or params (one cell of "
+        "the cost of a cell in the complexity loss (Eq. 5): 1 (expected cells; the paper's, under its FLOPs "
+        "constraint), flops or params (one cell of "
         "the stage, in millions)", _AUX, choices=THETA_KINDS)
 
     def resolved(self):
@@ -216,7 +217,7 @@ def _check(cfg):
     """ValueError naming the first bad setting of the search itself (the supernet's are checked
     where it is built; the device, the seed and amp where the run starts)."""
     _int(cfg, 1, "epochs", "batch_size", "accumulate", "log_every")
-    _int(cfg, 1, "steps_per_epoch", "eval_batches", optional=True)
+    _int(cfg, 1, "steps_per_epoch", "eval_batches", "threads", optional=True)
     _int(cfg, 0, "num_workers", "warmup_epochs")
     if cfg.dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")

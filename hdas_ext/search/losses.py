@@ -13,6 +13,8 @@ docs/algorithms.md has the equations, every reading taken here and what each mod
     the stage is node i = j + 2), so without a window 1/i averages over its i predecessors; under
     a window the sum runs over the window's edges and 1/i stays as written;
   - d_i is the summand: d(stage inputs) = 0, d_i = (1/i) sum_j a_ij (d_j + 1), D_s = mean_i d_i.
+'literal-one-input': the same with Eq. 2's other reading of its index, one input node (node 0, the
+  two stage-input states together) and cells 1..N: cell j is node i = j + 1.
 'edge-softmax' (this project's earlier reading): a_ij = softmax over the
   cell's edges of each edge's largest non-'none' logit (the score the derivation ranks edges by)
   and no 1/i: d_i = sum_j a_ij (d_j + 1), the expected number of cells on a path walked back from
@@ -22,9 +24,10 @@ docs/algorithms.md has the equations, every reading taken here and what each mod
   D_s = sum over components of mean_i d_i. With beta, a_ij is the 'edge-softmax' weight divided by
   the edge count. The loss is then stepped on its own (hdas_ext.search.bilevel).
 
-With beta (Eq. 4), in every mode the last cell of candidate length N_min + k (0-based position
-j = N_min - 1 + k) is weighted d_j <- d_j (1 + j b_k), b = softmax(beta_s), and later cells read
-the weighted value (the released code's form, which we take as our reading of Eq. 4).
+With beta (Eq. 4), the last cell of candidate length N_min + k (0-based position j = N_min - 1 + k)
+is weighted d_i <- d_i (1 + i b_k), b = softmax(beta_s), and later cells read the weighted value.
+The literal modes take i as in their Eq. 2 (j + 2 or j + 1); 'edge-softmax' and 'released' take
+the released code's form, i = j.
 Eq. 5: L_comp = sum_s theta_s sum_k b_k (N_min + k), theta_s the cost of one cell of stage s
 (1: the expected number of cells, the released code's; or its multiply-adds or parameters).
 """
@@ -41,6 +44,7 @@ class LossMode(str, enum.Enum):
     """How Eq. 2 is read (above). The one parser of a mode's name: LossMode('literal'); a bad name
     raises ValueError listing the modes."""
     LITERAL = "literal"
+    LITERAL_ONE_INPUT = "literal-one-input"
     EDGE_SOFTMAX = "edge-softmax"
     RELEASED = "released"
 
@@ -53,6 +57,11 @@ class LossMode(str, enum.Enum):
         """Added to the architecture objective L_val + delta L_depth + gamma L_comp; else (the
         released code) stepped by a second Adam step on the auxiliary loss alone."""
         return self is not LossMode.RELEASED
+
+    @property
+    def node_offset(self):
+        """i - j, cell j's node index in Eq. 2 and Eq. 4 (0: the released code's Eq. 4, no 1/i)."""
+        return {LossMode.LITERAL: 2, LossMode.LITERAL_ONE_INPUT: 1}.get(self, 0)
 
 
 MODES = tuple(m.value for m in LossMode)
@@ -86,10 +95,10 @@ def _beta_weights(beta, n, n_min):
     return F.softmax(beta.reshape(-1), dim=0)
 
 
-def _recursion(weights, window, scale, beta=None, n_min=None):
+def _recursion(weights, window, scale, beta=None, n_min=None, offset=0):
     """Mean over the stage's cells of d_j = scale(j, edges) * sum_e weights[j][e] * (d(src_e) + 1),
-    d(stage inputs) = 0, the Eq. 4 factor applied where beta is given. weights[j][e] is a scalar
-    or a vector (then so is the result)."""
+    d(stage inputs) = 0, the Eq. 4 factor (1 + (j + offset) b_k) applied where beta is given.
+    weights[j][e] is a scalar or a vector (then so is the result)."""
     n = len(weights)
     b = None if beta is None else _beta_weights(beta, n, n_min)
     zero = torch.zeros_like(weights[0][0])
@@ -100,15 +109,18 @@ def _recursion(weights, window, scale, beta=None, n_min=None):
             raise ValueError(f"cell {j}: {len(w)} edge weights, window {window} gives {len(src)} edges")
         d = scale(j, len(src)) * sum(w[e] * (depth[s] + 1) for e, s in enumerate(src))
         if b is not None and j >= n_min - 1:
-            d = d * (1 + j * b[j - (n_min - 1)])
+            d = d * (1 + (j + offset) * b[j - (n_min - 1)])
         depth.append(d)
     return sum(depth[2:]) / n
 
 
-def literal_depth(weights, window, beta=None, n_min=None):
+def literal_depth(weights, window, beta=None, n_min=None, offset=2):
     """Eq. 2's stage term (1/N) sum_i d_i, d_i = (1/i) sum_j a_ij (d_j + 1), from given edge
-    weights a (one [edges] tensor per cell, hard 0/1 or relaxed), cell j being node i = j + 2."""
-    return _recursion(weights, window, lambda j, edges: 1.0 / (j + 2), beta, n_min)
+    weights a (one [edges] tensor per cell, hard 0/1 or relaxed), cell j being node i = j + offset
+    (2: two input nodes, 1: one); Eq. 4's factor (1 + i b_k) with the same i."""
+    if offset not in (1, 2):
+        raise ValueError(f"offset must be 1 (one input node) or 2 (two), got {offset!r}")
+    return _recursion(weights, window, lambda j, edges: 1.0 / (j + offset), beta, n_min, offset)
 
 
 def stage_depth(alphas, window, mode=DEFAULT_MODE, beta=None, n_min=None, primitives=STAGE_PRIMITIVES):
@@ -120,8 +132,9 @@ def stage_depth(alphas, window, mode=DEFAULT_MODE, beta=None, n_min=None, primit
         if alpha.shape[0] != len(window_sources(j, window)):
             raise ValueError(f"cell {j}: alpha has {alpha.shape[0]} edges, window {window} gives "
                              f"{len(window_sources(j, window))}")
-    if mode is LossMode.LITERAL:
-        return literal_depth([not_none_weights(a, none_index) for a in alphas], window, beta, n_min)
+    if mode.node_offset:
+        return literal_depth([not_none_weights(a, none_index) for a in alphas], window, beta, n_min,
+                             mode.node_offset)
     if mode is LossMode.EDGE_SOFTMAX:
         return _recursion([edge_weights(a, none_index) for a in alphas], window, lambda j, e: 1.0, beta, n_min)
     per_edge = lambda j, edges: 1.0 / edges

@@ -10,7 +10,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import genotypes as G
 from ..data import dataset_info, get_dataset
 from ..runtime import (RunFolder, all_reduce_sum, amp_dtype, broadcast_, distributed_session, gather_objects,
-                       get_rng_state, init_distributed, progress_bar, set_rng_state, set_seed, show_progress)
+                       get_rng_state, init_distributed, progress_bar, set_rng_state, set_seed, set_threads,
+                       show_progress)
 from ..supernets import SEARCH_SPACES, build_supernet
 from .bilevel import BilevelOptimizer
 from .config import RESUME, SearchConfig
@@ -31,6 +32,7 @@ class Search:
         amp = amp_dtype(cfg.amp, self.device)
         self.folder = RunFolder(cfg.output, self.main, tag="search")
         resume_from = self.folder.checkpoint_to_resume(cfg.resume)
+        set_threads(cfg.threads)
         set_seed(cfg.seed, cfg.deterministic)
         info = dataset_info(cfg.dataset)
         settings = {name: getattr(cfg, name) for name in SEARCH_SPACES[cfg.space].settings}

@@ -3,11 +3,12 @@ presets that fill it, validation and what a resumed run may change."""
 import dataclasses
 import json
 from dataclasses import dataclass, fields
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
-from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
+from ..networks import CONSTRUCTIONS
+from ..runtime import AMP_MODES, ResumePolicy, config_dict, names_list, option
 from ..runtime.resume import NETWORK, OPTIMISER
 
 SCHEDULES = ("cosine", "step", "warmup_cosine")
@@ -27,6 +28,12 @@ class TrainConfig:
     auxiliary_weight: float = option(0.4, "weight of the auxiliary head's loss (0: no head)")
     drop_path_prob: float = option(0.2, "final drop-path probability of a linear ramp from 0 (epoch e: p * e / epochs)")
     pool_bn: Optional[bool] = option(None, "pools followed by BN (unset: the network family's convention)")
+    construction: str = option("released", "how a stage network (--stages) joins its stages: released (1x1 "
+                                           "stage-input projections) or paper (the paper's CIFAR counts)",
+                               choices=CONSTRUCTIONS)
+    stage_primitives: Optional[Tuple[str, ...]] = option(
+        None, "the stage genotype with only these stage ops, comma-separated (skip_connect,none: the paper's "
+              "Table 6); other ops become skip_connect, so the connections stay", type=names_list)
     # data
     dataset: str = option("cifar10", "dataset (digits is embedded and offline)", choices=DATASETS)
     data_root: Optional[str] = option(None, "cifar10: folder holding cifar-10-batches-py; imagenet: folder with "
@@ -59,6 +66,8 @@ class TrainConfig:
     eval_batches: Optional[int] = option(None, "cap on evaluation batches (default: the whole test set)")
     # system
     seed: int = option(0, "seed (rank r uses seed + r)")
+    threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
+                                          "bit-identical only at the same count (config.json: torch_threads)")
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N")
     amp: str = option("none", "mixed precision: bf16 (any device) or fp16 (CUDA)", choices=AMP_MODES)
@@ -157,12 +166,16 @@ def validate(cfg, check_data=True):
     _need(cfg.dataset in DATASETS, "dataset", f"one of {DATASETS}", cfg.dataset)
     _need(not (cfg.autoaugment and cfg.dataset == "imagenet"), "autoaugment",
           "off for imagenet (it is torchvision's CIFAR-10 policy, for cifar10 and digits)", cfg.autoaugment)
+    _need(cfg.construction in CONSTRUCTIONS, "construction", f"one of {CONSTRUCTIONS}", cfg.construction)
+    _need(cfg.construction == "released" or cfg.stages is not None, "construction",
+          "'released' for a chain network (the paper construction applies to stage networks, --stages)",
+          cfg.construction)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
     for name in ("epochs", "batch_size", "init_channels", "layers", "eval_every"):
         _need(_int(getattr(cfg, name), 1), name, "an int >= 1", getattr(cfg, name))
     for name in ("cutout", "train_subset", "test_subset", "num_workers", "warmup_epochs", "seed"):
         _need(_int(getattr(cfg, name), 0), name, "an int >= 0", getattr(cfg, name))
-    for name in ("steps_per_epoch", "eval_batches"):
+    for name in ("steps_per_epoch", "eval_batches", "threads"):
         _need(getattr(cfg, name) is None or _int(getattr(cfg, name), 1), name, "an int >= 1 or None",
               getattr(cfg, name))
     _need(cfg.lr > 0, "lr", "> 0", cfg.lr)
@@ -186,9 +199,23 @@ def validate(cfg, check_data=True):
                          f"--download receiving, {'cifar-10-batches-py' if cfg.dataset == 'cifar10' else 'train/ and val/'})")
     cell = G.resolve(cfg.cell, "cell", (G.Genotype, G.StageCellsGenotype))
     stages = None if cfg.stages is None else G.resolve(cfg.stages, "stages", (G.StageGenotype,))
-    if cell is cfg.cell and stages is cfg.stages:
+    prims = cfg.stage_primitives
+    if prims is not None:
+        _need(stages is not None, "stage_primitives", "unset for a chain network (it swaps the ops of --stages)",
+              prims)
+        prims = tuple(prims)
+        G.swap_stage_ops(stages, prims)  # raises on a bad set
+    if cell is cfg.cell and stages is cfg.stages and prims == cfg.stage_primitives:
         return cfg
-    return dataclasses.replace(cfg, cell=cell, stages=stages)
+    return dataclasses.replace(cfg, cell=cell, stages=stages, stage_primitives=prims)
+
+
+def network_stages(cfg):
+    """The stage genotype the network is built from: cfg.stages, its ops swapped when
+    cfg.stage_primitives is set (G.swap_stage_ops)."""
+    if cfg.stages is None or cfg.stage_primitives is None:
+        return cfg.stages
+    return G.swap_stage_ops(cfg.stages, cfg.stage_primitives)
 
 
 def has_aux_head(config):
@@ -201,7 +228,8 @@ def has_aux_head(config):
 # LR-schedule states (learning rates, the schedule's period, steps per epoch) would silently
 # override. Free: where it runs and what it reports.
 RESUME = ResumePolicy(
-    refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"), NETWORK),
+    refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn",
+                                 "construction", "stage_primitives"), NETWORK),
              **dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
                               "warmup_epochs", "batch_size", "steps_per_epoch", "train_subset"), OPTIMISER)},
     free=frozenset(("resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root")),

@@ -13,8 +13,8 @@ from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
 from ..networks import build_eval_network, count_params
 from ..runtime import (RunFolder, all_reduce_sum, amp_dtype, barrier, convert_sync_batchnorm, cpu_state,
                        distributed_session, gather_objects, get_rng_state, progress_bar, save_checkpoint, set_rng_state,
-                       set_seed, show_progress)
-from .config import RESUME, TrainConfig, has_aux_head, validate
+                       set_seed, set_threads, show_progress)
+from .config import RESUME, TrainConfig, has_aux_head, network_stages, validate
 from .schedule import LRFactor
 
 LAST, BEST = "last.pt", "best.pt"
@@ -22,9 +22,10 @@ FORMAT = "hdas_ext.train/1"
 
 
 def build_model(cfg):
-    return build_eval_network(cfg.cell, cfg.stages, dataset=cfg.dataset, init_channels=cfg.init_channels,
+    return build_eval_network(cfg.cell, network_stages(cfg), dataset=cfg.dataset, init_channels=cfg.init_channels,
                               layers=cfg.layers, auxiliary=has_aux_head(cfg.to_dict()),
-                              drop_path_prob=0.0, pool_bn=cfg.pool_bn)
+                              drop_path_prob=0.0, pool_bn=cfg.pool_bn,
+                              construction=cfg.construction)
 
 
 def _dataset(cfg, ctx, train):
@@ -165,6 +166,7 @@ def train(cfg, on_epoch_end=None):
     cfg = validate(cfg)
     with distributed_session(cfg.device) as ctx:
         amp = amp_dtype(cfg.amp, ctx.device)
+        set_threads(cfg.threads)
         set_seed(cfg.seed + ctx.rank, deterministic=cfg.deterministic)
         if ctx.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
