@@ -32,11 +32,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_bars import BIG, PAIRS, PRIMS
+from gpu_model_measured import main as measured_main, saved_model
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_bars import BIG, PAIRS, PRIMS  # noqa: E402
-from gpu_model_measured import main as measured_main, saved_model  # noqa: E402
 
 LIB = Path(os.environ.get("HDAS_EMU_LIB", ROOT / "build" / "emu" / "checked" / "libhdas_emu.so"))
 SAVED = ROOT / "benchmarks" / "gpu_model.json"
