@@ -123,7 +123,7 @@ __global__ void exited_mask_kernel(int* out) {
 
 __global__ void mixed_sync_kernel(int* out) {
   if (threadIdx.x == 0) __syncthreads();
-  else out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);  // names lane 0, which waits elsewhere
+  else out[blockIdx.x * blockDim.x + threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);  // names lane 0, waiting elsewhere
 }
 
 __global__ void outside_mask_kernel(int* out) {
