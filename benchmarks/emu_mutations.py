@@ -1,10 +1,14 @@
-"""Shows that the emulated CUDA checks can fail: builds deliberately broken variants of the CUDA
-source (patched copies of csrc/ in a temporary folder; the checkout is never touched, so the shipped
-build cannot contain them) over the emulator, and runs on each the emulated tests and the sanitizer
-program (emu_check under ASan + UBSan and under ThreadSanitizer). A variant is caught when a check
-fails; the script exits non-zero if one is missed.
-    python benchmarks/emu_mutations.py [--only barrier,pool_window,cl_stride,warp_sum] [--sanitizers asan,tsan]
-                                       [--out FILE]
+"""Shows that the emulated CUDA checks catch what they are meant to: builds deliberately broken variants
+of the CUDA source (patched copies of csrc/ in a temporary folder; the checkout is never touched, so
+the shipped build cannot contain them) over the emulator, and runs on each the check it names.
+
+First a control: every check the chosen variants name, on the unpatched source, must pass. Then a
+variant counts as caught only when each of its checks fails for the expected reason: the named test
+fails with an assertion (its comparison against the CPU op and the reference) or with the emulator's
+report (the words given: a poisoned read, an out-of-bounds access, a warp operation's mask), or the
+sanitizer reports the named kind. A crash, a compile error or a collection error is not a catch.
+    python benchmarks/emu_mutations.py [--only NAME,NAME] [--quick] [--out benchmarks/emu_mutations.md]
+--quick: three variants (a few minutes; .ci/run has no room for them). Builds reuse the checkout's objects (build/emu).
 """
 import argparse
 import os
@@ -13,86 +17,235 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "csrc" / "emu"))
 import build as emu_build  # noqa: E402
 
-# name: (file under csrc, text, replacement, what it breaks); the text must occur exactly once.
+T = "python_tests/test_cuda_emulated.py::"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A test on the plain or checked build (with the emulator's mode variables in env), or emu_check
+    under a sanitizer; `reason`: "assert" or words its failure must contain."""
+    kind: str  # "plain", "checked", "asan" or "tsan"
+    target: str  # a pytest node id (plain, checked); "" for emu_check
+    reason: str
+    env: tuple = ()
+
+    def label(self):
+        where = self.target.replace(T, "") or "emu_check"
+        env = " ".join(f"{k}={v}" for k, v in self.env)
+        return f"{self.kind}: {where}" + (f" ({env})" if env else "") + f", expecting {self.reason}"
+
+
+def test(node, reason="assert", checked=False, **env):
+    return Check("checked" if checked else "plain", T + node, reason, tuple(sorted(env.items())))
+
+
+ASAN_OVERFLOW = Check("asan", "", "AddressSanitizer: heap-buffer-overflow")
+TSAN_RACE = Check("tsan", "", "ThreadSanitizer: data race")
+PAIR = "test_pair_concat[nchw-torch.float64-emu]"
+PAIR_CL = "test_pair_concat[channels_last-torch.float32-emu]"
+
+# name: (file under csrc, text, replacement, what it breaks, checks); the text must occur exactly once.
 MUTATIONS = {
     "barrier": ("cuda/device.cuh", "  if (lane == 0) smem[warp] = v;\n  __syncthreads();\n",
                 "  if (lane == 0) smem[warp] = v;\n",
-                "block_sum: the barrier between the warps' partial sums and warp 0 reading them removed"),
-    "pool_window": ("cuda/mixed_node_device.cuh", "return o * s + 1 < n - 1 ? o * s + 1 : n - 1;",
-                    "return o * s + 1 < n ? o * s + 1 : n;",
-                    "3x3 pools: the window's last row/column one too far at the bottom/right edge"),
+                "block_sum: the barrier between the warps' partial sums and warp 0 reading them removed",
+                [test("test_every_primitive_subset[1-batch-emu]"), TSAN_RACE]),
+    "window_clamp": ("cuda/mixed_node_device.cuh", "return v < 0 ? 0 : (v < n ? v : n - 1);",
+                     "return v < 0 ? 0 : (v <= n ? v : n);",
+                     "3x3 windows: a position past the plane's last row/column read (and ignored) one too far",
+                     [test("test_every_primitive_subset[1-no_bn-emu]", "out-of-bounds global read", checked=True),
+                      ASAN_OVERFLOW]),
+    "pool_count": ("cuda/mixed_node_device.cuh", "return o * s + 1 < n - 1 ? o * s + 1 : n - 1;",
+                   "return o * s + 1 < n ? o * s + 1 : n;",
+                   "average pools: the window counted one row/column too far at the bottom/right edge",
+                   [test("test_every_primitive_subset[1-no_bn-emu]")]),
     "cl_stride": ("cuda/mixed_node_device.cuh", "return cl ? ((n * H + h) * W + w) * Cx + c :",
                   "return cl ? ((n * W + w) * H + h) * Cx + c :",
-                  "channels_last: the input index with the h and w strides swapped"),
+                  "channels_last: the input index with the h and w strides swapped",
+                  [test("test_strides_shapes_layouts_dtypes[batch-channels_last-torch.float64-emu]")]),
     "groups_out": ("cuda/mixed_node_device.cuh", "* Cx + c * G : ((n * Cx + c * G) * Ho",
                    "* Cx + c : ((n * Cx + c) * Ho",
-                   "partial channels: mixed channel c written to output channel c instead of c*groups"),
+                   "partial channels: mixed channel c written to output channel c instead of c*groups",
+                   [test("test_strides_shapes_layouts_dtypes[no_bn-nchw-torch.float64-emu]")]),
     "warp_sum": ("cuda/mixed_node_device.cuh", "if (cl ? o >= cw : o < streams)", "if (cl ? o > cw : o < streams)",
-                 "reduction kernels, channels_last: one level of the shuffle sum over a plane's lanes skipped"),
+                 "reduction kernels, channels_last: one level of the shuffle sum over a plane's lanes skipped",
+                 [test("test_strides_shapes_layouts_dtypes[batch-channels_last-torch.float64-emu]")]),
+    # pair_concat's group loop (32 referenced states at a time) and its barriers: only cases with more
+    # referenced states than a group reach the later groups.
+    "pair_group_coefs": ("cuda/pair_concat_device.cuh",
+                         "the previous group's coefficients are read\n    pair_coefs(t, L, w, r0, n, uv);",
+                         "the previous group's coefficients are read\n    pair_coefs(t, L, w, 0, n, uv);",
+                         "pair_concat forward: every group of states mixed with the first group's coefficients",
+                         [test(PAIR)]),
+    "pair_group_partial": ("cuda/pair_concat_device.cuh", "(col % 2) * L.R + r0 + col / 2]",
+                           "(col % 2) * L.R + col / 2]",
+                           "pair_concat backward: every group's weight-gradient terms written over the first's",
+                           [test(PAIR)]),
+    "pair_barrier_group": ("cuda/pair_concat_device.cuh",
+                           "    __syncthreads();  // the previous group's coefficients are read\n", "",
+                           "pair_concat forward: the barrier before a group's coefficients overwrite the last's removed",
+                           [test(PAIR), TSAN_RACE]),
+    "pair_barrier_coefs": ("cuda/pair_concat_device.cuh",
+                           "    pair_coefs(t, L, w, r0, n, uv);\n    __syncthreads();\n    for (int j = 0; j < n; ++j) {\n"
+                           "      const T* s = t.ptr<const T>(r0 + j);\n      const int64_t role",
+                           "    pair_coefs(t, L, w, r0, n, uv);\n    for (int j = 0; j < n; ++j) {\n"
+                           "      const T* s = t.ptr<const T>(r0 + j);\n      const int64_t role",
+                           "pair_concat forward: the barrier between computing a group's coefficients and reading "
+                           "them removed",
+                           [test(PAIR_CL, "read of shared memory no thread of the block has written", checked=True,
+                                 HDAS_EMU_SEED="1")]),
+    "pair_barrier_dots": ("cuda/pair_concat_device.cuh", "    __syncthreads();\n    const int col = threadIdx.x;\n",
+                          "    const int col = threadIdx.x;\n",
+                          "pair_concat backward: the barrier before summing the warps' partial dot products removed",
+                          [test(PAIR), TSAN_RACE]),
+    # The launchers: grid sizes, a stride argument, a pointer argument.
+    "grid_pair": ("cuda/pair_concat_kernel.cu", "launch(forward_kernel<scalar_t, A, I>, blocks_for(numel, kPerBlock, op)",
+                  "launch(forward_kernel<scalar_t, A, I>, blocks_for(numel, 2 * kPerBlock, op)",
+                  "pair_concat launcher: half the forward kernel's blocks", [test(PAIR)]),
+    "grid_units": ("cuda/mixed_node_kernel.cu", "return blocks_for(nd.N * int64_t(u.S) * u.tiles, kWarps, op);",
+                   "return blocks_for(nd.N * int64_t(u.S) * u.tiles, kThreads, op);",
+                   "mixed_node launcher: the reduction kernels' grids sized for a unit per thread, not per warp",
+                   [test("test_forced_paths[emu-nchw-chunk_positions=3]",
+                         "read of a global value nothing has written since its allocation", checked=True)]),
+    "decode_hw": ("cuda/mixed_node_kernel.cu", "decode_for<I>(nd, nd.Ho, nd.Wo)", "decode_for<I>(nd, nd.Wo, nd.Ho)",
+                  "mixed_node launcher: apply_kernel decodes positions with the output's H and W swapped",
+                  [test("test_every_primitive_subset[1-running-emu]")]),
+    "pointer_bd": ("cuda/mixed_node_kernel.cu",
+                   "A_.const_data_ptr<A>(), B_.const_data_ptr<A>(),\n             D_.const_data_ptr<A>(), kept",
+                   "A_.const_data_ptr<A>(), D_.const_data_ptr<A>(),\n             B_.const_data_ptr<A>(), kept",
+                   "mixed_node launcher: the input-gradient kernel's B and D coefficient pointers swapped",
+                   [test("test_every_primitive_subset[1-batch-emu]")]),
+    # Shuffle masks: a mask that leaves out lanes that take part, lanes that exited before a full mask.
+    "mask_pair": ("cuda/pair_concat_device.cuh", "d1 += __shfl_xor_sync(kFull, d1, o);",
+                  "d1 += __shfl_xor_sync(0x0000ffffu, d1, o);",
+                  "pair_concat backward: the dot products' shuffle with a half-warp mask, all 32 lanes calling",
+                  [test(PAIR, "by a lane outside its mask")]),
+    "mask_exit": ("cuda/mixed_node_device.cuh",
+                  "  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);\n  if (__all_sync(kFull, !live)) return;\n"
+                  "  const I L = static_cast<I>(g.Ho * g.Wo);",
+                  "  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);\n  if (!live) return;\n"
+                  "  const I L = static_cast<I>(g.Ho * g.Wo);",
+                  "pool statistics: lanes past the channels exit, then the plane sums shuffle over the full warp",
+                  [test("test_every_primitive_subset[1-batch-emu]", "which has exited")]),
 }
+QUICK = ["pair_group_coefs", "grid_pair", "mask_pair"]
 
 
-def first_line(text, words):
-    for line in text.splitlines():
+def first_line(text, words=()):
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    for line in lines:
         if any(w in line for w in words):
-            return line.strip()[:160]
-    return text.strip().splitlines()[-1][:160] if text.strip() else ""
+            return line[:240]
+    return lines[-1][:240] if lines else ""
 
 
-def run_tests(lib):
-    env = dict(os.environ, HDAS_EMU_LIB=str(lib), HDAS_REQUIRE_EMU="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "python_tests", "-m", "cuda_emulated", "-x", "-q",
-                          "-p", "no:cacheprovider"], cwd=ROOT, env=env, capture_output=True, text=True)
-    return res.returncode != 0, first_line(res.stdout, ["Error:", "FAILED"])
+def run_test(check, lib):
+    """(failed for the expected reason, what happened)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        env = dict(os.environ, HDAS_EMU_LIB=str(lib), HDAS_REQUIRE_EMU="1", **dict(check.env))
+        res = subprocess.run([sys.executable, "-m", "pytest", check.target, "-x", "-q", "-p", "no:cacheprovider",
+                              f"--junitxml={report}"], cwd=ROOT, env=env, capture_output=True, text=True)
+        if res.returncode == 0:
+            return False, "passed"
+        if res.returncode != 1 or not report.exists():
+            return False, f"not a test failure (pytest exit {res.returncode}): {first_line(res.stdout + res.stderr)}"
+        cases = ET.parse(report).getroot().iter("testcase")
+        failed = [(c.get("name"), f) for c in cases for f in c if f.tag in ("failure", "error")]
+        if not failed:
+            return False, f"no failing test in the report: {first_line(res.stdout)}"
+        name, f = failed[0]
+        message = (f.get("message") or "").replace("\n", " ")
+        if f.tag == "error" or name != check.target.split("::")[-1]:
+            return False, f"{f.tag} in {name}: {message[:200]}"
+        if check.reason == "assert":
+            ok = message.startswith("AssertionError")
+        else:
+            ok = check.reason in message
+        return ok, ("failed: " if ok else "failed otherwise: ") + message[:240]
 
 
-def run_sanitized(src, out, sanitizer):
-    built = emu_build.build(src, out, sanitizer)
-    env = dict(os.environ, **emu_build.RUN_ENV[sanitizer])
+def run_sanitized(check, built):
+    env = dict(os.environ, **emu_build.RUN_ENV[check.kind], **dict(check.env))
     res = subprocess.run([str(built["check"])], env=env, capture_output=True, text=True)
-    return res.returncode != 0, first_line(res.stderr + res.stdout, ["SUMMARY", "runtime error", "ERROR"])
+    text = res.stderr + res.stdout
+    if res.returncode == 0:
+        return False, "passed"
+    ok = check.reason in text
+    return ok, ("reported: " if ok else "failed otherwise: ") + first_line(text, ["SUMMARY", "ERROR", "WARNING"])
+
+
+def build_and_run(src, out, checks):
+    """Builds src for every kind the checks need and runs them: {check: (ok, what)}."""
+    results, built = {}, {}
+    objs = ROOT / "build" / "emu"  # the checkout's objects: a variant recompiles only what it changes
+    for check in checks:
+        if check.kind not in built:
+            if check.kind in ("asan", "tsan"):
+                built[check.kind] = emu_build.build(src, out, sanitize=check.kind, objs=objs)
+            else:
+                built[check.kind] = emu_build.build(src, out, checked=check.kind == "checked", objs=objs)
+        b = built[check.kind]
+        results[check] = run_sanitized(check, b) if check.kind in ("asan", "tsan") else run_test(check, b["lib"])
+    return results
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(MUTATIONS))
-    ap.add_argument("--sanitizers", default="asan,tsan")
+    ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--out", help="also write the Markdown table here")
     args = ap.parse_args()
-    sanitizers = [s for s in args.sanitizers.split(",") if s]
-    rows, missed = [], []
-    # One object folder for every variant: a variant recompiles only what its patch touches.
-    objs = ROOT / "build" / "emu-mutations"
-    for name in args.only.split(","):
-        rel, old, new, what = MUTATIONS[name]
+    names = QUICK if args.quick else args.only.split(",")
+    unknown = [n for n in names if n not in MUTATIONS]
+    if unknown:
+        sys.exit(f"unknown mutations: {unknown}; known: {', '.join(MUTATIONS)}")
+    t_all = time.time()
+    checks = list(dict.fromkeys(c for n in names for c in MUTATIONS[n][4]))
+    work = ROOT / "build" / "emu-mutations"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "csrc"
+        shutil.copytree(ROOT / "csrc", src)
+        for name in names:
+            rel, old, _, _, _ = MUTATIONS[name]
+            n = (src / rel).read_text().count(old)
+            if n != 1:
+                sys.exit(f"{name}: the text to break occurs {n} times in csrc/{rel}; update MUTATIONS")
         t0 = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "csrc"
-            shutil.copytree(ROOT / "csrc", src)
+        control = build_and_run(src, work / "control", checks)
+        bad = [f"{c.label()}: {what}" for c, (hit, what) in control.items() if what != "passed"]
+        print(f"emu_mutations: control ({len(checks)} checks on the unpatched source) in {time.time() - t0:.0f} s: "
+              + ("all pass" if not bad else "FAILED"), flush=True)
+        if bad:
+            sys.exit("control failed, so no variant can be judged:\n  " + "\n  ".join(bad))
+        rows, missed = [], []
+        for name in names:
+            rel, old, new, what, mchecks = MUTATIONS[name]
+            t0 = time.time()
             text = (src / rel).read_text()
-            if text.count(old) != 1:
-                sys.exit(f"{name}: the text to break occurs {text.count(old)} times in csrc/{rel}; update MUTATIONS")
             (src / rel).write_text(text.replace(old, new))
-            lib = emu_build.build(src, objs)["lib"]
-            results = {"emulated tests": run_tests(lib)}
-            for s in sanitizers:
-                results[s] = run_sanitized(src, objs, s)
-        caught = [k for k, (hit, _) in results.items() if hit]
-        if not caught:
-            missed.append(name)
-        cells = [f"caught: {line}" if hit else "passed" for hit, line in results.values()]
-        rows.append(f"| {name}: {what} | " + " | ".join(cells) + f" | {'yes' if caught else 'NO'} |")
-        print(f"emu_mutations: {name} done in {time.time() - t0:.0f} s: caught by {caught or 'nothing'}", flush=True)
-    header = ["| mutation | emulated tests | " + " | ".join(sanitizers) + " | caught |",
-              "|---|---|" + "---|" * len(sanitizers) + "---|"]
-    table = "\n".join(header + rows) + "\n"
+            try:
+                res = build_and_run(src, work / name, mchecks)
+            finally:
+                (src / rel).write_text(text)
+            caught = all(hit for hit, _ in res.values())
+            if not caught:
+                missed.append(name)
+            for c, (hit, line) in res.items():
+                rows.append(f"| {name}: {what} | {c.label().replace('|', '/')} | "
+                            f"{'caught' if hit else 'NOT caught'}: {line.replace('|', '/')} |")
+            print(f"emu_mutations: {name} in {time.time() - t0:.0f} s: {'caught' if caught else 'MISSED'}", flush=True)
+    table = "\n".join(["| mutation | expected check | result |", "|---|---|---|"] + rows) + "\n"
     print(table)
+    print(f"emu_mutations: {len(names) - len(missed)} of {len(names)} caught in {time.time() - t_all:.0f} s")
     if args.out:
         Path(args.out).write_text(table)
     sys.exit(f"missed: {', '.join(missed)}" if missed else 0)

@@ -3,12 +3,13 @@ reference: on the CUDA emulator everywhere (marker cuda_emulated; `python csrc/e
 without it these skip, and HDAS_REQUIRE_EMU=1, set by .ci/run, turns that skip into a failure), and
 on a real GPU when there is one (marker cuda)."""
 import itertools
+import os
 
 import pytest
 import torch
 
 import hdas_ext
-from device_compare import (ADD, AVG, CUDA, EMU, EXTRA, MAX, NONE, SKIP, backend, check_mixed_node,
+from device_compare import (ADD, AVG, CUDA, EMU, EMU_LIB, EXTRA, MAX, NONE, SKIP, backend, check_mixed_node,
                             check_pair_concat, emu_knobs, mixed_node_case, pair_concat_case)
 
 pytestmark = pytest.mark.skipif(not hdas_ext.native_available(), reason="native ops not built")
@@ -18,6 +19,18 @@ MODES = ["batch", "running", "no_bn"]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # Odd, tiny and one-row planes (1x4, 2x2: 1x2 and 1x1 at stride 2), non-square ones, up to 12 planes.
 SHAPES = [(2, 3, 8, 8), (2, 2, 7, 5), (1, 2, 1, 4), (4, 3, 2, 2), (3, 2, 5, 9)]
+
+
+@pytest.mark.parametrize("name", [EMU])
+def test_emulator_runs_the_requested_mode(name):
+    """The emulated backend runs the build and modes the environment asks for (csrc/emu/cuda_emu.h):
+    HDAS_EMU_LIB's build (checked or plain), HDAS_EMU_SEED, HDAS_EMU_BLOCKS, HDAS_EMU_BARRIER."""
+    mode = torch.ops.hdas_emu.emulator_mode()
+    assert mode.startswith("checked build" if EMU_LIB.parent.name == "checked" else "plain build"), mode
+    seed = os.environ.get("HDAS_EMU_SEED", "")
+    assert (f"interleaved with seed {int(seed)}," if seed else "threads in order,") in mode, mode
+    assert f" {int(os.environ.get('HDAS_EMU_BLOCKS', '2'))} block(s) at once," in mode, mode
+    assert mode.endswith("relaxed barriers" if os.environ.get("HDAS_EMU_BARRIER") == "relaxed" else "strict barriers")
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -85,7 +98,12 @@ PAIR_CASES = [
     (5, [(1, 2), (2, 3), (0, 4)], (2, 3, 4, 5)),
     (6, [(0, 3), (3, 0), (2, 2), (1, 3)], (1, 1, 1, 4)),  # states 4 and 5 unused: zero gradients
     (4, [(3, 1)], (3, 2, 2, 2)),
-    (40, [(k, k + 1) for k in range(0, 39, 3)] + [(39, 0)], (1, 2, 3, 3)),  # more states than 32
+    (4, [(0, 1), (2, 3), (1, 2)], (2, 8, 12, 12)),  # 2304 elements: three blocks
+    (40, [(k, k + 1) for k in range(0, 39, 3)] + [(39, 0)], (1, 2, 3, 3)),  # 27 of 40 states referenced
+    # More referenced states than a block's group of 32 (kPairGroup): the group loop and its barriers
+    # run two and three times, the last group partial.
+    (40, [(k, k + 1) for k in range(0, 40, 2)] + [(39, 0), (5, 33)], (1, 2, 3, 3)),
+    (70, [(k, 69 - k) for k in range(35)] + [(69, 0), (40, 40), (33, 66)], (2, 3, 2, 3)),
 ]
 
 
@@ -96,6 +114,12 @@ def test_pair_concat(name, dtype, channels_last):
     for i, (T, pairs, shape) in enumerate(PAIR_CASES):
         case = pair_concat_case(T, pairs, shape, dtype, channels_last, seed=i)
         check_pair_concat(name, case, f"T={T} pairs={pairs}")
+
+
+def test_pair_cases_reference_more_states_than_a_group():
+    """The cases above that are meant to run pair_concat's group loop several times do."""
+    referenced = [len({i for p in pairs for i in p}) for _, pairs, _ in PAIR_CASES]
+    assert sorted(referenced)[-2:] == [40, 70], referenced
 
 
 # The launchers' paths that small tensors do not reach by themselves, forced by the emulated build's

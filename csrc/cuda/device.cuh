@@ -6,10 +6,13 @@
 #ifdef HDAS_CUDA_EMU
 #include "../emu/cuda_emu.h"
 #else
-// A kernel's dynamic shared memory as T* name (the emulator defines its own).
+// A kernel's dynamic shared memory as T* name, and its static shared arrays (dims: the bracketed
+// extents, e.g. HDAS_SHARED(float, tile, [8][33])): the emulator defines its own, per block and
+// poisoned, so that every shared array of the kernels is declared through these two.
 #define HDAS_EXTERN_SHARED(T, name)                                \
   extern __shared__ __align__(16) unsigned char hdas_dynamic_smem[]; \
   T* name = reinterpret_cast<T*>(hdas_dynamic_smem)
+#define HDAS_SHARED(T, name, ...) __shared__ T name __VA_ARGS__
 #endif
 
 #include <cmath>
@@ -19,6 +22,9 @@ namespace hdas::cuda {
 
 constexpr int kThreads = 256;  // every block; a multiple of the warp size
 constexpr int kWarps = kThreads / 32;
+// Blocks of kThreads the streaming kernels ask to fit on an SM at once (__launch_bounds__): at most 64
+// registers a thread, half of an SM's 64 warps resident (benchmarks/gpu_model.py's occupancy bar).
+constexpr int kMinBlocks = 4;
 constexpr unsigned kFull = 0xffffffffu;
 
 // A call's small tables (primitive codes, pair members, the tensors' data pointers) as 8-byte

@@ -68,47 +68,61 @@ struct Ptrs {
 
 __device__ inline int64_t lo(int64_t o, int64_t s) { return o * s - 1 > 0 ? o * s - 1 : 0; }
 __device__ inline int64_t hi(int64_t o, int64_t s, int64_t n) { return o * s + 1 < n - 1 ? o * s + 1 : n - 1; }
+__device__ inline int64_t clamp_to(int64_t v, int64_t n) { return v < 0 ? 0 : (v < n ? v : n - 1); }
+
+// The window loops below run the same nine steps in every lane, each reading a position clamped into
+// the plane and ignoring it when it lies outside: the lanes of a warp read in step (no divergence at
+// the plane's edges), which is also what the emulator's traffic counts take as one request.
 
 // 3x3 pool at output (n, c, oh, ow); max follows PyTorch (NaN wins), average excludes padding.
 template <typename A, typename T>
 __device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
-  const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
   A m = is_max ? -INFINITY : A(0);
-  for (int64_t h = h0; h <= h1; ++h)
-    for (int64_t w = w0; w <= w1; ++w) {
-      const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (is_max) m = (v > m || v != v) ? v : m;
-      else m += v;
+  for (int dh = -1; dh <= 1; ++dh) {
+    const int64_t h = oh * g.s + dh;
+    for (int dw = -1; dw <= 1; ++dw) {
+      const int64_t w = ow * g.s + dw;
+      const A v = static_cast<A>(x[g.in(n, c, clamp_to(h, g.H), clamp_to(w, g.W))]);
+      const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
+      if (is_max) m = inside && (v > m || v != v) ? v : m;
+      else m += inside ? v : A(0);
     }
-  return is_max ? m : m / static_cast<A>((h1 - h0 + 1) * (w1 - w0 + 1));
+  }
+  if (is_max) return m;
+  return m / static_cast<A>((hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1));
 }
 
 // 3x3 max pool at output (n, c, oh, ow) and the position max_pool2d's gradient goes to (the first
 // maximum in row-major order, the last NaN), as (h - h0) * 3 + (w - w0) within the window.
 template <typename A, typename T>
 __device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow, uint8_t& arg) {
-  const int64_t h0 = lo(oh, g.s), h1 = hi(oh, g.s, g.H), w0 = lo(ow, g.s), w1 = hi(ow, g.s, g.W);
+  const int64_t h0 = lo(oh, g.s), w0 = lo(ow, g.s);
   A m = -INFINITY;
   arg = 0;
-  for (int64_t h = h0; h <= h1; ++h)
-    for (int64_t w = w0; w <= w1; ++w) {
-      const A v = static_cast<A>(x[g.in(n, c, h, w)]);
-      if (v > m || v != v) {
+  for (int dh = -1; dh <= 1; ++dh) {
+    const int64_t h = oh * g.s + dh;
+    for (int dw = -1; dw <= 1; ++dw) {
+      const int64_t w = ow * g.s + dw;
+      const A v = static_cast<A>(x[g.in(n, c, clamp_to(h, g.H), clamp_to(w, g.W))]);
+      const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
+      if (inside && (v > m || v != v)) {
         m = v;
         arg = static_cast<uint8_t>((h - h0) * 3 + (w - w0));
       }
     }
+  }
   return m;
 }
 
 // What backward_reduce_kernel keeps per mixed output o (at Geo::ext) of every pool (e, q) for
 // backward_input_kernel, so that it reads one value per covering window instead of recomputing the
-// window: a max pool's argmax (max_arg_at's), an average pool's value (with batch statistics only,
-// the one case its input gradient needs it; avg is null otherwise).
-template <typename A>
+// window: a max pool's argmax (max_arg_at's), an average pool's value in the inputs' type (with batch
+// statistics only, the one case its input gradient needs it; avg is null otherwise; eager PyTorch
+// keeps the pool's output in that type too).
+template <typename T>
 struct Kept {
   uint8_t* arg;
-  A* avg;
+  T* avg;
   int64_t per;  // outputs of one pool
   __device__ int64_t at(const Meta& mt, int e, int q, int64_t o) const { return (int64_t(e) * mt.Q + q) * per + o; }
 };
@@ -161,7 +175,7 @@ __device__ inline int64_t warp_index() { return int64_t(blockIdx.x) * (blockDim.
 // over the pools (sums of the values' differences from the chunk's first value, which keeps the
 // one-pass sums of squares well conditioned).
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     pool_stats_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Geo g, Meta mt, Units<I> u, A* partial) {
   int64_t n, c;
   I s, i0, i1;
@@ -188,10 +202,10 @@ __global__ void __launch_bounds__(kThreads)
       }
       s1 = u.plane_sum(s1);
       s2 = u.plane_sum(s2);
-      if (live && u.writer()) {
-        A* o = partial + (((n * u.S + s) * g.C + c) * (mt.E * mt.Q) + e * mt.Q + q) * 2;
+      if (live && u.writer()) {  // partial[n, s, e*Q + q, {mean, M2}, c]: the writers' c side by side
+        A* o = partial + (((n * u.S + s) * (mt.E * mt.Q) + e * mt.Q + q) * 2) * g.C + c;
         o[0] = k + s1 / cnt;
-        o[1] = s2 - s1 * s1 / cnt;
+        o[g.C] = s2 - s1 * s1 / cnt;
       }
     }
 }
@@ -199,12 +213,12 @@ __global__ void __launch_bounds__(kThreads)
 // One block per (e*Q + q, c): Chan et al.'s pairwise combination of the chunks' (mean, M2) over the
 // N samples and S chunks per plane, stable where a sum / sum of squares is not.
 template <typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     combine_stats_kernel(const A* partial, int64_t N, int64_t S, int64_t chunk, int64_t C, int64_t EQ, int64_t L,
                          A eps, A* mean, A* invstd, A* var_u) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int64_t j = blockIdx.x, eq = j / C, c = j % C, units = N * S;
-  auto at = [&](int64_t u) { return partial + ((u * C + c) * EQ + eq) * 2; };
+  auto at = [&](int64_t u) { return partial + (u * EQ + eq) * 2 * C + c; };  // [0]: mean, [C]: M2
   auto count = [&](int64_t u) {
     const int64_t s = u % S;
     return static_cast<A>(min(L, s * chunk + chunk) - s * chunk);
@@ -216,7 +230,7 @@ __global__ void __launch_bounds__(kThreads)
   A m2 = 0;
   for (int64_t u = threadIdx.x; u < units; u += blockDim.x) {
     const A d = at(u)[0] - m;
-    m2 += at(u)[1] + count(u) * d * d;
+    m2 += at(u)[C] + count(u) * d * d;
   }
   m2 = block_sum(m2, smem);
   if (threadIdx.x == 0) {
@@ -227,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Decode<I> dec, Meta mt,
                  const A* w, const A* mean, const A* invstd, T* out) {
   const int64_t total = g.N * g.C * g.Ho * g.Wo;
@@ -260,25 +274,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad; the extras' gradients;
-// the pools' Kept values.
+// Per chunk of positions (Units): the sums of grad * op_p(x_e) and of grad, into partial[n, s, e*P + p
+// (the sum of grad last), c]; the extras' gradients; the pools' Kept values.
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     backward_reduce_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Ptrs<T> gex,
-                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, Kept<A> kept) {
+                           const T* grad, Geo g, Meta mt, Units<I> u, const A* w, A* partial, Kept<T> kept) {
   int64_t n, c;
   I s, i0, i1;
   const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);
   if (__all_sync(kFull, !live)) return;
   const int64_t S = mt.E * mt.P + 1;
-  A* out = partial + ((n * u.S + s) * g.C + c) * S;
+  A* out = partial + (n * u.S + s) * S * g.C + c;  // out[k * C]: sum k of channel c
   A sg = 0;
   for (I i = i0; live && i < i1; i += u.streams) {
     const I oh = u.wo.div(i);
     sg += static_cast<A>(grad[g.out(n, c, oh, i - oh * u.wo.d)]);
   }
   sg = u.plane_sum(sg);
-  if (live && u.writer()) out[S - 1] = sg;
+  if (live && u.writer()) out[(S - 1) * g.C] = sg;
   for (int e = 0; e < mt.E; ++e)
     for (int p = 0; p < mt.P; ++p) {
       const int code = mt.prim(t, p);
@@ -303,25 +317,26 @@ __global__ void __launch_bounds__(kThreads)
         } else {
           const A v = pool_at<A>(false, xs(t, e), g, n, c, oh, ow);
           sum += gv * v;
-          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), y)] = v;
+          if (kept.avg != nullptr) kept.avg[kept.at(mt, e, mt.pool_slot(t, p), y)] = static_cast<T>(v);
         }
       }
       sum = u.plane_sum(sum);
-      if (live && u.writer()) out[e * mt.P + p] = sum;
+      if (live && u.writer()) out[(e * mt.P + p) * g.C] = sum;
     }
 }
 
-// One block per (e, p): grad_w[e, p] and A, B, D over the channels (see mixed_node.h).
+// One block per (e, p): grad_w[e, p] and A, B, D over the channels (see mixed_node.h), from the plane
+// sums [E*P + 1, C].
 template <typename A>
 __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, Geo g, Meta mt, const A* w,
                                 const A* mean, const A* invstd, bool batch_stats, A* grad_w, A* Ap, A* Bp, A* Dp) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int e = blockIdx.x / mt.P, p = blockIdx.x % mt.P, q = mt.pool_slot(t, p);
   const int64_t S = mt.E * mt.P + 1;
   const A M = static_cast<A>(g.N * g.Ho * g.Wo), wep = w[e * mt.P + p];
   A total = 0;
   for (int64_t c = threadIdx.x; c < g.C; c += blockDim.x) {
-    const A sgp = sums[c * S + e * mt.P + p], sg = sums[c * S + S - 1];
+    const A sgp = sums[(e * mt.P + p) * g.C + c], sg = sums[(S - 1) * g.C + c];
     const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
     if (q >= 0 && mean != nullptr) {
       const int64_t k = (int64_t(e) * mt.Q + q) * g.C + c;
@@ -342,12 +357,15 @@ __global__ void finalize_kernel(const __grid_constant__ Slots t, const A* sums, 
 }
 
 // One thread per input element (n, c, h, w): gathers from every output window that covers it (a max
-// pool's through the argmax that backward_reduce_kernel kept).
+// pool's through the argmax that backward_reduce_kernel kept). The covering windows are at most 3x3
+// (stride 1) or 2x2 (stride 2) from (oh0, ow0); every lane steps through all of them, reading clamped
+// positions and ignoring those outside (see pool_at), and reads grad_out once per window.
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     backward_input_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<T> gxs, const T* grad, Geo g,
-                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, Kept<A> kept) {
+                          Decode<I> dec, Meta mt, const A* Ap, const A* Bp, const A* Dp, Kept<T> kept) {
   const int64_t total = g.N * g.C * g.H * g.W;
+  const int K = g.s == 1 ? 3 : 2;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, h, w;
     dec(static_cast<I>(i), n, c, h, w);
@@ -357,32 +375,34 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < mt.E; ++e) {
       const T* x = xs(t, e);
       A gx = 0;
-      for (int p = 0; p < mt.P; ++p) {
-        const int code = mt.prim(t, p);
-        const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
-        const A a = Ap[j], b = Bp[j], d = Dp[j];
-        if (code == kSkip) {
-          gx += a * static_cast<A>(grad[g.out(n, c, h, w)]);
-        } else if (code == kMaxPool) {
-          const A xv = static_cast<A>(x[at]);
-          const uint8_t* arg = kept.arg + kept.at(mt, e, mt.pool_slot(t, p), 0);
-          for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              const int k = arg[g.ext(n, c, oh, ow)];
-              if (lo(oh, g.s) + k / 3 == h && lo(ow, g.s) + k % 3 == w)
-                gx += a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + b * xv + d;
+      for (int p = 0; p < mt.P; ++p)
+        if (mt.prim(t, p) == kSkip) gx += Ap[(int64_t(e) * mt.P + p) * g.C + c] * static_cast<A>(grad[g.out(n, c, h, w)]);
+      A xv = 0;
+      for (int p = 0; p < mt.P; ++p) xv = mt.prim(t, p) == kMaxPool ? static_cast<A>(x[at]) : xv;
+      for (int i_ = 0; i_ < K; ++i_)
+        for (int j_ = 0; j_ < K; ++j_) {
+          const int64_t oh = oh0 + i_, ow = ow0 + j_;
+          const bool covers = oh <= oh1 && ow <= ow1;
+          const int64_t ohc = covers ? oh : oh0, owc = covers ? ow : ow0;  // some window that covers (h, w)
+          const A gv = static_cast<A>(grad[g.out(n, c, ohc, owc)]);
+          const int64_t y = g.ext(n, c, ohc, owc);
+          for (int p = 0; p < mt.P; ++p) {
+            const int code = mt.prim(t, p);
+            if (code != kMaxPool && code != kAvgPool) continue;
+            const int64_t j = (int64_t(e) * mt.P + p) * g.C + c;
+            const A a = Ap[j], b = Bp[j], d = Dp[j];
+            const int64_t kq = kept.at(mt, e, mt.pool_slot(t, p), y);
+            if (code == kMaxPool) {
+              const int k = kept.arg[kq];
+              if (covers && lo(oh, g.s) + k / 3 == h && lo(ow, g.s) + k % 3 == w) gx += a * gv + b * xv + d;
+            } else {
+              A dp = a * gv + d;
+              if (kept.avg != nullptr) dp += b * static_cast<A>(kept.avg[kq]);
+              const int64_t cnt = (hi(ohc, g.s, g.H) - lo(ohc, g.s) + 1) * (hi(owc, g.s, g.W) - lo(owc, g.s) + 1);
+              gx += covers ? dp / static_cast<A>(cnt) : A(0);
             }
-        } else if (code == kAvgPool) {
-          const A* avg = b != A(0) ? kept.avg + kept.at(mt, e, mt.pool_slot(t, p), 0) : nullptr;
-          for (int64_t oh = oh0; oh <= oh1; ++oh)
-            for (int64_t ow = ow0; ow <= ow1; ++ow) {
-              A dp = a * static_cast<A>(grad[g.out(n, c, oh, ow)]) + d;
-              if (avg != nullptr) dp += b * avg[g.ext(n, c, oh, ow)];
-              const int64_t cnt = (hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1);
-              gx += dp / static_cast<A>(cnt);
-            }
+          }
         }
-      }
       gxs(t, e)[at] = static_cast<T>(gx);
     }
   }

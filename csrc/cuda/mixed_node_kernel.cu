@@ -51,8 +51,9 @@ const A* data_or_null(const at::Tensor& t) {
 }
 
 // The reduction kernels' split (Units): lanes along the positions of a plane (NCHW; several planes
-// per warp when they are small) or along the channels (channels_last), and chunks of about 16
-// positions per lane.
+// per warp when they are small) or along the channels (channels_last), and chunks of 16 positions per
+// lane in NCHW, 64 in channels_last (where a chunk's partial sums are 1/chunk of the data it read:
+// larger chunks keep that traffic small).
 template <typename I>
 Units<I> units_for(const MixedNode& nd) {
   const bool cl = nd.format == at::MemoryFormat::ChannelsLast;
@@ -66,7 +67,7 @@ Units<I> units_for(const MixedNode& nd) {
   u.cl = cl;
   u.cw = cl ? pow2_at_least(nd.C) : 32 / pow2_at_least(L);
   u.streams = 32 / u.cw;
-  int64_t chunk = 16 * u.streams;
+  int64_t chunk = (cl ? 64 : 16) * u.streams;
   if (test_knobs().chunk_positions > 0) chunk = std::min(chunk, test_knobs().chunk_positions);
   u.chunk = static_cast<I>(chunk);
   u.S = static_cast<I>((L + chunk - 1) / chunk);
@@ -81,10 +82,10 @@ unsigned unit_blocks(const MixedNode& nd, const Units<I>& u, const char* op) {
 }
 
 // Reduction kernels decode a position of one plane only: 32-bit math when a plane's positions, plus
-// one chunk (at most 512) past its end, stay below 2^31.
+// one chunk (at most 64 * 32) past its end, stay below 2^31.
 template <typename F>
 void dispatch_plane_index(const MixedNode& nd, F&& f) {
-  dispatch_index(nd.plane_out() + 512, std::forward<F>(f));
+  dispatch_index(nd.plane_out() + 64 * 32, std::forward<F>(f));
 }
 
 void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& mean, at::Tensor& invstd,
@@ -96,7 +97,7 @@ void batch_stats(const MixedNode& nd, const Call& call, double eps, at::Tensor& 
     dispatch_plane_index(nd, [&](auto index) {
       using I = decltype(index);
       const auto u = units_for<I>(nd);
-      auto partial = at::empty({nd.N, int64_t(u.S), nd.C, EQ, 2}, mean.options());  // per chunk: mean, M2
+      auto partial = at::empty({nd.N, int64_t(u.S), EQ, 2, nd.C}, mean.options());  // per chunk: mean, M2
       launch(pool_stats_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.g, call.mt, u, partial.data_ptr<A>());
       launch(combine_stats_kernel<A>, blocks_for(EQ * nd.C, 1, op), kThreads, 0, partial.const_data_ptr<A>(), nd.N,
@@ -127,21 +128,22 @@ void apply(const MixedNode& nd, const Call& call, const at::Tensor& w, const at:
   });
 }
 
-// Buffers for Kept: a byte per output of every pool, and with batch statistics an A.
+// Buffers for Kept: a byte per output of every pool, and with batch statistics a value of the inputs'
+// type.
 struct KeptBuffers {
   at::Tensor arg, avg;
-  KeptBuffers(const MixedNode& nd, const at::TensorOptions& stat_opts, bool batch_stats) {
+  KeptBuffers(const MixedNode& nd, const at::TensorOptions& opts, bool batch_stats) {
     const int64_t per = nd.N * nd.C * nd.plane_out();
-    arg = at::empty({nd.E * nd.Q, per}, stat_opts.dtype(at::kByte));
-    if (batch_stats) avg = at::empty({nd.E * nd.Q, per}, stat_opts);
+    arg = at::empty({nd.E * nd.Q, per}, opts.dtype(at::kByte));
+    if (batch_stats) avg = at::empty({nd.E * nd.Q, per}, opts);
   }
-  template <typename A>
-  Kept<A> view() const {
-    return {arg.data_ptr<uint8_t>(), avg.defined() ? avg.data_ptr<A>() : nullptr, arg.size(1)};
+  template <typename T>
+  Kept<T> view() const {
+    return {arg.data_ptr<uint8_t>(), avg.defined() ? avg.data_ptr<T>() : nullptr, arg.size(1)};
   }
 };
 
-// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [C, E*P + 1]; the pools' Kept values.
+// The plane sums per (n, c) of grad * op_p(x_e) and of grad: [E*P + 1, C]; the pools' Kept values.
 at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tensor& grad, const at::Tensor& w,
                            const KeptBuffers& kept) {
   const char* op = "hdas::mixed_node_backward";
@@ -151,11 +153,11 @@ at::Tensor backward_reduce(const MixedNode& nd, const Call& call, const at::Tens
     dispatch_plane_index(nd, [&](auto index) {
       using I = decltype(index);
       const auto u = units_for<I>(nd);
-      auto partial = at::empty({nd.N * int64_t(u.S), nd.C, nd.E * nd.P + 1}, w.options());
+      auto partial = at::empty({nd.N * int64_t(u.S), nd.E * nd.P + 1, nd.C}, w.options());
       launch(backward_reduce_kernel<scalar_t, A, I>, unit_blocks(nd, u, op), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<const scalar_t>(call.ex), call.ptrs<scalar_t>(call.gex),
              grad.const_data_ptr<scalar_t>(), call.g, call.mt, u, w.const_data_ptr<A>(), partial.data_ptr<A>(),
-             kept.view<A>());
+             kept.view<scalar_t>());
       sums = partial.sum(0);
     });
   });
@@ -183,7 +185,7 @@ void backward_input(const MixedNode& nd, const Call& call, const at::Tensor& gra
       launch(backward_input_kernel<scalar_t, A, I>, grid_for(nd.N * nd.C * nd.H * nd.W), kThreads, 0, call.slots,
              call.ptrs<const scalar_t>(call.xs), call.ptrs<scalar_t>(call.gxs), grad.const_data_ptr<scalar_t>(),
              call.g, decode_for<I>(nd, nd.H, nd.W), call.mt, A_.const_data_ptr<A>(), B_.const_data_ptr<A>(),
-             D_.const_data_ptr<A>(), kept.view<A>());
+             D_.const_data_ptr<A>(), kept.view<scalar_t>());
     });
   });
 }
@@ -241,8 +243,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, std::vector<at::Tensor>> backwar
   for (const auto& x : node.inputs) grad_inputs.push_back(at::empty_like(x));
   const Call call(node, &grad_extras, &grad_inputs);
   const bool bn_batch = node.pool_bn && node.Q > 0 && batch_stats;
-  const KeptBuffers kept(node, stat_opts, bn_batch);
-  const auto sums = backward_reduce(node, call, grad, w, kept);  // [C, E*P + 1]
+  const KeptBuffers kept(node, x0.options(), bn_batch);
+  const auto sums = backward_reduce(node, call, grad, w, kept);  // [E*P + 1, C]
 
   auto grad_w = at::empty({node.E, node.P}, stat_opts);
   auto A = at::empty({node.E, node.P, node.C}, stat_opts);

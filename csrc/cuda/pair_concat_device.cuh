@@ -49,9 +49,9 @@ __device__ void pair_coefs(const Slots& t, PairLayout L, const A* w, int r0, int
 }
 
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     forward_kernel(const __grid_constant__ Slots t, PairLayout L, PairGeo<I> g, const A* w, T* out) {
-  __shared__ A uv[2 * kPairGroup];
+  HDAS_SHARED(A, uv, [2 * kPairGroup]);
   const I base = I(blockIdx.x) * (kPairPer * kThreads) + I(threadIdx.x);
   A a[kPairPer], b[kPairPer];
   for (int k = 0; k < kPairPer; ++k) a[k] = b[k] = A(0);
@@ -87,12 +87,13 @@ __global__ void __launch_bounds__(kThreads)
 
 // The states' gradients u*g1 + v*g2, and per block the sums of g1*s and g2*s of every state into
 // partial[block][r] and partial[block][R + r] (the weight gradients' terms, summed by
-// weight_grad_kernel in a fixed order).
+// weight_grad_kernel in a fixed order). A warp's two sums of state j sit side by side in dots (columns
+// 2j, 2j + 1), so that the threads summing them over the warps read consecutive banks.
 template <typename T, typename A, typename I>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const __grid_constant__ Slots t, PairLayout L, PairGeo<I> g,
+__global__ void __launch_bounds__(kThreads, kMinBlocks) backward_kernel(const __grid_constant__ Slots t, PairLayout L, PairGeo<I> g,
                                                            const T* grad, const A* w, A* partial) {
-  __shared__ A uv[2 * kPairGroup];
-  __shared__ A dots[kWarps][2 * kPairGroup];
+  HDAS_SHARED(A, uv, [2 * kPairGroup]);
+  HDAS_SHARED(A, dots, [kWarps][2 * kPairGroup]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const I base = I(blockIdx.x) * (kPairPer * kThreads) + I(threadIdx.x);
   A g1[kPairPer], g2[kPairPer];
@@ -134,26 +135,25 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const __grid_constan
         d2 += __shfl_xor_sync(kFull, d2, o);
       }
       if (lane == 0) {
-        dots[warp][j] = d1;
-        dots[warp][kPairGroup + j] = d2;
+        dots[warp][2 * j] = d1;
+        dots[warp][2 * j + 1] = d2;
       }
     }
     __syncthreads();
-    const int j = threadIdx.x;
-    if (j < 2 * n) {
-      const int col = j < n ? j : kPairGroup + j - n;
+    const int col = threadIdx.x;
+    if (col < 2 * n) {
       A sum = 0;
       for (int wp = 0; wp < kWarps; ++wp) sum += dots[wp][col];
-      partial[int64_t(blockIdx.x) * 2 * L.R + (j < n ? r0 + j : L.R + r0 + j - n)] = sum;
+      partial[int64_t(blockIdx.x) * 2 * L.R + (col % 2) * L.R + r0 + col / 2] = sum;
     }
   }
 }
 
 // One block per pair k: grad_w[k] = sum over the blocks of partial[b][first_k] + partial[b][R + second_k].
 template <typename A>
-__global__ void __launch_bounds__(kThreads) weight_grad_kernel(const __grid_constant__ Slots t, PairLayout L,
+__global__ void __launch_bounds__(kThreads, kMinBlocks) weight_grad_kernel(const __grid_constant__ Slots t, PairLayout L,
                                                                const A* partial, int64_t blocks, A* grad_w) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int k = blockIdx.x;
   const int64_t f = L.first(t, k), s = L.R + L.second(t, k), row = 2 * L.R;
   A sum = 0;

@@ -36,7 +36,7 @@ struct DeviceGuard {
 // Runs every block of the grid on the emulator; its arguments are copied per thread, as a GPU does.
 template <typename... P, typename... Args>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, Args... args) {
-  emu::launch(grid, block, smem, [=] { kernel(args...); });
+  emu::launch(grid, block, smem, [=] { kernel(args...); }, reinterpret_cast<const void*>(kernel));
 }
 #else
 constexpr c10::DeviceType kDeviceType = c10::DeviceType::CUDA;

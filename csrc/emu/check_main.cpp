@@ -4,6 +4,7 @@
 // are checked by python_tests/test_cuda_emulated.py; this program looks for memory errors, undefined
 // behaviour and data races.
 //   emu_check [--cases N]   (the first N cases; all by default)
+// The emulator's modes (HDAS_EMU_SEED, HDAS_EMU_BLOCKS, HDAS_EMU_BARRIER) apply as in the library.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "../mixed_node_codes.h"
+#include "cuda_emu.h"
 
 namespace {
 
@@ -152,10 +154,20 @@ int main(int argc, char** argv) {
       {1, all6, {2, 3, 4, 6}, 1, "batch", false, at::kFloat, 4},  // partial channels
       {1, {kNone, kMaxPool, kAdd, kAvgPool, kExtra}, {2, 2, 6, 4}, 2, "running", true, at::kDouble, 2},
   };
+  // Flat pair lists referencing all of 40 and of 70 states: pair_concat's group loop (32 states at a
+  // time) and its barriers run two and three times.
+  std::vector<int64_t> all40, all70;
+  for (int64_t k = 0; k < 40; k += 2) all40.insert(all40.end(), {k, k + 1});
+  all40.insert(all40.end(), {39, 0, 5, 33});
+  for (int64_t k = 0; k < 35; ++k) all70.insert(all70.end(), {k, 69 - k});
+  all70.insert(all70.end(), {69, 0, 40, 40});
   const std::vector<PairCase> pairs{
       {5, {1, 2, 2, 3, 0, 4}, {2, 3, 4, 5}, false, at::kFloat},
-      {33, {0, 32, 5, 5, 31, 7}, {1, 2, 3, 3}, false, at::kDouble},
+      {33, {0, 32, 5, 5, 31, 7}, {1, 2, 3, 3}, false, at::kDouble},  // 5 of 33 states referenced
       {4, {3, 1}, {2, 2, 2, 2}, true, at::kHalf},
+      {40, all40, {1, 2, 3, 3}, false, at::kFloat},
+      {70, all70, {2, 3, 2, 3}, true, at::kFloat},
+      {4, {0, 1, 2, 3, 1, 2}, {2, 8, 12, 12}, false, at::kFloat},  // 2304 elements: three blocks
   };
   const std::vector<ConvCase> convs{
       {{0, 1, 2, 3}, {0, 0, 1, 1}, {2, 3, 5, 4}, 1, true, false, false, false, at::kFloat},
@@ -187,6 +199,6 @@ int main(int argc, char** argv) {
     call("hdas_emu::set_test_knobs", {false, false, int64_t(0)});
     std::printf("emu_check: case %zu (forced paths) ok\n", ++done);
   }
-  std::printf("emu_check: %zu cases ran\n", done);
+  std::printf("emu_check: %zu cases ran (%s)\n", done, hdas::emu::describe_mode());
   return 0;
 }

@@ -2,21 +2,30 @@
 // (csrc/cuda/*.cuh) unchanged, compiled by g++ with HDAS_CUDA_EMU defined. Never part of the
 // shipped build: csrc/emu/build.py builds the emulated ops for the tests and the sanitizer checks.
 //
-// The model:
-// - launch() runs every block of the grid, one block after another (one launch at a time).
-// - A block's warps are real threads running concurrently (a persistent pool, reused by every block
-//   and launch), so a missing __syncthreads between warps is a real data race (ThreadSanitizer sees
-//   it) and can give wrong results.
-// - A warp's 32 lanes are fibers on their warp's thread, run in turn from one warp-synchronous point
-//   to the next (__shfl_*_sync, __syncwarp, __ballot_sync, __syncthreads, the end of the kernel), as
-//   a warp runs in lockstep. This is what makes the emulation fast enough for CI: a real thread per
-//   CUDA thread costs about 9 ms per block reduction on 2 cores, against well under 1 ms here.
+// The model (cuda_emu.cpp; docs/kernels.md has the modes and how to select them):
+// - launch() runs the blocks of the grid on a pool of runner threads, several blocks at once
+//   (HDAS_EMU_BLOCKS, default 2), each block on one runner from its start to its end.
+// - Every CUDA thread of a block is a fiber on its block's runner. The runner resumes each runnable
+//   thread until it reaches a synchronisation point (__shfl_*_sync, __syncwarp, __ballot_sync,
+//   __syncthreads, the end of the kernel), then completes the warp operations and barriers every
+//   participant has reached, and goes round again: in thread order, or in an order drawn anew each
+//   round from a seeded generator (HDAS_EMU_SEED), which interleaves the lanes of a warp and the
+//   warps of a block differently for every seed. In the checked build a thread is also preempted at
+//   random global and shared memory accesses.
 // - Warp operations check their mask: every lane named must exist, must not have exited, and must
-//   reach the same operation; a lane waiting where no other can join it is a deadlock. Each of
-//   these ends the launch with an error (std::runtime_error) instead of a hang.
-// - __shared__ variables are function-local statics: one instance per kernel, used by one block at
-//   a time. Dynamic shared memory (HDAS_EXTERN_SHARED) is filled with 0xff bytes (NaN) before every
-//   block, so a read before a write shows.
+//   reach the same operation; a lane waiting where no other can join it is a deadlock. A
+//   __syncthreads must be reached by every thread of the block at the same call (HDAS_EMU_BARRIER=
+//   relaxed lets exited threads count as arrived). Each of these ends the launch with an error
+//   (std::runtime_error) instead of a hang.
+// - Shared memory belongs to the block: HDAS_SHARED(T, name, [dims]) declares a static __shared__
+//   array (per block, filled with a poison pattern, a NaN in every float type, when the block first
+//   reaches the declaration), HDAS_EXTERN_SHARED the dynamic one (poisoned at the block's start).
+//   A bare `__shared__` still compiles (a per-runner thread_local, not poisoned) but warns.
+// - The checked build (build.py --checked) instruments every memory access of the kernels
+//   (cuda_emu.cpp, "checked build"): a read of a poisoned value (shared memory, or a global
+//   allocation no one has written since it was allocated) and an access outside an allocation are
+//   reported with the kernel, block, thread and index; it also counts the memory traffic of every
+//   launch for benchmarks/gpu_model.py.
 // - Atomics are std::atomic_ref operations; __ldg is a plain load; the half and bfloat16 types the
 //   launchers instantiate the kernels with are c10::Half / c10::BFloat16, whose host conversions
 //   round as the device's do.
@@ -28,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #define __global__
@@ -37,7 +47,9 @@
 #define __launch_bounds__(...)
 #define __grid_constant__
 #define __restrict__ __restrict
-#define __shared__ static
+// Kernels declare static shared memory with HDAS_SHARED (below); a bare __shared__ variable is one
+// per runner thread, neither poisoned nor reset between blocks.
+#define __shared__ [[deprecated("use HDAS_SHARED(T, name, [dims]) for per-block, poisoned shared memory")]] static thread_local
 
 struct dim3 {
   unsigned x, y, z;
@@ -56,16 +68,44 @@ struct ThreadView {
 inline thread_local const ThreadView* current_view = nullptr;
 inline const ThreadView& view() { return *current_view; }
 
+// How launches run (cuda_emu.cpp reads the defaults from HDAS_EMU_SEED, HDAS_EMU_BLOCKS and
+// HDAS_EMU_BARRIER once).
+struct Options {
+  int64_t seed = -1;          // < 0: threads in order; else the seed of the random interleaving
+  int blocks = 2;             // blocks run at once, each on a runner thread
+  bool strict_barrier = true; // a __syncthreads that a thread of the block has exited before is an error
+};
+Options options();
+void set_options(const Options& o);
+// What the emulator was built with and runs under, in words.
+const char* describe_mode();
+
 // Runs closure(...) as every thread of every block; throws std::runtime_error on a bad launch
-// configuration or a synchronisation error inside the kernel.
-void launch_erased(dim3 grid, dim3 block, size_t dynamic_smem, void (*invoke)(const void*), const void* closure);
+// configuration, a synchronisation error or (checked build) a memory error inside the kernel.
+// kernel: the kernel's address, for its name in reports (nullptr: "kernel").
+void launch_erased(dim3 grid, dim3 block, size_t dynamic_smem, void (*invoke)(const void*), const void* closure,
+                   const void* kernel);
 template <typename F>
-void launch(dim3 grid, dim3 block, size_t dynamic_smem, const F& f) {
-  launch_erased(grid, block, dynamic_smem, [](const void* c) { (*static_cast<const F*>(c))(); }, &f);
+void launch(dim3 grid, dim3 block, size_t dynamic_smem, const F& f, const void* kernel = nullptr) {
+  launch_erased(grid, block, dynamic_smem, [](const void* c) { (*static_cast<const F*>(c))(); }, &f, kernel);
 }
 
 // This block's dynamic shared memory.
 void* dynamic_shared();
+// This block's instance of the static shared array declared at `tag` (one per HDAS_SHARED).
+void* static_shared(const void* tag, size_t bytes, size_t align);
+
+// The checked build (build.py --checked; checked_build() says whether this is it). Global memory is
+// what is tracked: [data, data + bytes) with a redzone either side (csrc/emu/checked_alloc.cpp tracks
+// every CPU allocation of torch). poison() fills memory with the poison pattern.
+bool checked_build();
+void track_allocation(const void* data, size_t bytes, size_t redzone);
+void untrack_allocation(const void* data);
+void poison(void* p, size_t bytes);
+// Memory traffic of the launches between profile_start() and profile_take(), one JSON object per
+// launch and line (checked build; empty otherwise).
+void profile_start();
+std::string profile_take();
 
 enum class WarpOp : int { kSync, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot };
 // A warp-synchronous operation of the calling lane over `mask`: waits until every lane of the mask
@@ -97,8 +137,14 @@ T from_bits(uint64_t b) {
 
 // Dynamic shared memory: `extern __shared__ T name[]` under nvcc.
 #define HDAS_EXTERN_SHARED(T, name) T* name = static_cast<T*>(::hdas::emu::dynamic_shared())
+// Static shared memory: `__shared__ T name[d0][d1]...` under nvcc (dims: the bracketed extents).
+#define HDAS_SHARED(T, name, ...)                                                                  \
+  using hdas_shared_type_##name = T __VA_ARGS__;                                                  \
+  static char hdas_shared_tag_##name;                                                             \
+  hdas_shared_type_##name& name = *static_cast<hdas_shared_type_##name*>(::hdas::emu::static_shared( \
+      &hdas_shared_tag_##name, sizeof(hdas_shared_type_##name), alignof(hdas_shared_type_##name)))
 
-inline void __syncthreads() { ::hdas::emu::syncthreads(); }
+inline __attribute__((always_inline)) void __syncthreads() { ::hdas::emu::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::hdas::emu::warp_op(::hdas::emu::WarpOp::kSync, mask, 0, 0, 32); }
 inline unsigned __activemask() { return ::hdas::emu::active_mask(); }
 inline unsigned __ballot_sync(unsigned mask, int pred) {

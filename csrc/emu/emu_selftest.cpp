@@ -1,10 +1,15 @@
 // The emulator's own checks (torch-free): thread indices, the block barrier, warp shuffles and
-// ballots against their CUDA definitions, the kernels' 32-bit divider, atomics, dynamic shared
-// memory, the launch limits, and that synchronisation errors end a launch with an error instead of a
-// hang. Built and run by csrc/emu/build.py --selftest (and so by .ci/run), also under the sanitizers.
+// ballots against their CUDA definitions, the kernels' 32-bit divider, atomics, shared memory per
+// block and poisoned, the launch limits, that synchronisation errors end a launch with an error
+// instead of a hang, and the modes: seeded interleavings, blocks at once, strict barriers and (in the
+// checked build) the memory checks and traffic counts. Built and run by csrc/emu/build.py --run (and
+// so by .ci/run), also checked and under the sanitizers.
+#include <chrono>
 #include <cstdio>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../cuda/device.cuh"
@@ -38,7 +43,7 @@ __global__ void indices_kernel(int* out) {
 
 // Each thread writes its slot, then (after the barrier) reads its neighbour's: wrong without one.
 __global__ void barrier_kernel(int rounds, int* out) {
-  __shared__ int buf[1024];
+  HDAS_SHARED(int, buf, [1024]);
   const int t = threadIdx.x, n = blockDim.x;
   int v = t;
   for (int r = 0; r < rounds; ++r) {
@@ -51,7 +56,7 @@ __global__ void barrier_kernel(int rounds, int* out) {
 }
 
 __global__ void block_sum_kernel(const double* x, int n, double* out) {
-  __shared__ double smem[32];
+  HDAS_SHARED(double, smem, [32]);
   double s = 0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[blockIdx.x * n + i];
   const double total = hdas::cuda::block_sum(s, smem);
@@ -88,16 +93,16 @@ __global__ void atomic_kernel(double* sum, int* count) {
 
 __global__ void dynamic_smem_kernel(float* out) {
   HDAS_EXTERN_SHARED(float, buf);
-  out[threadIdx.x] = buf[threadIdx.x];  // read before any write: the fill value
+  out[blockIdx.x * blockDim.x + threadIdx.x] = buf[threadIdx.x];  // read before any write: the fill value
   buf[threadIdx.x] = 1.0f;
 }
 
 __global__ void early_exit_kernel(int* out) {
   if (threadIdx.x >= 40) return;  // warps 2.. exit, warp 1 half-exits
-  __shared__ int s[64];
+  HDAS_SHARED(int, s, [64]);
   s[threadIdx.x] = static_cast<int>(threadIdx.x);
   __syncthreads();
-  out[threadIdx.x] = s[39 - threadIdx.x];
+  out[blockIdx.x * 40 + threadIdx.x] = s[39 - threadIdx.x];
 }
 
 __global__ void divergent_shuffle_kernel(int* out) {
@@ -118,11 +123,62 @@ __global__ void exited_mask_kernel(int* out) {
 
 __global__ void mixed_sync_kernel(int* out) {
   if (threadIdx.x == 0) __syncthreads();
-  else out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);  // names lane 0, which waits elsewhere
+  else out[blockIdx.x * blockDim.x + threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);  // names lane 0, waiting elsewhere
 }
 
 __global__ void outside_mask_kernel(int* out) {
   out[threadIdx.x] = __shfl_down_sync(0xfffffffeu, 1, 1);  // lane 0 calls it with a mask without itself
+}
+
+// Static shared memory is the block's own: each block reads it before writing (poison: NaN), writes
+// its index, and reads it back after a barrier.
+__global__ void static_smem_kernel(float* before, float* after) {
+  HDAS_SHARED(float, buf, [64]);
+  HDAS_SHARED(double, other, [3][5]);
+  if (threadIdx.x == 0) {
+    before[blockIdx.x] = buf[5];
+    other[2][4] = 1.0;
+  }
+  __syncthreads();
+  buf[threadIdx.x] = static_cast<float>(blockIdx.x);
+  __syncthreads();
+  if (threadIdx.x == 0) after[blockIdx.x] = buf[63] + static_cast<float>(other[2][4]);
+}
+
+// Each lane writes its slot and reads its neighbour's with no __syncwarp in between: the value seen
+// depends on the order the lanes ran in.
+__global__ void lane_race_kernel(int* seen) {
+  HDAS_SHARED(int, buf, [32]);
+  const int lane = threadIdx.x & 31;
+  buf[lane] = 0;
+  __syncwarp();
+  buf[lane] = lane + 1;
+  seen[threadIdx.x] = buf[(lane + 1) & 31] == ((lane + 1) & 31) + 1;
+}
+
+// How many blocks run at once: each block waits (up to a second) for another to start.
+std::atomic<int> active{0}, most{0};
+__global__ void concurrency_kernel() {
+  if (threadIdx.x != 0) return;
+  const int now = active.fetch_add(1) + 1;
+  int m = most.load();
+  while (now > m && !most.compare_exchange_weak(m, now)) {
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (most.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  active.fetch_sub(1);
+}
+
+__global__ void copy_kernel(const float* in, float* out, int n, int stride) {
+  const int i = threadIdx.x;
+  if (i < n) out[i] = in[i * stride];
+}
+
+__global__ void shared_stride_kernel(float* out, int stride) {
+  HDAS_SHARED(float, tile, [32 * 33]);
+  tile[threadIdx.x * stride] = 1.0f;
+  __syncwarp();
+  out[threadIdx.x] = tile[threadIdx.x * stride];
 }
 
 }  // namespace
@@ -195,19 +251,116 @@ int main() {
     launch(dim3(4), dim3(256), 0, [&] { atomic_kernel(&sum, count); });
     check(sum == 512.0 && count[0] == 1024 && count[1] == 1023, "atomicAdd / atomicMax");
   }
-  {  // dynamic shared memory: filled with NaN before every block
-    std::vector<float> out(64, 0.0f);
+  const bool checked = hdas::emu::checked_build();
+  const hdas::emu::Options base = hdas::emu::options();
+  auto with = [&](auto change, auto&& f) {  // runs f under changed options, then restores them
+    hdas::emu::Options o = base;
+    change(o);
+    hdas::emu::set_options(o);
+    f();
+    hdas::emu::set_options(base);
+  };
+  if (!checked) {  // shared memory is poisoned (NaN) at every block's start; the checked build reports it
+    std::vector<float> out(3 * 64, 0.0f);
     launch(dim3(3), dim3(64), 64 * sizeof(float), [p = out.data()] { dynamic_smem_kernel(p); });
     bool ok = true;
     for (float v : out) ok &= v != v;
     check(ok, "dynamic shared memory reads NaN before a write");
+    std::vector<float> before(6, 0.0f), after(6, 0.0f);
+    launch(dim3(6), dim3(64), 0, [&] { static_smem_kernel(before.data(), after.data()); });
+    for (int b = 0; b < 6; ++b) ok &= before[b] != before[b] && after[b] == static_cast<float>(b) + 1.0f;
+    check(ok, "static shared memory: per block, NaN before a write");
+  } else {
+    std::vector<float> out(3 * 64), before(6), after(6);
+    expect_error("dynamic shared memory read before a write", "shared memory no thread of the block has written", [&] {
+      launch(dim3(3), dim3(64), 64 * sizeof(float), [p = out.data()] { dynamic_smem_kernel(p); });
+    });
+    expect_error("static shared memory read before a write", "a static shared array (HDAS_SHARED), index 5", [&] {
+      launch(dim3(6), dim3(64), 0, [&] { static_smem_kernel(before.data(), after.data()); });
+    });
   }
-  {  // exited threads count as arrived at __syncthreads
-    std::vector<int> out(40, -1);
-    launch(dim3(2), dim3(256), 0, [p = out.data()] { early_exit_kernel(p); });
+  {  // a __syncthreads after some threads exited: an error, unless barriers are relaxed
+    std::vector<int> out(2 * 40, -1);
+    expect_error("__syncthreads after some threads exited", "__syncthreads reached by 40 of the block's 256", [&] {
+      with([](auto& o) { o.strict_barrier = true; },
+           [&] { launch(dim3(2), dim3(256), 0, [p = out.data()] { early_exit_kernel(p); }); });
+    });
+    with([](auto& o) { o.strict_barrier = false; },
+         [&] { launch(dim3(2), dim3(256), 0, [p = out.data()] { early_exit_kernel(p); }); });
     bool ok = true;
-    for (int t = 0; t < 40; ++t) ok &= out[t] == 39 - t;
-    check(ok, "__syncthreads after some threads exited");
+    for (int t = 0; t < 80; ++t) ok &= out[t] == 39 - t % 40;
+    check(ok, "relaxed barriers: __syncthreads after some threads exited");
+  }
+#if !defined(__SANITIZE_THREAD__)  // the kernel races on purpose: ThreadSanitizer would (rightly) stop here
+  {  // interleavings: in order, lane 31 alone sees its neighbour's write; seeds vary it, reproducibly
+    auto seen = [&](int64_t seed) {
+      std::vector<int> out(64);
+      with([&](auto& o) { o.seed = seed; },
+           [&] { launch(dim3(1), dim3(64), 0, [p = out.data()] { lane_race_kernel(p); }); });
+      return out;
+    };
+    const auto ordered = seen(-1);
+    int n = 0;
+    for (int t = 0; t < 32; ++t) n += ordered[t];
+    check(n == 1 && ordered[31] == 1, "threads in order: " + std::to_string(n) + " lanes saw a later lane's write");
+    std::set<std::vector<int>> outcomes;
+    for (int64_t seed = 0; seed < 6; ++seed) outcomes.insert(seen(seed));
+    check(outcomes.size() >= 4, "seeded interleavings: " + std::to_string(outcomes.size()) + " outcomes of 6 seeds");
+    check(seen(3) == seen(3), "an interleaving is reproducible from its seed");
+  }
+#endif
+  {  // blocks at once
+    with([](auto& o) { o.blocks = 4; }, [&] { launch(dim3(4), dim3(32), 0, [] { concurrency_kernel(); }); });
+    check(most.load() >= 2, "HDAS_EMU_BLOCKS=4: " + std::to_string(most.load()) + " block(s) ran at once");
+  }
+  if (checked) {  // the checked build: bounds, poisoned global memory, traffic counts (threads in order)
+    hdas::emu::Options o = base;
+    o.seed = -1;
+    hdas::emu::set_options(o);
+    const size_t rz = 256;
+    std::vector<float> mem(4096);
+    auto aligned = [](float* p) {  // 128-byte aligned, as a GPU allocation is (at least)
+      return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 127) & ~uintptr_t(127));
+    };
+    hdas::emu::poison(mem.data(), mem.size() * sizeof(float));
+    float* in = aligned(mem.data() + rz / 4);
+    float* out = aligned(in + 200 + rz / 4);
+    for (int i = 0; i < 100; ++i) in[i] = static_cast<float>(i);
+    hdas::emu::track_allocation(in, 100 * sizeof(float), rz);
+    hdas::emu::track_allocation(out, 64 * sizeof(float), rz);
+    launch(dim3(1), dim3(32), 0, [&] { copy_kernel(in, out, 32, 3); });  // reads 0, 3, .., 93
+    check(out[31] == 93.0f, "checked build: a copy within bounds");
+    expect_error("an out-of-bounds read", "out-of-bounds global read of 4 bytes: index 100 (byte offset 400", [&] {
+      launch(dim3(1), dim3(64), 0, [&] { copy_kernel(in, out, 64, 2); }, reinterpret_cast<const void*>(&copy_kernel));
+    });
+    hdas::emu::untrack_allocation(in);
+    hdas::emu::track_allocation(in, 200 * sizeof(float), rz);  // 100 .. 199 never written
+    expect_error("a read of an unwritten value", "nothing has written since its allocation (poisoned): index 100", [&] {
+      launch(dim3(1), dim3(64), 0, [&] { copy_kernel(in, out, 64, 2); });
+    });
+    // Traffic: 32 lanes reading consecutive floats take 4 sectors, at a stride of 3 floats 12; a
+    // float store per lane 4 sectors; shared accesses at a stride of 32 words conflict 32-fold, at 33 not.
+    hdas::emu::profile_start();
+    launch(dim3(1), dim3(32), 0, [&] { copy_kernel(in, out, 32, 1); });
+    launch(dim3(1), dim3(32), 0, [&] { copy_kernel(in, out, 32, 3); });
+    launch(dim3(1), dim3(32), 0, [&] { shared_stride_kernel(out, 32); });
+    launch(dim3(1), dim3(32), 0, [&] { shared_stride_kernel(out, 33); });
+    const std::string prof = hdas::emu::profile_take();
+    std::vector<std::string> lines;
+    for (size_t a = 0, b; (b = prof.find('\n', a)) != std::string::npos; a = b + 1) lines.push_back(prof.substr(a, b - a));
+    auto has = [&](size_t i, const std::string& what) { return i < lines.size() && lines[i].find(what) != std::string::npos; };
+    check(lines.size() == 4, "checked build: one traffic line per launch, got " + std::to_string(lines.size()));
+    check(has(0, "\"ld\": {\"requests\": 1, \"sectors\": 4, \"bytes\": 128, \"distinct_sectors\": 4}"),
+          "traffic of a coalesced load: " + (lines.empty() ? "" : lines[0]));
+    check(has(1, "\"ld\": {\"requests\": 1, \"sectors\": 12, \"bytes\": 128"), "traffic of a strided load");
+    check(has(0, "\"st\": {\"requests\": 1, \"sectors\": 4, \"bytes\": 128"), "traffic of a coalesced store");
+    check(has(2, "\"shared\": {\"requests\": 2, \"wavefronts\": 64, \"ideal\": 2}"),
+          "bank conflicts at a stride of 32 words: " + (lines.size() > 2 ? lines[2] : ""));
+    check(has(3, "\"shared\": {\"requests\": 2, \"wavefronts\": 2, \"ideal\": 2}"),
+          "no bank conflicts at a stride of 33 words: " + (lines.size() > 3 ? lines[3] : ""));
+    hdas::emu::untrack_allocation(in);
+    hdas::emu::untrack_allocation(out);
+    hdas::emu::set_options(base);
   }
   {  // the kernels' 32-bit multiply-shift division against '/', at the edges of every quotient
     bool ok = true;
@@ -255,6 +408,6 @@ int main() {
       for (int t = 0; t < 256; ++t) ok &= out[b * 256 + t] == (t + 3) % 256 + 3;
     check(ok, "launches after failed ones");
   }
-  std::printf("emulator self-test: %s\n", failures == 0 ? "all passed" : "FAILED");
+  std::printf("emulator self-test (%s): %s\n", hdas::emu::describe_mode(), failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
