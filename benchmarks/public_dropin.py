@@ -74,7 +74,8 @@ def variant_row(label, v, args):
         ls.run(after_first_phase=perf)
     except Exception as e:
         row["error"] = one_line(e)
-    row["eager"] = {"err32": ls.trackers["eager32"].error, "err32_where": ls.trackers["eager32"].where}
+    eager = ls.trackers["eager32"]
+    row["eager"] = {"err32": eager.error, "err32_where": eager.where, "err32_by_kind": eager.by_kind}
     row["modes"] = {mode: mode_summary(ls, mode, "error" not in row) for mode in MODES}
     row["methods_unfused"] = next((x.pop("methods_unfused") for x in row["modes"].values() if x.get("methods_unfused")), None)
     for x in row["modes"].values():
@@ -101,6 +102,9 @@ def mode_summary(ls, mode, ran):
         if key in ls.trackers and ran:
             out["err" + bits] = ls.trackers[key].error  # up to its failure, if it failed
             out["err" + bits + "_where"] = ls.trackers[key].where
+            out["err" + bits + "_by_kind"] = ls.trackers[key].by_kind
+            if bits == "32":
+                out["ratio32"], out["ratio32_where"] = ls.trackers[key].ratio, ls.trackers[key].ratio_where
     out["failed"] = "; ".join(f"float{k[-2:]}: {ls.dead[k]}" for k in (mode + "64", mode + "32") if k in ls.dead) or None
     if ran and mode + "64" in ls.nets and mode + "64" not in ls.dead:
         out["methods"], out["methods_unfused"] = ls.check_methods(mode + "64")
@@ -157,7 +161,8 @@ def progress(row):
     line = (f"{row['codebase']}: {row['variant']}: {row.get('edges')} edges; fused {d.get('fused')} (lean {lean.get('fused')}), "
             f"left alone {sum(d.get('left_alone', {}).values())} (lean {sum(lean.get('left_alone', {}).values())}); "
             f"float64 error {fmt(e64[0], '.1e')} / {fmt(e64[1], '.1e')}; float32 eager {fmt(row['eager']['err32'], '.1e')}, "
-            f"fused {fmt(e32[0], '.1e')} / {fmt(e32[1], '.1e')}; fusing s {fmt(d.get('fuse_s'), '.1f')} / "
+            f"fused {fmt(e32[0], '.1e')} / {fmt(e32[1], '.1e')} (worst tensor against eager's: "
+            f"{fmt(d.get('ratio32'), '.1f')}x / {fmt(lean.get('ratio32'), '.1f')}x); fusing s {fmt(d.get('fuse_s'), '.1f')} / "
             f"{fmt(lean.get('fuse_s'), '.1f')}; step ms "
             + " / ".join(fmt(ms.get(k), ".1f") for k in ("eager32", "default32", "lean32"))
             + "; peak MB " + " / ".join(fmt(mb.get(k), ".1f") for k in ("eager32", "default32", "lean32")))
@@ -170,11 +175,13 @@ def progress(row):
 
 def markdown(rows, head):
     """The table of docs/drop-in.md: one row per network; failures and reasons as numbered notes.
-    An error is n/a where that mode fused nothing (the network ran as written)."""
+    An error is n/a where that mode fused nothing (the network ran as written). 'worst tensor':
+    the largest ratio of the fused network's float32 error on one tensor in one step to eager's
+    on the same tensor in the same step (eager's below 1e-5 counted as 1e-5)."""
     print(f"\n{head}\n")
     print("| code | network | edges | found | fused: default / lean | left alone: default / lean | float64 error: default / lean "
-          "| float32 error: eager / default / lean | fusing s: default / lean | step ms: as written / default / lean "
-          "| peak MB: as written / default / lean | methods after fusing |\n|" + "---|" * 12)
+          "| float32 error: eager / default / lean | float32 vs eager, worst tensor: default / lean | fusing s: default / lean | step ms: as written / default / lean "
+          "| peak MB: as written / default / lean | methods after fusing |\n|" + "---|" * 13)
     notes = []
 
     def note(text):
@@ -183,7 +190,7 @@ def markdown(rows, head):
         return f"[{notes.index(text) + 1}]"
     for r in rows:
         if "modes" not in r:
-            print(f"| {r['codebase']} | {r['variant']} | | | | | | | | | | {note(r['error'])} |")
+            print(f"| {r['codebase']} | {r['variant']} |" + " |" * 10 + f" {note(r['error'])} |")
             continue
         m = [r["modes"][k] for k in MODES]
         found = m[0].get("fused", 0) + sum(m[0].get("left_alone", {}).values()) if "fused" in m[0] else "-"
@@ -201,6 +208,8 @@ def markdown(rows, head):
             text = " / ".join(es)
             fails = [f"{mode}: {x['failed']}" for mode, x in zip(MODES, m) if x.get("failed")]
             cells.append(text + (" then fails " + note(f"{r['codebase']}: " + "; ".join(fails)) if fails and bits == 64 else ""))
+        cells.append(" / ".join(f"{x['ratio32']:.1f}x" if x.get("fused") and x.get("ratio32") is not None else "n/a"
+                                for x in m))
         cells.append(" / ".join(fmt(x.get("fuse_s"), ".1f") for x in m))
         for what in ("ms", "peak_mb"):
             cells.append(" / ".join(fmt(r.get(what, {}).get(k), ".1f") for k in ("eager32", "default32", "lean32")))

@@ -136,27 +136,49 @@ def relative_error(a, ref, scale=None):
     return diff / scale if scale > 0 else diff
 
 
+def tensor_errors(record, truth):
+    """name -> (relative error, note) of every tensor of record against truth. A gradient that is
+    zero in the float64 truth to rounding (below ZERO times the largest gradient, as a convolution
+    bias before a BatchNorm has) is measured against the largest gradient instead: rounding noise
+    there is no error, a value there is."""
+    grads = [t.abs().max().item() for n, t in truth.items() if n.startswith("grad") and t is not None and t.numel()]
+    big = max(grads, default=0.0)
+    out = {}
+    for name in truth.keys() | record.keys():
+        a, ref = record.get(name), truth.get(name)
+        if a is None or ref is None:
+            out[name] = (0.0, "") if a is None and ref is None else (float("inf"), ", present in one network only")
+        else:
+            tiny = name.startswith("grad") and ref.numel() and ref.abs().max().item() <= ZERO * big
+            out[name] = (relative_error(a, ref, big if tiny else None), "")
+    return out
+
+
+FLOOR32 = 1e-5  # float32 errors below this are rounding, whatever eager's error on that tensor is
+
+
 class Tracker:
-    """The largest relative error of one network against the truth, and where it was. A gradient
-    that is zero in the float64 truth to rounding (below ZERO times the largest gradient, as a
-    convolution bias before a BatchNorm has) is measured against the largest gradient instead:
-    rounding noise there is no error, a value there is."""
+    """The largest relative error of one network against the truth, and where; for a fused
+    float32 network also the largest ratio of its error on a tensor to eager's error on the same
+    tensor in the same step (eager's below FLOOR32 counted as FLOOR32)."""
 
     def __init__(self):
         self.error, self.where = 0.0, None
+        self.by_kind = {}  # 'output', 'grad', 'buffer' -> largest error of that kind
+        self.ratio, self.ratio_where = None, None
 
-    def update(self, record, truth, when):
-        grads = [t.abs().max().item() for n, t in truth.items() if n.startswith("grad") and t is not None and t.numel()]
-        big = max(grads, default=0.0)
-        for name in truth.keys() | record.keys():
-            a, ref = record.get(name), truth.get(name)
-            if a is None or ref is None:
-                e, what = (0.0, "") if a is None and ref is None else (float("inf"), ", present in one network only")
-            else:
-                tiny = name.startswith("grad") and ref.numel() and ref.abs().max().item() <= ZERO * big
-                e, what = relative_error(a, ref, big if tiny else None), ""
-            if not e <= self.error:  # NaN and inf count
+    def update(self, errors, when, eager=None):
+        for name, (e, what) in errors.items():
+            kind = name.split()[0]
+            if not e <= self.by_kind.get(kind, 0.0):  # NaN and inf count
+                self.by_kind[kind] = e
+            if not e <= self.error:
                 self.error, self.where = e, f"{name}{what} ({when})"
+            if eager is not None:
+                base = max(eager.get(name, (0.0, ""))[0], FLOOR32)
+                if self.ratio is None or not e / base <= self.ratio:
+                    self.ratio = e / base
+                    self.ratio_where = f"{name} ({when}): {e:.1e} against eager's {base:.1e}"
 
 
 class Lockstep:
@@ -233,9 +255,11 @@ class Lockstep:
                     records[key] = forward_only(self.v, net, x, seed, forwards.get(key))
             except Exception as e:
                 self._fail(key, f"{what}, step {step + 1}: {one_line(e)}")
-        for key, record in records.items():
-            if key != "unfused64" and key not in self.dead:
-                self.trackers[key].update(record, records["unfused64"], f"{what}, step {step + 1}")
+        errors = {k: tensor_errors(r, records["unfused64"]) for k, r in records.items() if k != "unfused64"}
+        for key, errs in errors.items():
+            if key not in self.dead:
+                eager = errors.get("eager32") if key.endswith("32") and key != "eager32" else None
+                self.trackers[key].update(errs, f"{what}, step {step + 1}", eager)
                 if key.endswith("32"):
                     sync(self.v, self.nets[key], self.nets["unfused64"])
 
@@ -251,9 +275,11 @@ class Lockstep:
             except Exception as e:
                 self._fail(key, f"eval forward: {one_line(e)}")
             net.train()
-        for key, out in outs.items():
-            if key != "unfused64" and key not in self.dead:
-                self.trackers[key].update({"output": out}, {"output": outs["unfused64"]}, "eval forward")
+        errors = {k: tensor_errors({"output": o}, {"output": outs["unfused64"]}) for k, o in outs.items() if k != "unfused64"}
+        for key, errs in errors.items():
+            if key not in self.dead:
+                eager = errors.get("eager32") if key.endswith("32") and key != "eager32" else None
+                self.trackers[key].update(errs, "eval forward", eager)
 
     def check_methods(self, key):
         """The codebase's own methods on a fused float64 copy against the unfused one, then the
