@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on the GPU machine (device tool): build there, run the CUDA tests, measure the fused ops
-# against issue 14's bars, run the GPU benchmarks, write every result under $OUT. The whole script
+# One call on the GPU machine (device tool): build there for the visible GPU, run the CUDA tests,
+# measure the fused ops against issue 14's bars (bandwidth against the card found: H100 or H200),
+# run the GPU benchmarks, write every result under $OUT. The whole script
 # keeps to BUDGET seconds (default 420; a device command may run 600 s, and a session has 15 minutes
 # of device time, machine start included): each part has its own cap and is cut to the time left,
 # and parts are ordered by what matters most (the CUDA kernels have never run on a GPU, so the tests
@@ -10,18 +11,22 @@
 # $OUT gets at most 8 files (what the device tool brings back): gpu_check.log (everything printed,
 # test output and the bars' PASS/FAIL lines included) and one JSON per benchmark script (the bars
 # and the torch.compile part print only).
+# It runs with the machine's own python3 and torch (2.11.0+cu130 there) and fetches nothing.
 # Dry run of the mechanics on a machine without a GPU: DEVICE=cpu SKIP_BUILD=1 BUDGET=120.
+# Exit status: 0 when every part ran to its end with exit 0 or was capped or skipped for time;
+# the PASS/FAIL lines are the verdicts on the GPU (on a CPU they mean nothing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hdas_gpu_out}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-420}
 export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 log() { echo "[$(date +%T) +$(( $(date +%s) - t0 ))s] $*" | tee -a "$LOG"; }
+failed=()
 # part NAME CAP COMMAND...: runs COMMAND with its output in the log, capped at min(CAP, time left);
 # skipped when under 15 s are left.
 part() {
@@ -33,11 +38,13 @@ part() {
   timeout -k 5 "$cap" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   if (( rc == 124 || rc == 137 )); then log "CAPPED $name at ${cap} s"; else log "end $name: exit $rc"; fi
+  if (( rc != 0 && rc != 124 && rc != 137 )); then failed+=("$name"); fi
 }
 
 log "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
 log "python: $($PY --version 2>&1); torch: $($PY -c 'import torch; print(torch.__version__, torch.version.cuda)')"
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+# The visible GPU's architecture only (docs/building.md): a fraction of the default list's compile.
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-native} MAX_JOBS=${MAX_JOBS:-16}
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   if ! timeout 150 $PY -m pip install --no-build-isolation --no-deps -e . >/tmp/hdas_build.log 2>&1; then
     log "build FAILED (tail follows)"; tail -60 /tmp/hdas_build.log | tee -a "$LOG"; exit 1
@@ -51,11 +58,25 @@ else
   log "pytest missing on this machine: CUDA tests not run"
 fi
 
-# --- issue 14's bars: mixed_node and pair_concat on 103 MB tensors (above the 50 MB L2), fused vs
-# eager vs torch.compile, achieved bandwidth vs the H200's 4.8 TB/s; PASS/FAIL lines in the log.
+# --- issue 14's bars: mixed_node and pair_concat on 103 MB tensors (above the L2), fused vs eager vs
+# torch.compile, achieved bandwidth vs the card's nominal peak (H100 SXM 3.35 TB/s, H200 4.8) and vs
+# a device-to-device copy measured first; PASS/FAIL lines in the log. The JSON stays out of $OUT
+# (8 files at most come back): the model's prediction below reads it.
 small=""
 [[ $DEVICE == cpu ]] && small=--small
-part "bars (bandwidth, x eager, x torch.compile)" 120 $PY benchmarks/bench_bars.py --device "$DEVICE" $small
+BARS_JSON=/tmp/hdas_bars.json
+rm -f "$BARS_JSON"
+part "bars (bandwidth, x eager, x torch.compile)" 120 $PY benchmarks/bench_bars.py --device "$DEVICE" $small \
+  --json "$BARS_JSON"
+
+# --- HOOK (issue 23): the memory-traffic model's prediction beside each measurement of the bars, so
+# that the first GPU run also tests the model. Runs once benchmarks/gpu_model.py exists, as
+#   gpu_model.py --predict --measured BARS_JSON   (bench_bars' rows: op, shape, fused fwd_ms/both_ms)
+if [[ -f benchmarks/gpu_model.py ]]; then
+  part "model prediction beside the bars" 30 $PY benchmarks/gpu_model.py --predict --measured "$BARS_JSON"
+else
+  log "SKIPPED model prediction: benchmarks/gpu_model.py is not there yet"
+fi
 
 # --- compute-sanitizer on a small run of every CUDA kernel (memcheck: out-of-bounds and misaligned
 # accesses, with PyTorch's caching allocator off so every tensor is its own allocation; racecheck:
@@ -95,4 +116,6 @@ part "train step (bf16)" 35 $PY $B/bench_train_step.py --device "$DEVICE" --amp 
 part "MixedOp vs torch.compile (first shape per set)" 45 $PY $B/bench_mixed_op.py --device "$DEVICE" --only-first \
   --json "$OUT/mixed_op_compile.json"
 part "Hs-DAS step vs torch.compile" 60 $PY $B/bench_search_compile.py --device "$DEVICE" --spaces hs --compile-timeout 55
-log "total $(( $(date +%s) - t0 )) s"
+log "total $(( $(date +%s) - t0 )) s; verdicts: $(grep -c '^  PASS' "$LOG") PASS, $(grep -c '^  FAIL' "$LOG") FAIL"
+if (( ${#failed[@]} )); then log "parts that exited non-zero: ${failed[*]}"; exit 1; fi
+log "every part ran (or was capped or skipped for time)"

@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include "cpu/mixed_node_kernel.h"
+#include "cuda/arch_check.h"
 
 #ifndef HDAS_VERSION
 #define HDAS_VERSION "unknown"
@@ -22,7 +23,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
-  m.attr("cuda_archs") = HDAS_CUDA_ARCHS;
+  m.attr("cuda_archs") = HDAS_CUDA_ARCHS;  // "sm_75 ... compute_120": SASS and PTX built ("" without CUDA)
+  m.def("cuda_arch_error", &hdas::cuda_arch_error, pybind11::arg("major"), pybind11::arg("minor"),
+        pybind11::arg("built") = HDAS_CUDA_ARCHS,
+        "'' when a build of these architectures runs on a GPU of this compute capability, else the error "
+        "the CUDA launchers raise there (the rules of csrc/cuda/arch_check.h)");
 #ifdef _OPENMP
   m.attr("with_openmp") = true;
 #else

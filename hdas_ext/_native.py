@@ -19,8 +19,8 @@ def native_available():
 
 
 def build_info():
-    """Facts of the native build (version, torch it was built against, CUDA, OpenMP, the CPU
-    kernels' instruction set in this process)."""
+    """Facts of the native build (version, torch it was built against, CUDA and the architectures
+    its kernels were built for, OpenMP, the CPU kernels' instruction set in this process)."""
     if _C is None:
         return {"native": False, "error": str(_ERROR)}
     return {
@@ -28,11 +28,18 @@ def build_info():
         "version": _C.__version__,
         "torch_version": _C.torch_version,
         "with_cuda": _C.with_cuda,
-        "cuda_archs": _C.cuda_archs,
+        "cuda_archs": cuda_archs(_C.cuda_archs),
         "with_openmp": _C.with_openmp,
         "num_threads": _C.num_threads(),
         "cpu_isa": _C.cpu_isa(),
     }
+
+
+def cuda_archs(built):
+    """'sm_75 sm_90 compute_90' -> {'sass': ['sm_75', 'sm_90'], 'ptx': ['compute_90']}."""
+    entries = built.split()
+    return {"sass": [a for a in entries if a.startswith("sm_")],
+            "ptx": [a for a in entries if a.startswith("compute_")]}
 
 
 _warned = False

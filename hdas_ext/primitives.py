@@ -26,6 +26,3 @@ HDAS_PRIMITIVES = (
 
 # H-DAS stage-level (between cells) list: parameter-free, 'none' last.
 STAGE_PRIMITIVES = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none")
-
-# Ops the fused kernel computes itself (everything else is a module whose output it mixes).
-PARAMETER_FREE = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")

@@ -29,6 +29,8 @@ DARTS cells and 3 (max_pool, avg_pool, skip) for stage edges.
 """
 from math import comb, prod
 
+from .stage_geometry import check_window, window_inputs
+
 __all__ = ["cell_space", "stage_space", "darts_network_space", "hc_das_space", "hs_das_space",
            "distribution_stage_space", "distribution_genotypes", "space_table", "DEFAULTS",
            "PAPER_ORDERS", "order_of_magnitude"]
@@ -51,13 +53,10 @@ def stage_space(n, ops=3, k=2, window=None):
     """Labelled stage DAGs of n cells: prod_{j<n} C(min(j+2, window), k) * ops**k; window None or
     n+1 = no window (every cell reads every earlier state)."""
     _pos_int("n (cells per stage)", n), _pos_int("ops", ops), _pos_int("k", k)
-    m = n + 1 if window is None else window
-    _pos_int("window", m, minimum=2)
-    if m > n + 1:
-        raise ValueError(f"window must be in [2, N+1] = [2, {n + 1}], got {m}")
+    m = check_window(n + 1 if window is None else window, n)
     if k > 2:
         raise ValueError(f"k={k} exceeds the 2 inputs the first cell of a stage can read")
-    return prod(comb(min(j + 2, m), k) * ops ** k for j in range(n))
+    return prod(comb(window_inputs(j, m), k) * ops ** k for j in range(n))
 
 
 def darts_network_space(nodes=4, ops=7, k=2):

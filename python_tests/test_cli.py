@@ -1,11 +1,13 @@
 """The command line answers bad options, names and files with one line naming the culprit (no
 traceback) and a non-zero exit."""
+import argparse
 import ast
 import json
 import os
 import re
 import subprocess
 import sys
+import typing
 from dataclasses import fields
 
 import pytest
@@ -21,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["train", "--epochs", "-1"], "hdas train: error: epochs must be an int >= 1, got -1"),
     (["train", "--cell", "NOPE"], "hdas train: error: cell: unknown genotype name 'NOPE'"),
     (["train", "--cell", "Genotype(normal=[("], "hdas train: error: genotype string is not valid syntax"),
-    (["train", "--resume", "/nonexistent/checkpoint.pt"], "hdas train: error: resume='/nonexistent/checkpoint.pt'"),
+    (["train", "--stages", "/nonexistent/genotype_best.json"],
+     "hdas train: error: stages: no such file '/nonexistent/genotype_best.json'"),
     (["search", "hs", "--device", "gpu"], "hdas search: error: device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
     (["search", "hs", "--lr-min", "1"], "hdas search: error: lr_min must be in [0, lr=0.025]"),
     (["search", "hs", "--momentum", "5"], "hdas search: error: momentum must be in [0, 1), got 5.0"),
@@ -30,11 +33,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
      "hdas random-baseline: error: searched_acc must be a top-1 accuracy in percent"),
     (["random-baseline", "--stages", "HS_DAS_CIFAR", "--searched-acc", "50", "--window", "9"],
      "hdas random-baseline: error: window must be in [2, N+1] = [2, 7]"),
+    (["random-baseline", "--space", "stage"], "hdas random-baseline: error: space must be one of cells, hc, hs, dist"),
+    (["search", "hs", "--amp", "fp16", "--device", "cpu"], "hdas search: error: amp='fp16' needs a CUDA device"),
+    (["train", "--amp", "fp16", "--device", "cpu"], "hdas train: error: amp='fp16' needs a CUDA device"),
+    (["train", "--stages", "HS_DAS_CIFAR", "--layers", "5"], "hdas train: error: layers (--layers) applies to chain"),
+    (["train", "--decay", "0.5"], "hdas train: error: decay must be left unset unless schedule is 'step'"),
     (["space-size", "--nodes", "1000"], "hdas space-size: error: a count has more than"),
-    (["plot", "DARTS_V2", "--format", "svg", "--out", "y.png"],
-     "hdas plot: error: --format svg does not match --out 'y.png'"),
-    (["plot", "DARTS_V2", "--out", "/nonexistent/dir/x.png"],
-     "hdas plot: error: --out: folder '/nonexistent/dir' does not exist"),
+    (["plot", "DARTS_V2", "--format", "svg", "--output", "y.png"],
+     "hdas plot: error: --format svg does not match --output 'y.png'"),
+    (["plot", "DARTS_V2", "--output", "/nonexistent/dir/x.png"],
+     "hdas plot: error: --output: folder '/nonexistent/dir' does not exist"),
 ])
 def test_bad_input_is_one_line(argv, words, monkeypatch):
     monkeypatch.delenv("HDAS_DEBUG", raising=False)
@@ -69,15 +77,14 @@ def test_debug_shows_the_traceback_of_every_command(argv, error, monkeypatch):
         main(argv)
 
 
-def test_old_option_spellings_are_hidden_aliases():
-    parser = build_parser()
-    for command in (["search", "hs"], ["train"]):
-        args = parser.parse_args(command + ["--out", "o", "--C", "4", "--workers", "3"])
-        assert (args.output, args.init_channels, args.num_workers) == ("o", 4, 3)
-        sub = parser._subparsers._group_actions[0].choices[command[0]]
-        text = sub.format_help()
-        assert "--output" in text and "--init-channels" in text and "--num-workers" in text
-        assert not re.search(r"--out\b(?!put)|--C\b|--workers\b", text)
+@pytest.mark.parametrize("command", [["search", "hs"], ["train"], ["random-baseline"], ["plot", "DARTS_V2"]])
+def test_old_spellings_and_prefixes_are_unknown_options(command, capsys):
+    for old in ("--out", "--C", "--workers", "--max-train-steps", "--max-eval-steps", "--memory", "--epoch"):
+        with pytest.raises(SystemExit) as e:
+            main(command + [old, "1"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"usage: hdas {command[0]}" in err and f"unrecognized arguments: {old}" in err, err
 
 
 def test_search_and_train_spell_shared_settings_alike():
@@ -85,7 +92,23 @@ def test_search_and_train_spell_shared_settings_alike():
     from hdas_ext.train import TrainConfig
 
     shared = {f.name for f in fields(SearchConfig)} & {f.name for f in fields(TrainConfig)}
-    assert {"output", "init_channels", "num_workers", "epochs", "batch_size", "lr", "device", "amp"} <= shared
+    assert {"output", "init_channels", "num_workers", "epochs", "batch_size", "lr", "device", "amp", "resume",
+            "steps_per_epoch", "eval_batches", "progress"} <= shared
+    hints = typing.get_type_hints(SearchConfig), typing.get_type_hints(TrainConfig)
+    for name in shared:  # one kind of option: a flag in both, or a value in both
+        assert (hints[0][name] is bool) == (hints[1][name] is bool), name
+    parser = build_parser()
+    for command in (["search", "hs"], ["train"], ["random-baseline"]):
+        args = parser.parse_args(command + ["--resume", "--steps-per-epoch", "2", "--eval-batches", "1"])
+        assert (args.resume, args.steps_per_epoch, args.eval_batches) == (True, 2, 1)
+
+
+@pytest.mark.parametrize("command", ["search", "train", "random-baseline", "space-size", "plot"])
+def test_every_option_shows_its_default(command):
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:  # plain flags (--json, --print-config) default to off
+        if action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction)):
+            assert "default" in (action.help or ""), (command, action.option_strings)
 
 
 def test_install_hints_name_extras_of_setup_py():
@@ -112,7 +135,7 @@ def test_commands_run_without_optional_packages(tmp_path):
         (tmp_path / "stubs" / name / "__init__.py").write_text(
             f"raise ModuleNotFoundError({'No module named ' + repr(name)!r}, name={name!r})\n")
     out = tmp_path / "runs"
-    calls = [["--help"], ["space-size"], ["plot", "DARTS_V2", "--out", str(tmp_path / "x.png")],
+    calls = [["--help"], ["space-size"], ["plot", "DARTS_V2", "--output", str(tmp_path / "x.png")],
              ["search", "hs", "--init-channels", "4", "--cells-per-stage", "2", "--epochs", "1", "--batch-size", "8",
               "--steps-per-epoch", "1", "--eval-batches", "1", "--no-fused", "--output", str(out / "s")],
              ["train", "--epochs", "1", "--train-subset", "32", "--test-subset", "16", "--init-channels", "4",
@@ -133,9 +156,9 @@ def test_commands_run_without_optional_packages(tmp_path):
     assert codes[2] == "hdas plot: error: graphviz is not installed (the 'viz' extra): pip install graphviz " \
                        "(HDAS_DEBUG=1 shows the traceback)"
     assert codes[3:] == [0, 0]
-    for tag, feature, module in [("search", "TensorBoard logs", "tensorboard"), ("search", "progress bars", "tqdm"),
-                                 ("search", "genotype pictures", "graphviz"), ("train", "TensorBoard logs", "tensorboard"),
-                                 ("train", "progress bars", "tqdm")]:
-        hint = install_hint(module) or f"{module} is not installed"  # tqdm: a base dependency, no extra
-        assert proc.stdout.count(f"[{tag}] {feature} off: {hint}") == 1, (tag, feature)
+    # (progress off a terminal is a plain line: no tqdm needed, no note)
+    for tag, feature, module in [("search", "TensorBoard logs", "tensorboard"), ("search", "genotype pictures", "graphviz"),
+                                 ("train", "TensorBoard logs", "tensorboard")]:
+        assert proc.stdout.count(f"[{tag}] {feature} off: {install_hint(module)}") == 1, (tag, feature)
+    assert "progress bars off" not in proc.stdout
     assert (out / "s" / "genotype_last.json").is_file() and (out / "t" / "last.pt").is_file()

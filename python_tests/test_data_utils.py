@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from hdas_ext.runtime import JsonlLogger, load_checkpoint, save_checkpoint
-from hdas_ext.utils import AverageMeter, accuracy, get_rng_state, set_rng_state, set_seed
+from hdas_ext.runtime import JsonlLogger, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state, set_seed
+from hdas_ext.search.metrics import AverageMeter, accuracy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

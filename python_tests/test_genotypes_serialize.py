@@ -183,4 +183,3 @@ def test_released_code_names_are_aliases():
     assert G.parse(repr(G.HC_DAS).replace("StageCellsGenotype(", "Genotype3(")) == G.HC_DAS
     doc = G.to_json(G.HS_DAS_IMAGENET).replace('"StageGenotype"', '"Genotype2"')
     assert G.from_json(doc) == G.HS_DAS_IMAGENET
-    assert G.derive_genotype2 is G.derive_stage_genotype and G.derive_genotype3 is G.derive_stage_cells_genotype

@@ -259,8 +259,8 @@ def test_torch_compile_of_a_lean_op():
 
 
 @pytest.mark.parametrize("space, network", [("cells", dict(layers=3)), ("distribution", dict(n_max=3, n_min=2))])
-def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch, space, network):
-    """hdas search --memory lean: the same alphas (betas) and genotype as the default mode for the
+def test_search_recompute_finds_the_default_genotype(tmp_path, monkeypatch, space, network):
+    """hdas search --recompute: the same alphas (betas) and genotype as the default mode for the
     same seed (float64 supernet: the data cast on the way in)."""
     build = runner.build_supernet
 
@@ -271,11 +271,11 @@ def test_search_memory_lean_finds_the_default_genotype(tmp_path, monkeypatch, sp
 
     monkeypatch.setattr(runner, "build_supernet", build_float64)
     results, states = {}, {}
-    for memory in ("default", "lean"):
+    for memory, recompute in (("default", False), ("lean", True)):
         out = tmp_path / memory
         cfg = SearchConfig(space=space, output=str(out), init_channels=4, epochs=1, batch_size=8,
                            steps_per_epoch=3, eval_batches=1, order=2, progress=False, tensorboard=False,
-                           plot=False, seed=0, memory=memory, **network)
+                           plot=False, seed=0, recompute=recompute, **network)
         results[memory] = run_search(cfg)
         states[memory] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert results["lean"] == results["default"]
@@ -308,14 +308,12 @@ def test_lean_on_cuda_equals_default(space):
 
 
 def test_lean_mode_is_full_channel_only():
-    """Supernets and the search refuse lean partial channels; fuse_mixed_ops(recompute=True) fuses
-    a partial-channel MixedOp in the default mode."""
+    """Supernets (what the search builds) refuse lean partial channels and lean eager modules;
+    fuse_mixed_ops(recompute=True) fuses a partial-channel MixedOp in the default mode."""
     with pytest.raises(ValueError, match="partial_channels=1"):
         DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, recompute=True, partial_channels=2)
-    with pytest.raises(ValueError, match="partial_channels=1"):
-        SearchConfig(space="cells", init_channels=4, memory="lean", partial_channels=2).resolved()
     with pytest.raises(ValueError, match="fused=True"):
-        SearchConfig(space="hs", memory="lean", fused=False).resolved()
+        HsDasSearch(C=4, cells_per_stage=2, recompute=True, fused=False)
     model = DartsCellSearch(C=4, layers=3, steps=2, multiplier=2, fused=False, partial_channels=2)
     n = fuse_mixed_ops(model, recompute=True)
     fused = [m for m in model.modules() if isinstance(m, FusedMixedOp)]

@@ -60,7 +60,7 @@ def test_cli_runs_without_optional_packages(tmp_path):
     assert "tensorboard is not installed" in search.stdout
     assert (out / "genotype_best.json").is_file() and (out / "log.jsonl").is_file()
     assert not (out / "genotype.png").exists() and not (out / "tb").exists()
-    plot = bare(["plot", "DARTS_V2", "--out", str(tmp_path / "d.png")], tmp_path)
+    plot = bare(["plot", "DARTS_V2", "--output", str(tmp_path / "d.png")], tmp_path)
     assert plot.returncode != 0 and "pip install graphviz" in plot.stderr
 
 

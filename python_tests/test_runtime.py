@@ -4,9 +4,10 @@ import re
 import warnings
 
 import pytest
+import torch
 
 from hdas_ext import genotypes as G
-from hdas_ext.runtime import JsonlLogger, ResumePolicy, RunFolder, save_checkpoint
+from hdas_ext.runtime import JsonlLogger, ResumePolicy, RunFolder, load_checkpoint, save_checkpoint
 from hdas_ext.runtime.resume import NETWORK, OPTIMISER
 
 POLICY = ResumePolicy(
@@ -14,7 +15,6 @@ POLICY = ResumePolicy(
     free=frozenset(("output",)),
     genotypes=frozenset(("cell",)),
     refused_when={"aux_weight": (lambda c: c["aux_weight"] > 0, NETWORK)},
-    renamed={"C": "width"},
 )
 OLD = dict(cell="DARTS_V2", width=4, lr=0.1, aux_weight=0.4, output="a", delta=1.0)
 
@@ -37,24 +37,16 @@ def test_resume_policy_refuses_warns_and_passes():
     assert message.endswith("start a new run (another --output)")
 
 
-def test_resume_policy_reads_old_names():
-    old = {("C" if k == "width" else k): v for k, v in OLD.items()}
-    with pytest.raises(ValueError, match=re.escape("width=4 (now 8)")):
-        POLICY.check(old, dict(OLD, width=8), "ck.pt")
-    assert POLICY.check(old, dict(OLD), "ck.pt") == []
-
-
 def test_run_folder_finds_the_checkpoint_to_resume(tmp_path, capsys):
     folder = RunFolder(tmp_path / "run", tag="test")
     assert folder.checkpoint_to_resume(False) is None
-    assert folder.checkpoint_to_resume("auto") is None
+    assert capsys.readouterr().out == ""
+    assert folder.checkpoint_to_resume(True) is None
     assert "no checkpoint in" in capsys.readouterr().out
     save_checkpoint(folder.checkpoint, {"format": "x", "config": {}})
     with pytest.raises(FileExistsError, match="pass --resume"):
         folder.checkpoint_to_resume(False)
-    assert folder.checkpoint_to_resume(True) == folder.checkpoint == folder.checkpoint_to_resume("auto")
-    with pytest.raises(FileNotFoundError, match="resume="):
-        folder.checkpoint_to_resume(str(tmp_path / "missing.pt"))
+    assert folder.checkpoint_to_resume(True) == folder.checkpoint
     with pytest.raises(ValueError, match="not a test checkpoint"):
         folder.load(folder.checkpoint, "y", POLICY, {})
     assert folder.load(folder.checkpoint, "x", POLICY, {})["format"] == "x"
@@ -62,11 +54,11 @@ def test_run_folder_finds_the_checkpoint_to_resume(tmp_path, capsys):
 
 def test_start_drops_log_records_the_checkpoint_does_not_hold(tmp_path):
     folder = RunFolder(tmp_path, tag="test")
-    for epoch in range(3):
+    for epoch in (1, 2, 3):
         folder.log.log(epoch=epoch)
     folder.log.log(event="end")
     folder.start({"a": 1}, epoch=2)
-    assert [r.get("epoch") for r in folder.log.read()] == [0, 1, None]
+    assert [r.get("epoch") for r in folder.log.read()] == [1, 2, None]
     assert (tmp_path / "config.json").read_text().strip().startswith("{")
     off = JsonlLogger(tmp_path / "log.jsonl", enabled=False)
     off.truncate(0)
@@ -75,6 +67,29 @@ def test_start_drops_log_records_the_checkpoint_does_not_hold(tmp_path):
 
 def test_a_refused_run_leaves_no_folder(tmp_path):
     folder = RunFolder(tmp_path / "never", tag="test")
-    with pytest.raises(FileNotFoundError):
-        folder.checkpoint_to_resume(str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="not a test checkpoint"):
+        save_checkpoint(tmp_path / "other.pt", [1, 2])
+        folder.load(tmp_path / "other.pt", "x", POLICY, {})
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a zip archive", "truncated"])
+def test_an_unreadable_checkpoint_is_one_error_naming_it(tmp_path, content):
+    path = tmp_path / "ck.pt"
+    if content == "truncated":
+        save_checkpoint(path, {"format": "x", "config": {}, "w": torch.zeros(1000)})
+        content = path.read_bytes()[:700]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"checkpoint {re.escape(str(path))} cannot be read") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+def test_an_interrupted_run_says_what_its_checkpoint_holds(tmp_path):
+    folder = RunFolder(tmp_path, tag="test")
+    assert "nothing to resume" in str(folder.interrupted(5))
+    folder.start({}, 0)
+    folder.save({"format": "x", "config": {}}, 2)
+    e = folder.interrupted(5)
+    assert isinstance(e, KeyboardInterrupt)
+    assert str(e) == f"interrupted; {folder.checkpoint} holds epoch 2 of 5: run the same command with --resume to continue"

@@ -12,10 +12,12 @@ from hdas_ext.search import SearchConfig, run_search
 
 def config(out, **kw):
     # no augmentation: DDP ranks draw their augmentations from per-rank generators
-    base = dict(space="hs", output=str(out), init_channels=4, cells_per_stage=2, epochs=1, batch_size=8, steps_per_epoch=3,
+    base = dict(space="hs", output=str(out), init_channels=4, epochs=1, batch_size=8, steps_per_epoch=3,
                 eval_batches=1, fused=False, progress=False, tensorboard=False, plot=False, seed=0,
                 augment=False, device="cpu")
     base.update(kw)
+    if base["space"] == "hs":
+        base.setdefault("cells_per_stage", 2)
     return SearchConfig(**base)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from hdas_ext.genotypes import stage_depth as longest_chain
 from hdas_ext.genotypes.derive import derive_stage
-from hdas_ext.search.losses import (MODES, check_mode, complexity_loss, depth_loss, edge_weights, literal_depth,
+from hdas_ext.search.losses import (MODES, LossMode, complexity_loss, depth_loss, edge_weights, literal_depth,
                                     not_none_weights, stage_depth)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -75,13 +75,12 @@ def test_literal_depth_hard_weights_by_hand():
         literal_depth([t(1, 1), t(1, 1)], 3)
 
 
-def test_modes_and_the_old_name():
+def test_modes_are_parsed_by_one_type():
     assert MODES == ("literal", "edge-softmax", "released")
-    with pytest.warns(FutureWarning, match="'edge-softmax'"):
-        assert check_mode("paper") == "edge-softmax"
-    with pytest.warns(FutureWarning):
-        old = stage_depth(ALPHAS, 3, mode="paper")
-    assert old.item() == stage_depth(ALPHAS, 3, mode="edge-softmax").item()
+    assert LossMode("edge-softmax") is LossMode.EDGE_SOFTMAX and LossMode(LossMode.RELEASED) is LossMode.RELEASED
+    assert stage_depth(ALPHAS, 3, mode=LossMode.EDGE_SOFTMAX).item() == stage_depth(ALPHAS, 3, "edge-softmax").item()
+    with pytest.raises(ValueError, match="loss_mode must be one of literal, edge-softmax, released, got 'paper'"):
+        stage_depth(ALPHAS, 3, mode="paper")
 
 
 def test_edge_softmax_depth_by_hand():

@@ -14,15 +14,17 @@ from hdas_ext.search import SearchConfig, run_search
 from hdas_ext.search.bilevel import BilevelOptimizer
 from hdas_ext.search.runner import Search
 from hdas_ext.search.data import SearchData
-from hdas_ext.utils import get_rng_state, set_rng_state
+from hdas_ext.runtime import get_rng_state, set_rng_state
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny(out, **kw):
-    base = dict(space="hs", output=str(out), init_channels=4, cells_per_stage=2, epochs=3, batch_size=8, steps_per_epoch=2,
+    base = dict(space="hs", output=str(out), init_channels=4, epochs=3, batch_size=8, steps_per_epoch=2,
                 eval_batches=2, fused=False, progress=False, tensorboard=False, plot=False, seed=0)
     base.update(kw)
+    if base["space"] == "hs":
+        base.setdefault("cells_per_stage", 2)
     return SearchConfig(**base)
 
 
@@ -38,7 +40,7 @@ def test_search_on_digits_loss_falls(tmp_path):
                plot=True, loss_mode="edge-softmax", weight_decay=3e-4)
     result = run_search(cfg)
     rows = records(tmp_path)
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
     # measured on seeds 0-2: 2.29-2.44 -> 1.80-1.96
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.2
     assert rows[-1]["train_acc"] > rows[0]["train_acc"] + 10
@@ -67,10 +69,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         return step(self, *a, **k)
 
     monkeypatch.setattr(BilevelOptimizer, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="checkpoint.pt holds epoch 1 of 3: run the same command with --resume"):
         run_search(tiny(tmp_path / "killed", **kw))
     monkeypatch.setattr(BilevelOptimizer, "step", step)
-    assert [r["epoch"] for r in records(tmp_path / "killed")] == [0]
+    assert [r["epoch"] for r in records(tmp_path / "killed")] == [1]
     with pytest.raises(FileExistsError, match="--resume"):
         Search(tiny(tmp_path / "killed", **kw))
     resumed = run_search(tiny(tmp_path / "killed", resume=True, **kw))
@@ -79,7 +81,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     for k in reference:
         torch.testing.assert_close(state[k], reference[k], rtol=0, atol=0, msg=k)
     assert resumed["last"] == full["last"] and resumed["best"] == full["best"]
-    assert [r["epoch"] for r in records(tmp_path / "killed")] == [0, 1, 2]
+    assert [r["epoch"] for r in records(tmp_path / "killed")] == [1, 2, 3]
 
 
 class NoisyImages(torch.utils.data.Dataset):
@@ -140,10 +142,11 @@ def test_cli_search_writes_outputs(tmp_path, capsys):
     for name in ("checkpoint.pt", "log.jsonl", "config.json", "genotype_last.json", "genotype_best.json"):
         assert (out / name).is_file(), name
     row = records(out)[0]
-    assert row["kind"] == "epoch" and len(row["stage_lengths"]) == 3
+    assert row["event"] == "epoch" and row["epoch"] == 1 and len(row["stage_lengths"]) == 3
     assert "depth_loss" in row and "comp_loss" in row
     assert len(row["arch_weights"]) == 2  # alphas and betas, softmaxed
-    assert "final genotype" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "final genotype" in out and "[search] epoch 1/1 " in out and "best genotype (epoch 1, " in out
 
 
 def test_cli_search_rejects_bad_settings(tmp_path):

@@ -8,7 +8,9 @@ import pytest
 
 from hdas_ext import cli
 from hdas_ext.cli import build_parser
-from hdas_ext.search import SearchConfig
+from hdas_ext.genotypes import DARTS_V2
+from hdas_ext.search import LossMode, SearchConfig
+from hdas_ext.search.config import PER_SPACE
 from hdas_ext.supernets import stage_cell_costs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -21,30 +23,39 @@ def search_help(capsys):
     return " ".join(capsys.readouterr().out.split())
 
 
-@pytest.mark.parametrize("space, weight_decay, delta, gamma", [
-    ("cells", 3e-4, 0.0, 0.0),        # DARTS' search
-    ("hc", 2.7e-3, 0.0, 0.0),         # the paper's appendix: H-DAS cell search
-    ("hs", 2.7e-3, 1.0, 0.0),         # ... and both stage searches
-    ("distribution", 2.7e-3, 1.0, 0.4),
+@pytest.mark.parametrize("space, weight_decay, delta, gamma, loss_mode", [
+    ("cells", 3e-4, None, None, None),      # DARTS' search: no auxiliary losses
+    ("hc", 2.7e-3, None, None, None),       # the paper's appendix: H-DAS cell search
+    ("hs", 2.7e-3, 1.0, None, "literal"),   # ... and both stage searches
+    ("distribution", 2.7e-3, 1.0, 0.4, "literal"),
 ])
-def test_each_space_resolves_its_defaults(space, weight_decay, delta, gamma):
+def test_each_space_resolves_its_defaults(space, weight_decay, delta, gamma, loss_mode):
     cfg = SearchConfig(space=space).resolved()
-    assert (cfg.weight_decay, cfg.delta, cfg.gamma) == (weight_decay, delta, gamma)
+    assert (cfg.weight_decay, cfg.delta, cfg.gamma, cfg.loss_mode) == (weight_decay, delta, gamma, loss_mode)
     # the appendix's settings shared by every space
     assert (cfg.lr, cfg.lr_min, cfg.momentum, cfg.batch_size, cfg.epochs, cfg.init_channels) == \
         (0.025, 0.001, 0.9, 64, 50, 16)
     assert (cfg.arch_lr, cfg.arch_betas, cfg.arch_weight_decay) == (3e-4, (0.5, 0.999), 1e-3)
-    assert cfg.loss_mode == "literal" and cfg.theta == "1" and not cfg.shared_dag
     assert SearchConfig(space=space, weight_decay=1e-4).resolved().weight_decay == 1e-4
+    # the supernet's own settings default to its constructor's, the others are None
+    expected = {"cells": dict(layers=8, partial_channels=1, edge_normalization=False),
+                "hc": dict(layers=8, partial_channels=1, edge_normalization=False),
+                "hs": dict(cells_per_stage=6, window=3, shared_dag=False, genotype=DARTS_V2),
+                "distribution": dict(n_max=8, n_min=4, window=3, theta="1", genotype=DARTS_V2)}[space]
+    for name in PER_SPACE:
+        if name not in ("weight_decay", "delta", "gamma", "loss_mode", "stage_primitives"):
+            assert getattr(cfg, name) == expected.get(name), name
 
 
 def test_help_shows_every_space_default_and_the_variants(capsys):
     text = search_help(capsys)
     assert "weight SGD weight decay (default: cells 3e-4, hc 2.7e-3, hs 2.7e-3, distribution 2.7e-3)" in text
-    assert "depth-loss coefficient (default: cells 0, hc 0, hs 1, distribution 1)" in text
-    assert "complexity-loss coefficient (default: cells 0, hc 0, hs 0, distribution 0.4)" in text
+    assert "depth-loss coefficient (default: 1; hs, distribution only)" in text
+    assert "complexity-loss coefficient (default: 0.4; distribution only)" in text
     assert re.search(r"--loss-mode \{literal,edge-softmax,released\} literal: the paper's Eq. 2 as written", text)
-    assert "(default: literal)" in text
+    assert "(default: literal; hs, distribution only)" in text
+    assert "(default: max_pool_3x3,avg_pool_3x3,skip_connect,none; hs, distribution only)" in text  # as typed
+    assert "architecture Adam betas (default: 0.5 0.999)" in text
     assert "HC_DAS" in text and "Hs-DAS-dagger" in text and "Hs-DAS*" in text
     assert "--theta {1,flops,params}" in text and "--stage-primitives" in text
     assert "paper default" not in text.lower()
@@ -60,18 +71,17 @@ def test_new_options_parse():
     cfg = parse("hs", "--cells-per-stage", "6,6,4", "--stage-primitives", "skip_connect,none", "--loss-mode",
                 "edge-softmax")
     assert cfg.cells_per_stage == (6, 6, 4) and cfg.stage_primitives == ("skip_connect", "none")
-    assert cfg.loss_mode == "edge-softmax"
-    assert parse("hs", "--cells-per-stage", "4,4,4").cells_per_stage == 4
+    assert cfg.loss_mode is LossMode.EDGE_SOFTMAX
     assert parse("hs", "--shared-dag").shared_dag
     assert parse("distribution", "--theta", "params").theta == "params"
-    with pytest.warns(FutureWarning, match="'edge-softmax'"):
-        assert parse("hs", "--loss-mode", "paper").loss_mode == "edge-softmax"
+    with pytest.raises(ValueError, match="loss_mode must be one of literal, edge-softmax, released, got 'paper'"):
+        parse("hs", "--loss-mode", "paper")
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["search", "distribution", "--shared-dag"], "shared_dag (Hs-DAS*) is an 'hs' search option"),
-    (["search", "hs", "--shared-dag", "--cells-per-stage", "3,3,2"], "shared_dag (Hs-DAS*) is an 'hs' search"),
-    (["search", "hs", "--cells-per-stage", "3,3"], "cells_per_stage must be an int or 3 ints"),
+    (["search", "distribution", "--shared-dag"], "shared_dag (--shared-dag) applies to the hs search, not to"),
+    (["search", "hs", "--shared-dag", "--cells-per-stage", "3,3,2"], "a shared stage DAG needs the same number"),
+    (["search", "hs", "--cells-per-stage", "3,3"], "cells_per_stage must be an int >= 1 or 3 of them"),
     (["search", "hs", "--cells-per-stage", "4,4,2", "--window", "4"], "window must be in [2, N+1] = [2, 3]"),
     (["search", "hs", "--stage-primitives", "none"], "stage_primitives must be distinct names"),
     (["search", "hs", "--stage-primitives", "sep_conv_3x3,none"], "stage_primitives must be distinct names"),

@@ -83,12 +83,9 @@ def test_old_names_are_aliases():
     """Published code uses the names of 0.1.0."""
     import hdas_ext.nn
     import hdas_ext.reference
-    from hdas_ext.supernets import module_class
     assert hdas_ext.nn.FusedStageNode is FusedWindowedCellInput
     assert hdas_ext.reference.StageNode is WindowedCellInput
     assert hdas_ext.nn.fused_node is hdas_ext.nn.fused_edge_sum
-    assert module_class("StageNode", True) is FusedWindowedCellInput
-    assert module_class("StageNode", False) is WindowedCellInput
 
 
 @pytest.mark.cuda

@@ -82,9 +82,9 @@ def test_cells_per_stage_per_stage_builds_and_searches():
     assert (g.DAG1_concat, g.DAG2_concat, g.DAG3_concat) == ([3, 4], [3, 4], [2, 3])
     with pytest.raises(ValueError, match="window"):
         HsDasSearch(C=4, cells_per_stage=(3, 3, 2), window=4, fused=False)     # > min(N) + 1
-    with pytest.raises(ValueError, match="cells_per_stage must be an int or 3 ints"):
+    with pytest.raises(ValueError, match="cells_per_stage must be an int >= 1 or 3 of them"):
         HsDasSearch(C=4, cells_per_stage=(3, 3), fused=False)
-    with pytest.raises(ValueError, match="cells_per_stage must be an int >= 1"):
+    with pytest.raises(ValueError, match="cells_per_stage must be an int >= 1 or 3 of them"):
         HsDasSearch(C=4, cells_per_stage=(3, 0, 3), fused=False)
 
 

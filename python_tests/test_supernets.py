@@ -5,8 +5,8 @@ import torch
 
 from hdas_ext.genotypes import HC_DAS, Genotype, StageGenotype, StageCellsGenotype, validate
 from hdas_ext.primitives import STAGE_PRIMITIVES
-from hdas_ext.supernets import (DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch, output_pairs,
-                                window_sources)
+from hdas_ext.stage_geometry import output_pairs, window_sources
+from hdas_ext.supernets import DartsCellSearch, DistributionSearch, HcDasSearch, HsDasSearch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -86,7 +86,7 @@ def test_digits_run_learns_and_saves_plain_state_dicts(tmp_path):
                tensorboard=True, lr=0.1)
     summary = train(cfg)
     rows = records(cfg)
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
     assert summary["last_top1"] > 30.0  # chance is 10 %
     assert rows[1]["drop_path_prob"] == pytest.approx(cfg.drop_path_prob / 3)
@@ -126,10 +126,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, on_device):
 
     with pytest.raises(Interrupt):
         train(part, on_epoch_end=stop)
-    assert [r["epoch"] for r in records(part)] == [0, 1]
+    assert [r["epoch"] for r in records(part)] == [1, 2]
     with pytest.raises(FileExistsError, match="resume"):
         train(part)  # refuses to overwrite a run without --resume
-    resumed = tiny(tmp_path, "part", resume="auto", **kw)
+    resumed = tiny(tmp_path, "part", resume=True, **kw)
     train(resumed)
 
     a = torch.load(os.path.join(full.output, "last.pt"), weights_only=True)
@@ -138,7 +138,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, on_device):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     ra, rb = records(full), records(part)
-    assert [r["epoch"] for r in rb] == [0, 1, 2]
+    assert [r["epoch"] for r in rb] == [1, 2, 3]
     for x, y in zip(ra, rb):
         for key in ("train_loss", "test_top1", "test_loss", "lr"):
             assert x[key] == y[key], key
@@ -149,10 +149,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, on_device):
 def test_resume_of_a_finished_run_returns_its_summary(tmp_path):
     cfg = tiny(tmp_path, epochs=1)
     first = train(cfg)
-    again = train(tiny(tmp_path, epochs=1, resume="auto"))
+    again = train(tiny(tmp_path, epochs=1, resume=True))
     assert again["last_top1"] == first["last_top1"] and again["best_top1"] == first["best_top1"]
-    with pytest.raises(FileNotFoundError, match="resume"):
-        train(tiny(tmp_path, "x", resume=str(tmp_path / "missing.pt")))
+    assert again["best_epoch"] == first["best_epoch"] == 1
 
 
 def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
@@ -161,19 +160,19 @@ def test_resume_refuses_what_the_checkpoint_would_override(tmp_path):
     cfg = tiny(tmp_path, epochs=1)
     train(cfg)
     with pytest.raises(ValueError, match=re.escape(f"lr={cfg.lr!r} (now 0.5)")):
-        train(tiny(tmp_path, epochs=1, lr=0.5, resume="auto"))
+        train(tiny(tmp_path, epochs=1, lr=0.5, resume=True))
     with pytest.raises(ValueError, match=re.escape("epochs=1 (now 2)")):
-        train(tiny(tmp_path, epochs=2, resume="auto"))
+        train(tiny(tmp_path, epochs=2, resume=True))
     with pytest.raises(ValueError, match=re.escape("init_channels=4 (now 8): the checkpoint holds another network")):
-        train(tiny(tmp_path, epochs=1, init_channels=8, resume="auto"))
+        train(tiny(tmp_path, epochs=1, init_channels=8, resume=True))
     with pytest.raises(ValueError, match=re.escape("auxiliary_weight=0.4 (now 0.0): the checkpoint holds another")):
-        train(tiny(tmp_path, epochs=1, auxiliary_weight=0.0, resume="auto"))  # no head without a loss
+        train(tiny(tmp_path, epochs=1, auxiliary_weight=0.0, resume=True))  # no head without a loss
     # the same cell given as its JSON is no change
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train(tiny(tmp_path, epochs=1, cell=G.to_json(cfg.cell), resume="auto"))  # cfg.cell: the parsed DARTS_V2
+        train(tiny(tmp_path, epochs=1, cell=G.to_json(cfg.cell), resume=True))  # cfg.cell: the parsed DARTS_V2
     with pytest.warns(UserWarning, match="changed options.*grad_clip"):
-        train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume="auto"))
+        train(tiny(tmp_path, epochs=1, grad_clip=1.0, resume=True))
 
 
 # ---- command line ---------------------------------------------------------------------------------------
@@ -184,7 +183,7 @@ def test_cli_train(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["lr"] == 0.2 and printed["auxiliary"] is False and printed["dataset"] == "digits"
     assert cli_main(["train", "--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--init-channels",
-                     "4", "--layers", "3", "--stages", "HS_DAS_IMAGENET", "--output", out, "--no-tensorboard",
+                     "4", "--stages", "HS_DAS_IMAGENET", "--output", out, "--no-tensorboard",
                      "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and os.path.isfile(os.path.join(out, "checkpoint.pt"))
@@ -194,7 +193,7 @@ def test_cli_train(tmp_path, capsys):
 
 @pytest.mark.parametrize("opts", [dict(amp="bf16"), dict(channels_last=True, data_on_device=True)])
 def test_amp_and_channels_last_paths_run(tmp_path, opts):
-    summary = train(tiny(tmp_path, epochs=1, batch_size=8, train_subset=16, test_subset=8, max_train_steps=1,
+    summary = train(tiny(tmp_path, epochs=1, batch_size=8, train_subset=16, test_subset=8, steps_per_epoch=1,
                          **opts))
     rows = records(tiny(tmp_path, epochs=1))
     assert math.isfinite(rows[0]["train_loss"]) and 0.0 <= summary["last_top1"] <= 100.0

@@ -1,4 +1,5 @@
 import collections
+import dataclasses
 import json
 import os
 import random
@@ -73,21 +74,22 @@ def test_sampled_distribution_stages_draw_their_length():
 def test_relative_improvement():
     assert relative_improvement(97.5, 97.0) == pytest.approx(100 * 0.5 / 97.0)
     assert relative_improvement(90.0, 90.0) == 0.0
-    with pytest.raises(ValueError, match="acc_random"):
-        relative_improvement(90.0, 0.0)
+    assert relative_improvement(90.0, 0.0) is None  # undefined, not an error: the summary is still written
 
 
 def tiny(tmp_path, **kw):
     base = dict(output=str(tmp_path / "rb"), epochs=1, batch_size=32, train_subset=64, test_subset=32,
-                init_channels=4, layers=3, tensorboard=False, progress=False)
+                init_channels=4, tensorboard=False, progress=False)
     base.update(kw)
+    if base.get("stages") is None:
+        base.setdefault("layers", 3)  # a chain network's cells
     return make_config("digits", **base)
 
 
 def test_stage_baseline_trains_searched_and_random(tmp_path):
     searched = G.to_json(sample_genotype2(random.Random(5), (2, 3, 2)))
     cfg = tiny(tmp_path, stages=searched)
-    summary = run_random_baseline(cfg, space="stage", samples=2, sample_seed=1)
+    summary = run_random_baseline(cfg, space="hs", samples=2, sample_seed=1)
     accs = [r["acc"] for r in summary["random"]]
     assert summary["random_mean"] == pytest.approx(sum(accs) / 2)
     assert summary["RI"] == pytest.approx(relative_improvement(summary["searched"]["acc"], summary["random_mean"]))
@@ -97,21 +99,27 @@ def test_stage_baseline_trains_searched_and_random(tmp_path):
         g2 = G.parse(r["stages"])
         assert [len(d) for d, _ in G.stages(g2)] == [2, 3, 2]  # the searched genotype's lengths
     assert os.path.isfile(os.path.join(cfg.output, "searched", "best.pt"))
-    again = run_random_baseline(cfg, space="stage", samples=2, sample_seed=1)  # resumes finished runs
-    assert again["random"] == summary["random"]
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_random_baseline(cfg, space="hs", samples=2, sample_seed=1)
+    again = run_random_baseline(dataclasses.replace(cfg, resume=True), space="hs", samples=2, sample_seed=1)
+    assert again["random"] == summary["random"]  # finished runs read back
 
 
 def test_cell_baseline_with_given_accuracy_and_errors(tmp_path, capsys):
     cfg = tiny(tmp_path)
-    s = run_random_baseline(cfg, space="cell", samples=1, searched_acc=50.0, metric="last")
+    s = run_random_baseline(cfg, space="cells", samples=1, searched_acc=50.0, metric="last")
     assert s["searched"] == {"name": "searched", "acc": 50.0}
     assert isinstance(G.parse(s["random"][0]["cell"]), G.Genotype)
     with pytest.raises(ValueError, match="searched"):
-        run_random_baseline(tiny(tmp_path), space="stage", samples=1)
-    with pytest.raises(ValueError, match="space"):
-        run_random_baseline(cfg, space="macro")
-    with pytest.raises(ValueError, match="window must be an int >= 2"):
-        run_random_baseline(cfg, space="stage", window=1, searched_acc=50.0)
+        run_random_baseline(tiny(tmp_path), space="hs", samples=1)
+    with pytest.raises(ValueError, match="space must be one of cells, hc, hs, distribution"):
+        run_random_baseline(cfg, space="stage")
+    with pytest.raises(ValueError, match="cell .--cell. must be a StageCellsGenotype"):
+        run_random_baseline(cfg, space="hc", searched_acc=50.0)
+    with pytest.raises(ValueError, match=re.escape("window (--window) applies to the hs and distribution spaces")):
+        run_random_baseline(cfg, space="cells", window=3, searched_acc=50.0)
+    with pytest.raises(ValueError, match=re.escape("window must be in [2, N+1] = [2, 7]")):
+        run_random_baseline(cfg, space="hs", window=1, searched_acc=50.0)
     with pytest.raises(ValueError, match=re.escape("n_min must be in [1, 2]")):
         run_random_baseline(cfg, space="distribution", cells_per_stage=(2, 3, 2), n_min=3, searched_acc=50.0)
     d = run_random_baseline(tiny(tmp_path, output=str(tmp_path / "dist")), space="distribution", samples=1,
@@ -119,10 +127,10 @@ def test_cell_baseline_with_given_accuracy_and_errors(tmp_path, capsys):
     assert d["space"] == "distribution"
     assert all(2 <= c[0] <= 3 for _, c in G.stages(G.parse(d["random"][0]["stages"])))
     out = str(tmp_path / "cli")
-    assert cli_main(["random-baseline", "--space", "stage", "--samples", "1", "--cells-per-stage", "2,2,2",
+    assert cli_main(["random-baseline", "--space", "hs", "--samples", "1", "--cells-per-stage", "2,2,2",
                      "--searched-acc", "40", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",
                      "--init-channels", "4", "--output", out, "--no-tensorboard", "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["samples"] == 1 and printed["searched"] == 40.0
-    with pytest.raises(SystemExit, match="random-baseline: error: --cells-per-stage must be three positive ints"):
+    with pytest.raises(SystemExit, match="random-baseline: error: cells_per_stage must be an int >= 1 or 3 of them"):
         cli_main(["random-baseline", "--cells-per-stage", "6,6", "--searched-acc", "1"])

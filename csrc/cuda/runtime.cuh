@@ -7,11 +7,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "../ops_namespace.h"
+#include "arch_check.h"
 #include "device.cuh"
 
 #ifdef HDAS_CUDA_EMU
@@ -51,9 +53,23 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, Args... ar
 // backend's (the dispatcher also picks it for a CUDA tensor the op ignores, e.g. running statistics
 // in training). Then the device guard: built before the checks, a CPU tensor made it fail with
 // c10's "Expected a cuda device" instead of the checks' ValueError.
+// Then, once per GPU, that this build holds code the GPU runs (arch_check.h): one clear error
+// instead of CUDA's "no kernel image is available" from the first launch.
 inline void check_device(const at::Tensor& x, const char* op) {
   TORCH_CHECK_VALUE(x.device().type() == kDeviceType, op, " (", kBackend, "): the tensors must be on a ",
                     c10::DeviceTypeName(kDeviceType, /*lower_case=*/true), " device, got ", x.device());
+#ifndef HDAS_CUDA_EMU
+  static std::atomic<uint64_t> covered{0};  // bit i: GPU i checked (GPUs past 64 are checked every call)
+  const int i = x.device().index();
+  const uint64_t bit = i < 64 ? uint64_t(1) << i : 0;
+  if (bit & covered.load(std::memory_order_relaxed)) return;
+  int major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i));
+  const std::string error = cuda_arch_error(major, minor, HDAS_CUDA_ARCHS);
+  TORCH_CHECK(error.empty(), op, " on ", x.device(), ": ", error);
+  covered.fetch_or(bit, std::memory_order_relaxed);
+#endif
 }
 
 // Settings the emulated build's tests change (hdas_emu::set_test_knobs, csrc/emu/test_knobs.cpp) to

@@ -1,13 +1,13 @@
 """Command-line options generated from a configuration dataclass: one option per field, its help,
 group, choices and argparse details from the field's metadata (hdas_ext.runtime.option). `hdas
-search` and `hdas train` build their options this way, so both spell a setting the same."""
+search` and `hdas train` build their options this way, so both spell a setting the same. argparse
+only turns text into the field's type; the configuration checks the values (choices included), so
+a setting is validated in one place whether it comes from the command line or from Python."""
 import argparse
 import typing
 from dataclasses import MISSING, fields
 
-# Spellings kept for scripts written before the options were named alike; accepted, not listed.
-HIDDEN_ALIASES = {"output": ("--out",), "init_channels": ("--C",), "num_workers": ("--workers",)}
-_ARGPARSE_KEYS = ("choices", "nargs", "const", "type", "metavar")
+_ARGPARSE_KEYS = ("nargs", "const", "type", "metavar")
 
 
 def _option_type(hint):
@@ -16,6 +16,14 @@ def _option_type(hint):
     if not args:
         return hint
     return str if str in args else args[0]
+
+
+def _shown(default, meta):
+    """A default as it is typed on the command line: a tuple comma-separated, or space-separated
+    where the option takes several values."""
+    if not isinstance(default, tuple):
+        return str(default)
+    return (" " if "nargs" in meta else ",").join(map(str, default))
 
 
 def add_config_options(parser, config_cls, skip=(), preset=False):
@@ -30,6 +38,8 @@ def add_config_options(parser, config_cls, skip=(), preset=False):
         meta = f.metadata
         kind = _option_type(hints[f.name])
         kwargs = {k: meta[k] for k in _ARGPARSE_KEYS if k in meta}
+        if "choices" in meta:
+            kwargs.setdefault("metavar", "{" + ",".join(map(str, meta["choices"])) + "}")
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -40,17 +50,17 @@ def add_config_options(parser, config_cls, skip=(), preset=False):
         default = f.default if f.default is not MISSING else None
         help_text = meta.get("help", "").replace("%", "%%")
         if preset:
-            help_text += f" (default: preset, else {default!r})"
+            help_text += f" (default: preset, else {_shown(default, meta)})"
         elif default is not None:
-            help_text += f" (default: {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+            help_text += f" (default: {_shown(default, meta)})"
+        elif "default" not in help_text:
+            help_text += " (default: none)"
         group = parser
         if meta.get("group"):
             if meta["group"] not in groups:
                 groups[meta["group"]] = parser.add_argument_group(meta["group"])
             group = groups[meta["group"]]
         group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=help_text.strip(), **kwargs)
-        for alias in HIDDEN_ALIASES.get(f.name, ()):
-            group.add_argument(alias, dest=f.name, default=None, help=argparse.SUPPRESS, **kwargs)
 
 
 def config_values(args, config_cls, skip=()):

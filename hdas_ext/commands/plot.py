@@ -15,8 +15,8 @@ def register(subparsers):
                                           "(published repr or JSON), or the genotype text itself.")
     p.add_argument("genotype", metavar="NAME_OR_FILE")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="output format (default: from --out's extension, else png)")
-    p.add_argument("--out", default=None, help="output path (default: <name>.<format> in the current directory)")
+                   help="output format (default: from --output's extension, else png)")
+    p.add_argument("--output", default=None, help="output path (default: <name>.<format> in the current directory)")
     p.add_argument("--part", default=None,
                    help="draw one field only, e.g. normal, reduce2 or DAG1 (default: all)")
     p.set_defaults(func=run)
@@ -35,18 +35,18 @@ def load(spec):
 def run(args):
     g, name = load(args.genotype)
     fmt = args.format
-    if args.out and not fmt:
-        fmt = os.path.splitext(args.out)[1].lstrip(".").lower() or "png"
+    if args.output and not fmt:
+        fmt = os.path.splitext(args.output)[1].lstrip(".").lower() or "png"
     fmt = fmt or "png"
     if fmt not in FORMATS:
-        raise ValueError(f"--out extension must be one of {FORMATS}, got {fmt!r}")
-    out = args.out or f"{name}{'_' + args.part if args.part else ''}.{fmt}"
+        raise ValueError(f"--output extension must be one of {FORMATS}, got {fmt!r}")
+    out = args.output or f"{name}{'_' + args.part if args.part else ''}.{fmt}"
     ext = os.path.splitext(out)[1].lstrip(".").lower()
     if args.format and ext and ext != fmt:
-        raise ValueError(f"--format {fmt} does not match --out {out!r}; give one of them, or both alike")
+        raise ValueError(f"--format {fmt} does not match --output {out!r}; give one of them, or both alike")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--out: folder {folder!r} does not exist")
+        raise FileNotFoundError(f"--output: folder {folder!r} does not exist")
     if args.part and (args.part not in g._fields or args.part.endswith("_concat")):
         fields = [f for f in g._fields if not f.endswith("_concat")]
         raise ValueError(f"--part must be one of {fields}, got {args.part!r}")
@@ -60,8 +60,9 @@ def run(args):
         graph = viz.genotype_graph(g, caption=name)
     try:
         path = viz.render(graph, out, fmt)
-    except RuntimeError as e:
-        print(f"hdas plot: {e}", file=sys.stderr)
-        return 2
+    except RuntimeError as e:  # no `dot` binary: the .dot source is written, as documented
+        print(f"hdas plot: note: {e}", file=sys.stderr)
+        print(os.path.splitext(out)[0] + ".dot")
+        return 0
     print(path)
     return 0

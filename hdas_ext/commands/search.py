@@ -12,8 +12,9 @@ def register(subparsers):
         description="Bi-level differentiable architecture search. Spaces: 'cells' (DARTS, 8 cells, "
                     "shared normal/reduce cells), 'hc' (Hc-DAS stage-specific cells), 'hs' (Hs-DAS "
                     "connections between fixed cells), 'distribution' (Hs-DAS with searched stage "
-                    "lengths N_min..N_max). Writes config.json, log.jsonl, checkpoint.pt, "
-                    "genotype_{best,last}.json, tb/ and genotype.png to --output.")
+                    "lengths N_min..N_max). An option that does not apply to the space is refused. Writes "
+                    "config.json, log.jsonl, checkpoint.pt, genotype_{best,last}.json, tb/ and genotype.png "
+                    "to --output.")
     add_config_options(p, SearchConfig)
     p.set_defaults(func=run)
 
@@ -21,7 +22,7 @@ def register(subparsers):
 def run(args):
     from ..search import run_search
 
-    result = run_search(SearchConfig(**config_values(args, SearchConfig)).resolved())
+    result = run_search(SearchConfig(**config_values(args, SearchConfig)))
     if not is_main_process():
         return 0
     print(f"final genotype (last epoch) = {result['last']!r}")

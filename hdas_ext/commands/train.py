@@ -20,7 +20,7 @@ def register(subparsers):
         + ". A preset adapts to the network's family, chosen from the genotypes given (hs-das: --stages "
           "given; hc-das: stage-specific cells; darts: the rest): " + _family_notes() + ". Any option given "
           "wins. Multi-GPU: torchrun --nproc_per_node N -m hdas_ext.cli train ...")
-    p.add_argument("--preset", default="digits", choices=sorted(PRESETS),
+    p.add_argument("--preset", default="digits", metavar="{" + ",".join(sorted(PRESETS)) + "}",
                    help="recipe to start from (default: digits, the embedded offline dataset)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     add_config_options(p, TrainConfig, preset=True)

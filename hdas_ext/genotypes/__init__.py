@@ -9,6 +9,3 @@ from .analysis import (average_path_length, dead_cells, expected_depth, live_sta
 from .derive import (RULES, cell_edge_counts, derive_cell, derive_genotype, derive_stage, derive_stage_cells_genotype,
                      derive_stage_genotype, derive_stage_length, stage_edge_counts)
 from .cost import count_cell_madds, count_cell_params, op_madds, op_params
-
-# The released code's names (published scripts import them).
-derive_genotype2, derive_genotype3 = derive_stage_genotype, derive_stage_cells_genotype

@@ -14,6 +14,7 @@ list) or all edges stacked row-wise in one 2-D array.
 import math
 
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
+from ..stage_geometry import check_window, window_inputs, window_sources
 
 RULES = ("darts", "hdas")
 
@@ -110,7 +111,7 @@ def cell_edge_counts(n):
 
 def stage_edge_counts(n, window):
     """A stage with window m: cell j reads the min(j+2, m) most recent states."""
-    return [min(j + 2, window) for j in range(n)]
+    return [window_inputs(j, window) for j in range(n)]
 
 
 def derive_cell(alpha_rows, primitives=DARTS_PRIMITIVES, rule="darts", k=2, multiplier=None, edge_weights=None):
@@ -148,9 +149,8 @@ def derive_stage(alpha_rows, primitives=STAGE_PRIMITIVES, window=3, k=2, rule="h
         raise ValueError(f"window must be an int >= 2, got {window!r}")
     nodes = _split(alpha_rows, lambda n: stage_edge_counts(n, window), "derive_stage")
     n = len(nodes)
-    if window > n + 1:
-        raise ValueError(f"window must be in [2, N+1] = [2, {n + 1}] for a stage of N={n} cells, got {window}")
-    dag = [_select(rows, tuple(primitives), rule, k, max(0, j + 2 - window)) for j, rows in enumerate(nodes)]
+    check_window(window, n)
+    dag = [_select(rows, tuple(primitives), rule, k, window_sources(j, window)[0]) for j, rows in enumerate(nodes)]
     return dag, [n, n + 1]
 
 

@@ -193,10 +193,9 @@ def from_json(text):
 def resolve(value, what="genotype", types=tuple(GENOTYPE_TYPES.values())):
     """A validated genotype from a library name, a repr string (``NAME = Genotype(...)`` too),
     JSON, a file holding either (as a search writes genotype_best.json), or an object of `types`;
-    `what` names the argument in errors."""
-    if isinstance(value, str) and os.path.isfile(value):
-        with open(value) as f:
-            value = f.read()
+    `what` names the argument in errors, which also name the file a genotype was read from."""
+    if isinstance(value, str) and _is_path(value):
+        return _from_file(value, what, types)
     if isinstance(value, str):
         text = value.strip()
         if text in names() or not (text.startswith("{") or "(" in text):
@@ -213,3 +212,33 @@ def resolve(value, what="genotype", types=tuple(GENOTYPE_TYPES.values())):
         raise TypeError(f"{what} must be a {kinds} (a library name, a genotype string or object), "
                         f"got {type(g).__name__}")
     return validate(g)
+
+
+def _is_path(text):
+    """A file, or text that can only mean one (a path separator or a file extension, no genotype)."""
+    t = text.strip()
+    if os.path.isfile(t):
+        return True
+    return not ("(" in t or t.startswith("{")) and ("/" in t or os.sep in t or os.path.splitext(t)[1] != "")
+
+
+def _from_file(path, what, types):
+    path = path.strip()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what}: cannot read {path!r} ({e})") from None
+    if not text.strip():
+        raise ValueError(f"{what}: file {path!r} is empty; it must hold a library name, a genotype string or JSON")
+    if _is_path(text):
+        raise ValueError(f"{what}: file {path!r} holds a path ({text.strip()[:80]!r}), not a genotype")
+    try:
+        return resolve(text, what, types)
+    except (ValueError, TypeError) as e:
+        message = str(e)
+        if message.startswith(f"{what}: "):  # one name of the argument is enough
+            message = message[len(what) + 2:]
+        raise type(e)(f"{what}: file {path!r}: {message}") from None

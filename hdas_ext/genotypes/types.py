@@ -87,11 +87,6 @@ def stages(g2):
             (g2.DAG3, list(g2.DAG3_concat))]
 
 
-def is_flat_cell(gene):
-    """True for a flat list of (op, int) pairs (DARTS format)."""
-    return all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in gene)
-
-
 # Ops a genotype may name: the search lists plus the two extra DARTS ops hdas_ext.nn.OPS defines.
 KNOWN_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "sep_conv_7x7", "conv_7x1_1x7")

@@ -26,11 +26,17 @@ def save_checkpoint(path, state):
 
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint written by save_checkpoint. Uses weights_only=True: checkpoints hold only
-    tensors and plain Python values, never pickled classes."""
+    tensors and plain Python values, never pickled classes. A file that does not load (truncated
+    by a copy or a full disk, empty, or no checkpoint at all) raises one ValueError naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint path {path!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError... by damage
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ValueError(f"checkpoint {path} cannot be read ({reason}): it is damaged (e.g. truncated) or not a "
+                         "checkpoint of this package") from None
 
 
 def cpu_state(module):

@@ -1,6 +1,7 @@
 """What the search and training configurations share: fields that carry their command-line help,
 and the plain dict a configuration is saved as (config.json, checkpoints)."""
 import dataclasses
+import enum
 
 from .. import genotypes as G
 
@@ -20,12 +21,14 @@ def genotype_text(g):
 
 
 def config_dict(cfg):
-    """A configuration as plain values: genotype objects as text, tuples as lists."""
+    """A configuration as plain values: genotype objects as text, enums as their values, tuples as lists."""
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, tuple(G.GENOTYPE_TYPES.values())):
             v = genotype_text(v)
+        elif isinstance(v, enum.Enum):
+            v = v.value
         elif isinstance(v, tuple):
             v = list(v)
         out[f.name] = v

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..utils import check_device
+
+
+def check_device(device, name="device"):
+    """device: 'auto', 'cpu', 'cuda' or 'cuda:N', and CUDA present when asked for; ValueError
+    naming the option otherwise (before any process group or tensor is made)."""
+    ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda") or
+                                      (device.startswith("cuda:") and device[5:].isdigit()))
+    if not ok:
+        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} but CUDA is not available here")
 
 
 @dataclass

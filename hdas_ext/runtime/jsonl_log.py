@@ -33,12 +33,12 @@ class JsonlLogger:
         with open(self.path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def truncate(self, epoch):
-        """Drop the records of epochs >= `epoch`: a resumed run rewrites the epochs its checkpoint
-        does not hold (records written before a kill)."""
+    def truncate(self, epochs):
+        """Keep the records of the first `epochs` epochs (epochs count from 1) and those of no epoch:
+        a resumed run rewrites the epochs its checkpoint does not hold (records written before a kill)."""
         if not self.enabled or not os.path.exists(self.path):
             return
-        rows = [r for r in self.read() if r.get("epoch", -1) < epoch]
+        rows = [r for r in self.read() if r.get("epoch", 0) <= epochs]
         with open(self.path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 

@@ -20,13 +20,11 @@ class ResumePolicy:
     genotypes: frozenset = frozenset()         # compared as genotypes (a library name equals its JSON)
     # setting -> (property of the whole configuration, why): refused when the property changes
     refused_when: Mapping[str, Tuple[Callable, str]] = field(default_factory=dict)
-    renamed: Mapping[str, str] = field(default_factory=dict)   # old checkpoints' names -> today's
 
     def check(self, old, new, source, main=True):
         """Compare the checkpoint's settings `old` with the resuming run's `new` (plain dicts).
         Raises ValueError naming every refused change; warns (on the main rank) about the others;
         returns the changed settings."""
-        old = {self.renamed.get(k, k): v for k, v in old.items()}
         changed = sorted(k for k in new if k in old and k not in self.free and not self._same(k, old[k], new[k]))
         refused = {}
         for k in changed:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..runtime import all_reduce_mean_
-from .losses import DEFAULT_MODE, IN_OBJECTIVE, auxiliary_loss, check_mode
+from .losses import DEFAULT_MODE, LossMode, auxiliary_loss
 
 
 def _detach(tree):
@@ -36,7 +36,7 @@ class BilevelOptimizer:
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if order == 2 and (w_scaler is not None or a_scaler is not None):
             raise ValueError("second order does not support fp16 loss scaling; use amp='bf16' or none")
-        loss_mode = check_mode(loss_mode)
+        loss_mode = LossMode(loss_mode)
         self.model, self.w_optimizer, self.a_optimizer = model, w_optimizer, a_optimizer
         self.order, self.grad_clip = order, grad_clip
         self.delta, self.gamma, self.loss_mode = delta, gamma, loss_mode
@@ -132,7 +132,7 @@ class BilevelOptimizer:
         alphas = self.model.alphas()
         grads, val_loss, logits = self.arch_gradients(train_chunks, val_chunks, lr)
         stats = {"val_loss": val_loss}
-        if self.loss_mode in IN_OBJECTIVE:
+        if self.loss_mode.in_objective:
             aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, self.loss_mode)
             if aux is not None:
                 scale = self.a_scaler.get_scale() if self.a_scaler is not None else 1.0
@@ -147,7 +147,7 @@ class BilevelOptimizer:
             self.a_scaler.update()
         else:
             self.a_optimizer.step()
-        if self.loss_mode not in IN_OBJECTIVE:
+        if not self.loss_mode.in_objective:
             # The released code: a second Adam step on the auxiliary loss alone (docs/algorithms.md).
             aux, parts = auxiliary_loss(self.model, self.delta, self.gamma, self.loss_mode)
             if aux is not None:

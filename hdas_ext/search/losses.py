@@ -13,7 +13,7 @@ docs/algorithms.md has the equations, every reading taken here and what each mod
     the stage is node i = j + 2), so without a window 1/i averages over its i predecessors; under
     a window the sum runs over the window's edges and 1/i stays as written;
   - d_i is the summand: d(stage inputs) = 0, d_i = (1/i) sum_j a_ij (d_j + 1), D_s = mean_i d_i.
-'edge-softmax' (this project's earlier reading, formerly called 'paper'): a_ij = softmax over the
+'edge-softmax' (this project's earlier reading): a_ij = softmax over the
   cell's edges of each edge's largest non-'none' logit (the score the derivation ranks edges by)
   and no 1/i: d_i = sum_j a_ij (d_j + 1), the expected number of cells on a path walked back from
   cell i picking edges with probability a.
@@ -28,33 +28,35 @@ the weighted value (the released code's form, which we take as our reading of Eq
 Eq. 5: L_comp = sum_s theta_s sum_k b_k (N_min + k), theta_s the cost of one cell of stage s
 (1: the expected number of cells, the released code's; or its multiply-adds or parameters).
 """
-import warnings
+import enum
 
 import torch
 import torch.nn.functional as F
 
 from ..primitives import STAGE_PRIMITIVES
-from ..supernets.stage_search import window_sources
-
-MODES = ("literal", "edge-softmax", "released")
-DEFAULT_MODE = "literal"
-# Modes whose loss is added to the architecture objective L_val + delta L_depth + gamma L_comp;
-# the others take a second Adam step on the auxiliary loss alone, as the released code does.
-IN_OBJECTIVE = ("literal", "edge-softmax")
-_RENAMED = {"paper": "edge-softmax"}
+from ..stage_geometry import window_sources
 
 
-def check_mode(mode):
-    """The canonical mode name; 'paper' (the earlier name of 'edge-softmax') is accepted with a
-    warning so old configs and checkpoints keep computing what they computed."""
-    if mode in _RENAMED:
-        new = _RENAMED[mode]
-        warnings.warn(f"loss mode {mode!r} is now called {new!r} (what it computes); the paper's Eq. 2 "
-                      f"as written is 'literal'", FutureWarning, stacklevel=3)
-        return new
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode
+class LossMode(str, enum.Enum):
+    """How Eq. 2 is read (above). The one parser of a mode's name: LossMode('literal'); a bad name
+    raises ValueError listing the modes."""
+    LITERAL = "literal"
+    EDGE_SOFTMAX = "edge-softmax"
+    RELEASED = "released"
+
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"loss_mode must be one of {', '.join(m.value for m in cls)}, got {value!r}")
+
+    @property
+    def in_objective(self):
+        """Added to the architecture objective L_val + delta L_depth + gamma L_comp; else (the
+        released code) stepped by a second Adam step on the auxiliary loss alone."""
+        return self is not LossMode.RELEASED
+
+
+MODES = tuple(m.value for m in LossMode)
+DEFAULT_MODE = LossMode.LITERAL
 
 
 def _none_index(primitives):
@@ -110,16 +112,17 @@ def literal_depth(weights, window, beta=None, n_min=None):
 
 
 def stage_depth(alphas, window, mode=DEFAULT_MODE, beta=None, n_min=None, primitives=STAGE_PRIMITIVES):
-    """Differentiable depth D_s of one stage from its per-cell alpha logits (list of [edges, P])."""
-    mode = check_mode(mode)
+    """Differentiable depth D_s of one stage from its per-cell alpha logits (list of [edges, P]);
+    mode: a LossMode or its name."""
+    mode = LossMode(mode)
     none_index = _none_index(primitives)
     for j, alpha in enumerate(alphas):
         if alpha.shape[0] != len(window_sources(j, window)):
             raise ValueError(f"cell {j}: alpha has {alpha.shape[0]} edges, window {window} gives "
                              f"{len(window_sources(j, window))}")
-    if mode == "literal":
+    if mode is LossMode.LITERAL:
         return literal_depth([not_none_weights(a, none_index) for a in alphas], window, beta, n_min)
-    if mode == "edge-softmax":
+    if mode is LossMode.EDGE_SOFTMAX:
         return _recursion([edge_weights(a, none_index) for a in alphas], window, lambda j, e: 1.0, beta, n_min)
     per_edge = lambda j, edges: 1.0 / edges
     if beta is not None:
@@ -148,21 +151,18 @@ def complexity_loss(betas, n_min, theta=None):
 
 
 def auxiliary_loss(model, delta, gamma, mode=DEFAULT_MODE):
-    """delta * L_depth + gamma * L_comp for a stage supernet (None for cell supernets or when both
-    coefficients are 0). Returns (loss, parts) with parts = {'depth': ..., 'comp': ...} detached.
-    The model's stage primitives and per-stage costs (`theta`) are used where it has them."""
-    mode = check_mode(mode)
-    if not hasattr(model, "stage_alphas") or (delta == 0 and gamma == 0):
+    """delta * L_depth + gamma * L_comp of a supernet, read through its stage_architecture() (None
+    for cell supernets or when both coefficients are 0). Returns (loss, parts) with parts =
+    {'depth': ..., 'comp': ...} detached."""
+    arch = model.stage_architecture()
+    if arch is None or (delta == 0 and gamma == 0):
         return None, {}
-    betas = model.stage_betas()
-    n_min = getattr(model, "n_min", None)
-    primitives = getattr(model, "stage_primitives", STAGE_PRIMITIVES)
     loss, parts = 0, {}
     if delta:
-        ld = depth_loss(model.stage_alphas(), model.window, mode, betas, n_min, primitives)
+        ld = depth_loss(arch.alphas, arch.window, mode, arch.betas, arch.n_min, arch.primitives)
         loss, parts["depth"] = loss + delta * ld, ld.item()
-    if gamma and betas is not None:
-        lc = complexity_loss(betas, n_min, getattr(model, "theta", None))
+    if gamma and arch.betas is not None:
+        lc = complexity_loss(arch.betas, arch.n_min, arch.theta)
         loss, parts["comp"] = loss + gamma * lc, lc.item()
     if not torch.is_tensor(loss):
         return None, parts

@@ -1,5 +1,7 @@
 """What a search reports about a genotype: the stage analysis logged every epoch and the picture
 drawn beside the log."""
+import functools
+
 from .. import genotypes as G
 from ..runtime.optional import note_missing
 
@@ -21,9 +23,9 @@ def genotype_analysis(genotype):
 
 
 def draw_genotype(genotype, path, caption=None):
-    """PATH.png via hdas_ext.viz. Without graphviz's `dot` binary viz leaves PATH.dot (renderable
-    later); without the graphviz package there is no picture, and one note says so. The search
-    goes on either way."""
+    """PATH.png via hdas_ext.viz, returning the file written. Without graphviz's `dot` binary viz
+    writes PATH.dot instead (renderable later), which one note names; without the graphviz package
+    there is no picture, and one note says so. The search goes on either way."""
     try:
         from .. import viz
         return viz.render(viz.genotype_graph(genotype, caption=caption), path + ".png")
@@ -31,4 +33,10 @@ def draw_genotype(genotype, path, caption=None):
         note_missing(e.name or "graphviz", "genotype pictures", "search")
         return None
     except RuntimeError as e:
-        return str(e)
+        _note_once(f"[search] genotype picture: {e}")
+        return path + ".dot"
+
+
+@functools.lru_cache(maxsize=None)
+def _note_once(line):
+    print(line, flush=True)

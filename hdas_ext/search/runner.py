@@ -9,12 +9,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import genotypes as G
 from ..data import dataset_info, get_dataset
-from ..runtime import (RunFolder, all_reduce_sum, broadcast_, distributed_session, gather_objects, init_distributed,
-                       progress_bar, show_progress)
-from ..utils import AverageMeter, accuracy, get_rng_state, set_rng_state, set_seed
+from ..runtime import (RunFolder, all_reduce_sum, amp_dtype, broadcast_, distributed_session, gather_objects,
+                       get_rng_state, init_distributed, progress_bar, set_rng_state, set_seed, show_progress)
+from ..supernets import SEARCH_SPACES, build_supernet
 from .bilevel import BilevelOptimizer
-from .config import RESUME, SearchConfig, build_supernet
+from .config import RESUME, SearchConfig
 from .data import SearchData
+from .losses import DEFAULT_MODE
+from .metrics import AverageMeter, accuracy
 from .report import draw_genotype, genotype_analysis
 
 FORMAT = "hdas_ext.search/1"
@@ -26,24 +28,23 @@ class Search:
         self.cfg = cfg = cfg.resolved()
         self.ctx = ctx = ctx or init_distributed(cfg.device)
         self.device, self.rank, self.world, self.main = ctx.device, ctx.rank, ctx.world, ctx.main
-        if cfg.amp != "none" and self.device.type != "cuda":
-            raise ValueError(f"amp={cfg.amp!r} needs a CUDA device (got {self.device})")
+        amp = amp_dtype(cfg.amp, self.device)
         self.folder = RunFolder(cfg.output, self.main, tag="search")
         resume_from = self.folder.checkpoint_to_resume(cfg.resume)
         set_seed(cfg.seed, cfg.deterministic)
         info = dataset_info(cfg.dataset)
-        self.model = build_supernet(cfg, info["num_classes"], info["in_channels"],
-                                    info["image_size"]).to(self.device)
+        settings = {name: getattr(cfg, name) for name in SEARCH_SPACES[cfg.space].settings}
+        self.model = build_supernet(cfg.space, cfg.init_channels, info["num_classes"], info["in_channels"],
+                                    info["image_size"], cfg.fused, cfg.recompute, **settings).to(self.device)
         broadcast_(self.model.alphas())  # identical architecture on every rank
         self.w_optimizer = torch.optim.SGD(self.model.weights(), cfg.lr, momentum=cfg.momentum,
                                            weight_decay=cfg.weight_decay)
         self.a_optimizer = torch.optim.Adam(self.model.alphas(), cfg.arch_lr, betas=cfg.arch_betas,
                                             weight_decay=cfg.arch_weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_optimizer, cfg.epochs, eta_min=cfg.lr_min)
-        fp16 = cfg.amp == "fp16"
+        fp16 = amp is torch.float16
         self.w_scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.a_scaler = torch.amp.GradScaler("cuda") if fp16 else None
-        amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
         dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=cfg.augment, download=cfg.download)
         eval_dataset = get_dataset(cfg.dataset, cfg.data_root, train=True, augment=False)
         self.data = SearchData(dataset, eval_dataset, cfg.batch_size, cfg.seed, self.device, cfg.train_portion,
@@ -54,8 +55,8 @@ class Search:
             self.ddp_net = DistributedDataParallel(self.model.net, device_ids=ids)
         self.optimizer = BilevelOptimizer(
             self.model, self.w_optimizer, self.a_optimizer, order=cfg.order, grad_clip=cfg.grad_clip,
-            delta=cfg.delta, gamma=cfg.gamma, loss_mode=cfg.loss_mode, ddp_net=self.ddp_net,
-            amp_dtype=amp_dtype, w_scaler=self.w_scaler, a_scaler=self.a_scaler)
+            delta=cfg.delta or 0.0, gamma=cfg.gamma or 0.0, loss_mode=cfg.loss_mode or DEFAULT_MODE,
+            ddp_net=self.ddp_net, amp_dtype=amp, w_scaler=self.w_scaler, a_scaler=self.a_scaler)
         self.start_epoch, self.global_step = 0, 0
         self.best = {"acc": -1.0, "epoch": None, "genotype": None}
         if resume_from is not None:
@@ -84,7 +85,7 @@ class Search:
         if self.best["genotype"] is not None:
             self.best["genotype"] = G.from_json(self.best["genotype"])
         if self.main:
-            print(f"[search] resumed from {path} at epoch {self.start_epoch}")
+            print(f"[search] resumed from {path} after epoch {self.start_epoch}")
 
     def _save(self, epoch):
         gathered = gather_objects((get_rng_state(), self.data.state_dict()))
@@ -101,7 +102,7 @@ class Search:
             "w_scaler": self.w_scaler.state_dict() if self.w_scaler is not None else None,
             "a_scaler": self.a_scaler.state_dict() if self.a_scaler is not None else None,
             "data": [g[1] for g in gathered], "rng": [g[0] for g in gathered], "best": best,
-        })
+        }, epoch + 1)
 
     # ---- loop ----------------------------------------------------------------------------
     def train_epoch(self, epoch):
@@ -173,6 +174,8 @@ class Search:
     def run(self):
         try:
             self._run_epochs()
+        except KeyboardInterrupt:
+            raise self.folder.interrupted(self.cfg.epochs) from None
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -188,19 +191,21 @@ class Search:
             eval_loss, eval_acc = self.evaluate()
             genotype = self.model.genotype()
             if eval_acc > self.best["acc"]:
-                self.best = {"acc": eval_acc, "epoch": epoch, "genotype": genotype}
-            record = dict(kind="epoch", epoch=epoch, lr=lr, seconds=round(time.time() - t0, 3), **train,
+                self.best = {"acc": eval_acc, "epoch": epoch + 1, "genotype": genotype}
+            record = dict(event="epoch", epoch=epoch + 1, lr=lr, seconds=round(time.time() - t0, 3), **train,
                           eval_loss=eval_loss, eval_acc=eval_acc, genotype=G.to_json(genotype),
                           analysis=genotype_analysis(genotype), arch_weights=self.model.arch_state(),
                           best_epoch=self.best["epoch"], best_acc=self.best["acc"])
-            if hasattr(self.model, "stage_lengths"):
-                record["stage_lengths"] = self.model.stage_lengths()
+            lengths = self.model.stage_lengths()
+            if lengths is not None:
+                record["stage_lengths"] = lengths
             self._report(epoch, record, genotype)
             self._save(epoch)
 
     def _report(self, epoch, record, genotype):
         if not self.main:
             return
+        n = record["epoch"]
         self.folder.log.log(record)
         for name, g in (("last", genotype), ("best", self.best["genotype"])):
             with open(self.folder.file(f"genotype_{name}.json"), "w") as f:
@@ -209,17 +214,17 @@ class Search:
             for k in ("train_loss", "train_acc", "val_loss", "val_acc", "eval_loss", "eval_acc", "depth_loss",
                       "comp_loss"):
                 if k in record:
-                    self.writer.add_scalar(f"epoch/{k}", record[k], epoch)
+                    self.writer.add_scalar(f"epoch/{k}", record[k], n)
             a = record["analysis"]
             if a:
-                self.writer.add_scalar("epoch/avg_depth", a["avg_depth"], epoch)
-                self.writer.add_scalar("epoch/dead_cells", a["num_dead_cells"], epoch)
-            self.writer.add_text("genotype", repr(genotype), epoch)
+                self.writer.add_scalar("epoch/avg_depth", a["avg_depth"], n)
+                self.writer.add_scalar("epoch/dead_cells", a["num_dead_cells"], n)
+            self.writer.add_text("genotype", repr(genotype), n)
         if self.cfg.plot:
-            draw_genotype(genotype, self.folder.file("genotype"), caption=f"epoch {epoch + 1}")
+            draw_genotype(genotype, self.folder.file("genotype"), caption=f"epoch {n}")
         a = record["analysis"]
         extra = f" depth {a['avg_depth']:.2f} dead {a['num_dead_cells']}" if a else ""
-        print(f"[search] epoch {epoch + 1}/{self.cfg.epochs} lr {record['lr']:.4g} "
+        print(f"[search] epoch {n}/{self.cfg.epochs} lr {record['lr']:.4g} "
               f"train {record.get('train_loss', float('nan')):.3f}/{record.get('train_acc', 0):.1f}% "
               f"arch-half {record['eval_loss']:.3f}/{record['eval_acc']:.1f}%{extra} ({record['seconds']:.1f}s)")
         print(f"[search] genotype = {genotype!r}", flush=True)

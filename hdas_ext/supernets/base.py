@@ -3,6 +3,8 @@ betas) are attributes of the controller, the network weights live in `self.net`,
 forward(x) = self.net(x, *self.arch_weights()). Keeping them apart lets the optimiser give each
 its own optimiser, lets DDP wrap `net` alone (architecture gradients are averaged by hand), and
 lets the second-order step call `net` functionally with substituted weights."""
+from typing import NamedTuple, Optional, Sequence
+
 import torch
 from torch import nn
 
@@ -11,6 +13,16 @@ ALPHA_INIT_STD = 1e-3  # DARTS / H-DAS: alpha = 1e-3 * N(0, 1)
 
 def new_alpha(*shape):
     return nn.Parameter(ALPHA_INIT_STD * torch.randn(*shape))
+
+
+class StageArchitecture(NamedTuple):
+    """What the auxiliary losses read from a stage supernet (hdas_ext.search.losses)."""
+    alphas: list                 # per stage, per cell: [window edges, len(primitives)] raw logits
+    betas: Optional[list]        # per stage: the output-pair logits (distribution search), else None
+    window: int
+    n_min: Optional[int]         # the shortest stage when betas are given
+    primitives: Sequence[str]    # the ops of a stage edge, in alpha column order
+    theta: Optional[list]        # per stage: the cost of one cell (Eq. 5), None for 1
 
 
 class Supernet(nn.Module):
@@ -38,6 +50,15 @@ class Supernet(nn.Module):
 
     def genotype(self):
         raise NotImplementedError
+
+    def stage_architecture(self):
+        """The stage-level architecture the auxiliary losses read (a StageArchitecture); None for
+        supernets without one (the cell searches)."""
+        return None
+
+    def stage_lengths(self):
+        """The derived number of cells per stage where the search chooses it, else None."""
+        return None
 
     def arch_state(self):
         """Softmaxed architecture weights as nested Python lists (for logs)."""

@@ -6,12 +6,10 @@ from .. import reference
 
 _FUSED = {"MixedOp": hnn.FusedMixedOp, "PartialMixedOp": hnn.FusedPartialMixedOp,
           "WindowedCellInput": hnn.FusedWindowedCellInput, "WeightedPairConcat": hnn.WeightedPairConcat}
-_OLD_NAMES = {"StageNode": "WindowedCellInput"}
 
 
 def module_class(name, fused):
     """reference.<name>, or its fused twin from hdas_ext.nn."""
-    name = _OLD_NAMES.get(name, name)
     if name not in _FUSED:
         raise ValueError(f"name must be one of {tuple(_FUSED)}, got {name!r}")
     return _FUSED[name] if fused else getattr(reference, name)

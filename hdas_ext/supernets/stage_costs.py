@@ -4,10 +4,10 @@ each stage, from that stage's cell genotype at its width and resolution in the s
 import math
 
 from ..genotypes import count_cell_madds, count_cell_params
+from ..stage_geometry import NUM_STAGES
 from .fixed_cells import stage_cell_genes
 
 THETA_KINDS = ("1", "flops", "params")
-NUM_STAGES = 3
 
 
 def stage_cell_costs(genotype, C, kind="1", image_size=32):

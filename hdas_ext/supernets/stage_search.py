@@ -11,53 +11,12 @@ from ..genotypes.derive import derive_stage, derive_stage_length
 from ..nn import ReLUConvBN
 from ..nn.recompute import lean_apply
 from ..primitives import STAGE_PRIMITIVES
-from .base import Supernet, check_int, new_alpha
+from ..stage_geometry import (NUM_STAGES, check_stage_primitives, check_window, output_pairs, per_stage,
+                              window_inputs)
+from .base import StageArchitecture, Supernet, check_int, new_alpha
 from .fixed_cells import fixed_cell, lean_cell, stage_cell_genes
 from .modules import module_class
 from .stage_costs import stage_cell_costs
-
-NUM_STAGES = 3
-
-
-def per_stage(name, value):
-    """An int for every stage, or one int per stage (e.g. (6, 6, 4)), as a list of NUM_STAGES ints."""
-    values = [value] * NUM_STAGES if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        values = list(values)
-    except TypeError:
-        values = None
-    if values is None or len(values) != NUM_STAGES:
-        raise ValueError(f"{name} must be an int or {NUM_STAGES} ints (one per stage), got {value!r}")
-    return [check_int(name, v, 1) for v in values]
-
-
-def check_stage_primitives(primitives):
-    """Distinct names from STAGE_PRIMITIVES (any order: alpha columns follow it), at least one of
-    them not 'none'; e.g. ('skip_connect', 'none'), the reduced set of the paper's Table 6."""
-    prims = tuple(primitives) if not isinstance(primitives, str) else None
-    if (not prims or len(set(prims)) != len(prims) or any(p not in STAGE_PRIMITIVES for p in prims)
-            or all(p == "none" for p in prims)):
-        raise ValueError(f"stage_primitives must be distinct names from {STAGE_PRIMITIVES} with at least one "
-                         f"other than 'none', got {primitives!r}")
-    return prims
-
-
-def window_inputs(j, window):
-    """Number of window edges of cell j: the min(j+2, window) most recent states."""
-    return min(j + 2, window)
-
-
-def window_sources(j, window):
-    """State indices read by cell j (edge e reads state first + e)."""
-    first = j + 2 - window_inputs(j, window)
-    return list(range(first, j + 2))
-
-
-def output_pairs(n_min, n_max):
-    """Distribution search: pair k = (states k+N_min, k+N_min+1), the last two cells of a stage
-    of k+N_min cells, for k = 0..N_max-N_min."""
-    return [(k + n_min, k + n_min + 1) for k in range(n_max - n_min + 1)]
-
 
 class SearchStage(nn.Module):
     """States 0/1 = two 1x1 ReLU-conv-BN (affine=False) projections of the stage input; cell j is
@@ -141,6 +100,8 @@ class StageSearchNet(nn.Module):
 class _StageSupernet(Supernet):
     """cells_per_stage: one int per stage; shared: one alpha set for all three stages (needs equal
     counts), derived once and built into every stage."""
+    n_min = None   # the distribution search's shortest stage
+    theta = None   # ... and its per-stage cell costs
 
     def __init__(self, genotype, C, num_classes, cells_per_stage, window, in_channels, fused, pairs,
                  stage_primitives, shared=False, recompute=False):
@@ -148,7 +109,7 @@ class _StageSupernet(Supernet):
         check_int("C", C, 1)
         check_int("num_classes", num_classes, 1)
         self.cells_per_stage = per_stage("cells_per_stage", cells_per_stage)
-        check_int("window", window, 2, min(self.cells_per_stage) + 1)
+        check_window(window, min(self.cells_per_stage))
         self.stage_primitives = check_stage_primitives(stage_primitives)
         if shared and len(set(self.cells_per_stage)) != 1:
             raise ValueError(f"a shared stage DAG needs the same number of cells in every stage, got "
@@ -174,6 +135,10 @@ class _StageSupernet(Supernet):
 
     def stage_betas(self):
         return None
+
+    def stage_architecture(self):
+        return StageArchitecture(self.stage_alphas(), self.stage_betas(), self.window, self.n_min,
+                                 self.stage_primitives, self.theta)
 
     def _stage_weights(self):
         weights = [[F.softmax(a, dim=-1) for a in alphas] for alphas in self._alpha_sets()]
@@ -213,12 +178,12 @@ class DistributionSearch(_StageSupernet):
     sum_k softmax(beta)_k * concat(last two cells of a stage of N_min+k cells). Works for any
     1 <= N_min <= N_max (the released code only for 8 and 4).
 
-    theta: the per-stage cost of Eq. 5's complexity loss, 1 (every cell costs 1: the loss is the
+    theta: the per-stage cost of Eq. 5's complexity loss, '1' (every cell costs 1: the loss is the
     expected number of cells), 'flops' or 'params' (one cell of the stage at its width and, for
     'flops', its resolution on image_size x image_size inputs; in millions); see stage_cell_costs."""
 
     def __init__(self, genotype="DARTS_V2", C=16, num_classes=10, n_max=8, n_min=4, window=3,
-                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, theta=1, image_size=32,
+                 in_channels=3, fused=True, stage_primitives=STAGE_PRIMITIVES, theta="1", image_size=32,
                  recompute=False):
         check_int("n_max", n_max, 1)
         check_int("n_min", n_min, 1, n_max)

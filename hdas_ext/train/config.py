@@ -7,12 +7,10 @@ from typing import Optional, Union
 
 from .. import genotypes as G
 from ..data import DATASETS
-from ..runtime import ResumePolicy, config_dict, option
+from ..runtime import AMP_MODES, ResumePolicy, config_dict, option
 from ..runtime.resume import NETWORK, OPTIMISER
-from ..utils import check_device
 
 SCHEDULES = ("cosine", "step", "warmup_cosine")
-AMP_MODES = ("none", "bf16", "fp16")
 
 
 @dataclass
@@ -24,7 +22,7 @@ class TrainConfig:
     stages: Union[None, str, G.StageGenotype] = option(
         None, "Hs-DAS stage genotype (HS_DAS_CIFAR, HS_DAS_IMAGENET, string, JSON or file); omit for a chain network")
     init_channels: int = option(36, "initial channels")
-    layers: int = option(20, "cells of a chain network (stage networks take them from the DAGs)")
+    layers: int = option(20, "cells of a chain network (not with --stages: stage networks take them from the DAGs)")
     auxiliary: bool = option(True, "auxiliary head")
     auxiliary_weight: float = option(0.4, "weight of the auxiliary head's loss (0: no head)")
     drop_path_prob: float = option(0.2, "final drop-path probability of a linear ramp from 0 (epoch e: p * e / epochs)")
@@ -51,27 +49,26 @@ class TrainConfig:
     lr_min: float = option(0.0, "learning rate at the end of the schedule")
     schedule: str = option("cosine", "cosine (per epoch, DARTS), step (x decay per epoch), warmup_cosine (per step)",
                            choices=SCHEDULES)
-    decay: float = option(0.97, "step schedule: factor per epoch")
+    decay: float = option(0.97, "the step schedule's factor per epoch")
     warmup_epochs: int = option(0, "warmup_cosine: epochs of linear warm-up")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(3e-4, "SGD weight decay")
     grad_clip: float = option(5.0, "gradient-norm clip (0 = off)")
     label_smoothing: float = option(0.0, "label smoothing of the training loss (evaluation uses plain cross-entropy)")
-    max_train_steps: int = option(0, "cap optimizer steps per epoch (0 = whole epoch)")
-    max_eval_steps: int = option(0, "cap evaluation steps (0 = the whole test set)")
+    steps_per_epoch: Optional[int] = option(None, "cap on steps per epoch (quick runs; default: all)")
+    eval_batches: Optional[int] = option(None, "cap on evaluation batches (default: the whole test set)")
     # system
     seed: int = option(0, "seed (rank r uses seed + r)")
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N")
-    amp: str = option("none", "mixed precision (CUDA)", choices=AMP_MODES)
+    amp: str = option("none", "mixed precision: bf16 (any device) or fp16 (CUDA)", choices=AMP_MODES)
     channels_last: bool = option(False, "channels-last memory format")
     compile: bool = option(False, "torch.compile the network")
     sync_bn: bool = option(False, "BatchNorm statistics over the global batch when running under torchrun")
     output: str = option("runs/train", "output folder")
-    resume: Optional[str] = option(None, "'auto' (continue from OUTPUT/checkpoint.pt when present) or a checkpoint "
-                                         "path; --resume alone means auto", nargs="?", const="auto")
+    resume: bool = option(False, "continue the run checkpointed in --output")
     tensorboard: bool = option(True, "TensorBoard logs in OUTPUT/tb")
-    progress: Optional[bool] = option(None, "progress bars (unset: when stderr is a terminal)")
+    progress: bool = option(True, "progress: a bar on a terminal, else a line every 30 s")
     eval_every: int = option(1, "evaluate every N epochs (and after the last)")
 
     def to_dict(self):
@@ -104,8 +101,6 @@ PRESETS = {
 }
 
 
-FAMILIES = ("darts", "hc-das", "hs-das")
-
 # What a dataset's preset changes for an architecture family (docs/training.md). The paper's
 # appendix trains Hs-DAS on CIFAR-10 with batch 128, DARTS-family and Hc-DAS cells as DARTS does
 # (batch 96), and its ImageNet Hs-DAS network at C = 39 (5.1 M parameters); the Hc-DAS and DARTS
@@ -135,6 +130,9 @@ def make_config(preset="cifar10", check_data=True, **overrides):
     if unknown:
         raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "layers" in given and given.get("stages") is not None:
+        raise ValueError("layers (--layers) applies to chain networks, not with stages (--stages): a stage "
+                         "network's cells are those of its DAGs")
     values = dict(PRESETS[preset])
     dataset = given.get("dataset", values["dataset"])
     kind = family(given.get("cell", TrainConfig.cell), given.get("stages"))
@@ -160,15 +158,18 @@ def validate(cfg, check_data=True):
     _need(not (cfg.autoaugment and cfg.dataset == "imagenet"), "autoaugment",
           "off for imagenet (it is torchvision's CIFAR-10 policy, for cifar10 and digits)", cfg.autoaugment)
     _need(cfg.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", cfg.schedule)
-    _need(cfg.amp in AMP_MODES, "amp", f"one of {AMP_MODES}", cfg.amp)
     for name in ("epochs", "batch_size", "init_channels", "layers", "eval_every"):
         _need(_int(getattr(cfg, name), 1), name, "an int >= 1", getattr(cfg, name))
-    for name in ("cutout", "train_subset", "test_subset", "num_workers", "max_train_steps",
-                 "max_eval_steps", "warmup_epochs", "seed"):
+    for name in ("cutout", "train_subset", "test_subset", "num_workers", "warmup_epochs", "seed"):
         _need(_int(getattr(cfg, name), 0), name, "an int >= 0", getattr(cfg, name))
+    for name in ("steps_per_epoch", "eval_batches"):
+        _need(getattr(cfg, name) is None or _int(getattr(cfg, name), 1), name, "an int >= 1 or None",
+              getattr(cfg, name))
     _need(cfg.lr > 0, "lr", "> 0", cfg.lr)
     _need(0 <= cfg.lr_min <= cfg.lr, "lr_min", f"in [0, lr={cfg.lr}]", cfg.lr_min)
     _need(0 < cfg.decay <= 1, "decay", "in (0, 1]", cfg.decay)
+    _need(cfg.decay == TrainConfig.decay or cfg.schedule == "step", "decay",
+          f"left unset unless schedule is 'step' (the {cfg.schedule!r} schedule has no per-epoch factor)", cfg.decay)
     _need(cfg.warmup_epochs < cfg.epochs or cfg.schedule != "warmup_cosine", "warmup_epochs",
           f"< epochs={cfg.epochs}", cfg.warmup_epochs)
     _need(cfg.warmup_epochs == 0 or cfg.schedule == "warmup_cosine", "warmup_epochs",
@@ -179,7 +180,6 @@ def validate(cfg, check_data=True):
     _need(0 <= cfg.label_smoothing < 1, "label_smoothing", "in [0, 1)", cfg.label_smoothing)
     _need(0 <= cfg.drop_path_prob < 1, "drop_path_prob", "in [0, 1)", cfg.drop_path_prob)
     _need(cfg.auxiliary_weight >= 0, "auxiliary_weight", ">= 0", cfg.auxiliary_weight)
-    check_device(cfg.device)
     _need(bool(cfg.output), "output", "a folder path", cfg.output)
     if check_data and cfg.dataset in ("cifar10", "imagenet") and not cfg.data_root:
         raise ValueError(f"data_root is required for dataset {cfg.dataset!r} (the folder holding, or with "
@@ -203,7 +203,7 @@ def has_aux_head(config):
 RESUME = ResumePolicy(
     refused={**dict.fromkeys(("cell", "stages", "dataset", "init_channels", "layers", "auxiliary", "pool_bn"), NETWORK),
              **dict.fromkeys(("lr", "scale_lr", "lr_min", "momentum", "weight_decay", "epochs", "schedule", "decay",
-                              "warmup_epochs", "batch_size", "max_train_steps", "train_subset"), OPTIMISER)},
+                              "warmup_epochs", "batch_size", "steps_per_epoch", "train_subset"), OPTIMISER)},
     free=frozenset(("resume", "output", "progress", "tensorboard", "num_workers", "download", "data_root")),
     genotypes=frozenset(("cell", "stages")),
     refused_when={"auxiliary_weight": (has_aux_head, NETWORK)},  # a weight of 0 builds no head

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, Subset
 
 from ..data import DeviceLoader, InMemoryImages, ShardedSampler, get_dataset
 from ..networks import build_eval_network, count_params
-from ..runtime import (RunFolder, all_reduce_sum, barrier, convert_sync_batchnorm, cpu_state, distributed_session,
-                       gather_objects, progress_bar, save_checkpoint, show_progress)
-from ..utils import get_rng_state, set_rng_state, set_seed
+from ..runtime import (RunFolder, all_reduce_sum, amp_dtype, barrier, convert_sync_batchnorm, cpu_state,
+                       distributed_session, gather_objects, get_rng_state, progress_bar, save_checkpoint, set_rng_state,
+                       set_seed, show_progress)
 from .config import RESUME, TrainConfig, has_aux_head, validate
 from .schedule import LRFactor
 
@@ -56,10 +56,8 @@ def _loader(ds, cfg, ctx, train):
                       pin_memory=ctx.device.type == "cuda", drop_last=drop_last)
 
 
-def _autocast(cfg, ctx):
-    if cfg.amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(ctx.device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+def _autocast(amp, ctx):
+    return contextlib.nullcontext() if amp is None else torch.autocast(ctx.device.type, dtype=amp)
 
 
 def _batch_stats(logits, y, loss):
@@ -93,12 +91,13 @@ def _totals(sums, ctx, prefix):
             f"{prefix}_top5": 100 * c5 / max(n, 1), f"{prefix}_images": int(n)}
 
 
-def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=None):
+def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=None, amp=None):
+    """One epoch of at most cfg.steps_per_epoch steps; `amp`: the autocast dtype or None."""
     model.train()
     sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    for step, x, y in _batches(loader, cfg.max_train_steps, cfg, ctx):
-        with _autocast(cfg, ctx):
+    for step, x, y in _batches(loader, cfg.steps_per_epoch, cfg, ctx):
+        with _autocast(amp, ctx):
             logits, aux = fwd(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if aux is not None and cfg.auxiliary_weight > 0:
@@ -121,12 +120,13 @@ def train_epoch(model, fwd, loader, optimizer, scheduler, scaler, cfg, ctx, bar=
 
 
 @torch.no_grad()
-def evaluate(fwd, model, loader, cfg, ctx, max_steps=0):
-    """Top-1/top-5 (percent) and mean cross-entropy over this rank's shard, summed over ranks."""
+def evaluate(fwd, model, loader, cfg, ctx, max_steps=None, amp=None):
+    """Top-1/top-5 (percent) and mean cross-entropy over this rank's shard (at most `max_steps`
+    batches), summed over ranks."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
     for _, x, y in _batches(loader, max_steps, cfg, ctx):
-        with _autocast(cfg, ctx):
+        with _autocast(amp, ctx):
             logits, _ = fwd(x)
         logits = logits.float()
         sums += _batch_stats(logits, y, F.cross_entropy(logits, y))
@@ -151,6 +151,12 @@ def _network(cfg, ctx):
     return raw, model, raw
 
 
+def _epoch_line(record, epochs):
+    test = f" test {record['test_loss']:.3f}/{record['test_top1']:.1f}%" if "test_top1" in record else ""
+    return (f"[train] epoch {record['epoch']}/{epochs} lr {record['lr']:.4g} train {record['train_loss']:.3f}/"
+            f"{record['train_top1']:.1f}%{test} ({record['epoch_time']:.1f}s)")
+
+
 def train(cfg, on_epoch_end=None):
     """Train cfg's network; returns a summary dict. `on_epoch_end(epoch, record)` runs after each
     epoch's checkpoint is written (tests use it to interrupt a run)."""
@@ -158,6 +164,7 @@ def train(cfg, on_epoch_end=None):
         raise TypeError(f"train(cfg): cfg must be a TrainConfig (see make_config), got {type(cfg).__name__}")
     cfg = validate(cfg)
     with distributed_session(cfg.device) as ctx:
+        amp = amp_dtype(cfg.amp, ctx.device)
         set_seed(cfg.seed + ctx.rank, deterministic=cfg.deterministic)
         if ctx.device.type == "cuda" and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True
@@ -168,15 +175,15 @@ def train(cfg, on_epoch_end=None):
 
         train_loader = _loader(_dataset(cfg, ctx, True), cfg, ctx, True)
         test_loader = _loader(_dataset(cfg, ctx, False), cfg, ctx, False)
-        steps_per_epoch = _steps(train_loader, cfg.max_train_steps)
+        steps_per_epoch = _steps(train_loader, cfg.steps_per_epoch)
 
         lr = cfg.lr * (ctx.world if cfg.scale_lr else 1)
         optimizer = torch.optim.SGD(raw.parameters(), lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(
             cfg.schedule, cfg.epochs, steps_per_epoch, cfg.lr_min / cfg.lr, cfg.decay, cfg.warmup_epochs))
-        scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.amp == "fp16")
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp is torch.float16)
 
-        start_epoch, best_top1, best_epoch = 0, -1.0, -1
+        start_epoch, best_top1, best_epoch = 0, -1.0, None
         record = {}
         if resume_from:
             ck = folder.load(resume_from, FORMAT, RESUME, cfg.to_dict())
@@ -196,25 +203,26 @@ def train(cfg, on_epoch_end=None):
             record = dict(ck.get("record", {}))
 
         folder.start(cfg.to_dict(), start_epoch)
-        folder.log.log(event="resume" if resume_from else "start", epoch=start_epoch, params=n_params,
+        folder.log.log(event="resume" if resume_from else "start", first_epoch=start_epoch + 1, params=n_params,
                        world=ctx.world, device=str(ctx.device), lr=lr, steps_per_epoch=steps_per_epoch)
-        writer = folder.tensorboard(cfg.tensorboard, start_epoch)
+        writer = folder.tensorboard(cfg.tensorboard, start_epoch + 1)
         show = show_progress(cfg.progress, ctx.main)
         try:
             for epoch in range(start_epoch, cfg.epochs):
+                n = epoch + 1  # epochs count from 1 in the log, the console and TensorBoard
                 raw.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
                 train_loader.sampler.set_epoch(epoch)
                 lr_now = optimizer.param_groups[0]["lr"]
                 t0 = time.time()
-                with progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", show, "train") as bar:
-                    stats = train_epoch(raw, fwd, train_loader, optimizer, scheduler, scaler, cfg, ctx, bar)
+                with progress_bar(steps_per_epoch, f"epoch {n}/{cfg.epochs}", show, "train") as bar:
+                    stats = train_epoch(raw, fwd, train_loader, optimizer, scheduler, scaler, cfg, ctx, bar, amp)
                 train_time = time.time() - t0
-                record = dict(event="epoch", epoch=epoch, lr=lr_now, drop_path_prob=raw.drop_path_prob, **stats,
+                record = dict(event="epoch", epoch=n, lr=lr_now, drop_path_prob=raw.drop_path_prob, **stats,
                               train_time=train_time, images_per_s=stats["train_images"] / max(train_time, 1e-9))
-                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                    record.update(evaluate(eval_fwd, raw, test_loader, cfg, ctx, cfg.max_eval_steps))
+                if n % cfg.eval_every == 0 or n == cfg.epochs:
+                    record.update(evaluate(eval_fwd, raw, test_loader, cfg, ctx, cfg.eval_batches, amp))
                     if record["test_top1"] > best_top1:
-                        best_top1, best_epoch = record["test_top1"], epoch
+                        best_top1, best_epoch = record["test_top1"], n
                         if ctx.main:
                             save_checkpoint(folder.file(BEST), cpu_state(raw))
                 record.update(best_top1=best_top1, best_epoch=best_epoch, epoch_time=time.time() - t0)
@@ -228,16 +236,20 @@ def train(cfg, on_epoch_end=None):
                     format=FORMAT, epoch=epoch, config=cfg.to_dict(), model=raw.state_dict(),
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     scaler=scaler.state_dict(), ranks=ranks, best_top1=best_top1, best_epoch=best_epoch,
-                    world=ctx.world, record=record))
+                    world=ctx.world, record=record), n)
                 folder.log.log(record)
+                if ctx.main:
+                    print(_epoch_line(record, cfg.epochs), flush=True)
                 if writer is not None:
                     for k, v in record.items():
                         if isinstance(v, (int, float)) and k not in ("epoch", "best_epoch"):
-                            writer.add_scalar(k.replace("_", "/", 1), v, epoch)
+                            writer.add_scalar(k.replace("_", "/", 1), v, n)
                     writer.flush()
                 barrier()
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
+        except KeyboardInterrupt:
+            raise folder.interrupted(cfg.epochs) from None
         finally:
             if writer is not None:
                 writer.close()
