@@ -11,11 +11,14 @@ fused against its eager form.
 float64 error: the largest difference, fused against unfused, of the logits and every gradient of a
 small float64 copy of each network (C=8, 3 cells, batch 4, 16 px). A step is forward, cross-entropy and backward into every weight and architecture parameter
 (median of --reps after a warm-up). Peak memory: the step's peak above the memory held before it,
-measured in a child process whose freed tensors go back to the OS (CPU) or by the CUDA allocator."""
+measured in a child process whose freed tensors go back to the OS (CPU) or by the CUDA allocator.
+Guards (with the darts case): the fused MixedOps' guard checks, the step with them against the step
+with them skipped, and one check timed alone, as a share of the step."""
 import copy
 import json
 import os
 import sys
+import time
 import warnings
 
 import torch
@@ -99,6 +102,36 @@ def float64_error(case, C=8, layers=3, batch=4, size=16):
         torch.set_default_dtype(torch.float32)
 
 
+def guard_cost(args, batch):
+    """What the guards of the fused MixedOps (hdas_ext.dropin.guards) cost per training step of the
+    fused DARTS stand-in: the step timed with the guards checked and with them skipped (the fused
+    forward run unconditionally), interleaved, fastest of --reps each; and one check timed alone
+    (microseconds per call, times the MixedOp calls of a step, against the guarded step)."""
+    from hdas_ext.dropin import adopt
+    net = build("darts", "fused", args.init_channels, args.layers, args.device)
+    step = make_step(net, batch, args.image_size, args.device)
+    admit, times = adopt._admit, {"guarded": [], "skipped": []}
+    try:
+        for _ in range(max(args.reps, 1) + 1):
+            for label, fn in (("guarded", admit), ("skipped", lambda module, a, kw: None)):
+                adopt._admit = fn  # the adopted forwards look it up at each call
+                times[label].append(median_ms(step, args.device, 1, warmup=0))
+    finally:
+        adopt._admit = admit
+    ops = [m for m in net.modules() if isinstance(m, FusedMixedOp)]
+    x = torch.randn(batch, ops[0]._guard.channels, 8, 8, device=args.device)
+    w = torch.softmax(torch.randn(8, device=args.device), 0)
+    calls = 2000
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        admit(ops[0], (x, w), {})
+    per_call_us = (time.perf_counter() - t0) / calls * 1e6
+    guarded, skipped = min(times["guarded"][1:]), min(times["skipped"][1:])
+    return {"batch": batch, "guarded_ms": guarded, "skipped_ms": skipped, "step_ratio": guarded / skipped,
+            "per_call_us": per_call_us, "calls_per_step": len(ops),
+            "share_of_step": per_call_us * len(ops) / 1e3 / guarded}
+
+
 def memory_case(spec):
     net = build(spec["case"], spec["variant"], spec["C"], spec["layers"], "cpu")
     step = make_step(net, spec["batch"], spec["size"], "cpu")
@@ -169,9 +202,15 @@ def main():
         p.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
     print(f"machine: {machine(args.device)}; C={args.init_channels}, {args.layers} cells, {args.image_size}px")
     rows = run(args)
+    guards = guard_cost(args, int(args.batches.split(",")[0])) if "darts" in args.cases.split(",") else None
+    if guards:
+        print(f"guards (darts, batch {guards['batch']}): step {guards['guarded_ms']:.1f} ms guarded, "
+              f"{guards['skipped_ms']:.1f} ms skipped ({guards['step_ratio']:.3f}x); one check "
+              f"{guards['per_call_us']:.1f} us x {guards['calls_per_step']} MixedOp calls = "
+              f"{100 * guards['share_of_step']:.2f} % of the guarded step")
     if args.markdown:
         markdown(rows)
-    write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows})
+    write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows, "guards": guards})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
 
-from hdas_ext.nn import FusedMixedOp, recompute  # noqa: E402
+from hdas_ext.lean import apply as recompute  # noqa: E402
+from hdas_ext.nn import FusedMixedOp  # noqa: E402
 from hdas_ext.search.bilevel import BilevelOptimizer  # noqa: E402
 from hdas_ext.supernets import DartsCellSearch, cell_search  # noqa: E402
 

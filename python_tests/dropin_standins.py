@@ -240,15 +240,15 @@ class PartialMixedOp(nn.Module):
         return channel_shuffle(torch.cat([mixed, rest], dim=1), self.k)
 
 
-# --- modules that look like MixedOps and compute something else (must be left alone) -----------
-
 class SkipsZeroWeights(MixedOp):
-    """Runs only the ops with a positive weight (a hard-sampling trick): for zero weights the
-    skipped ops' BatchNorm statistics do not move, which a fused op that runs them would change."""
+    """Runs only the ops with a positive weight (a hard-sampling trick): the skipped ops' BatchNorm
+    statistics do not move, and the fused op must not run them either."""
 
     def forward(self, x, weights):
         return sum(w * op(x) for w, op in zip(weights, self._ops) if w > 0)
 
+
+# --- modules that look like MixedOps and compute something else (must be left alone) -----------
 
 class MeanMixedOp(MixedOp):
     def forward(self, x, weights):

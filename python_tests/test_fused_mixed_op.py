@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import hdas_ext
-from hdas_ext.nn import FusedMixedOp, FusedPartialMixedOp, fuse_mixed_ops, fused_edge_sum
+from hdas_ext import fuse_mixed_ops
+from hdas_ext.nn import FusedMixedOp, FusedPartialMixedOp, fused_edge_sum
 from hdas_ext.primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES, STAGE_PRIMITIVES
 from hdas_ext.reference import MixedOp
 

@@ -12,10 +12,12 @@ PACKAGE = "hdas_ext"
 # top-level name (hdas_ext.<name>...) and may import only from its own layer or lower ones. A name
 # listed here need not exist yet; a top-level module missing here fails test_every_module_has_a_layer.
 LAYERS = (
-    ("_C", "_native", "primitives", "stage_geometry", "extras"),  # _C: the compiled library (not walked: no source)
+    ("_C", "_native", "primitives", "stage_geometry", "extras", "batchnorm"),  # _C: the compiled library (not walked: no source)
     ("ops",),
+    ("lean",),
     ("nn",),
     ("reference",),
+    ("dropin",),
     ("genotypes", "space", "data", "viz"),
     ("networks", "supernets"),
     ("runtime",),

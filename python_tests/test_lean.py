@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hdas_ext import fuse_mixed_ops
 from hdas_ext.nn import FusedMixedOp, operations
-from hdas_ext.nn.recompute import NotLeanable, lean_apply
+from hdas_ext.lean import NotLeanable, lean_apply
 from hdas_ext.primitives import DARTS_PRIMITIVES
 from hdas_ext.search import SearchConfig, run_search, runner
 from hdas_ext.search.bilevel import BilevelOptimizer

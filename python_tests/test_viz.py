@@ -2,8 +2,9 @@
 import struct
 import sys
 
-import graphviz
 import pytest
+
+graphviz = pytest.importorskip("graphviz")  # the 'viz' extra
 
 import hdas_ext.genotypes as G
 from hdas_ext import viz

@@ -1,5 +1,4 @@
 """Modules: DARTS primitives (OPS) and the fused mixed/stage modules."""
-from .fuse import FuseReport, fuse_mixed_ops
 from .fused import (FusedMixedOp, FusedStageNode, FusedWindowedCellInput, WeightedPairConcat,
                     fused_edge_sum, fused_node)
 from .operations import (OPS, DilConv, FactorizedReduce, Identity, PoolBN, ReLUConvBN, SepConv,

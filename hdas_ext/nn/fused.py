@@ -7,12 +7,13 @@ from torch import nn
 
 from .. import ops
 from .._native import native_available
+from ..batchnorm import batch_norm_rules, momentum_factor
+from ..lean import NotLeanable, check_leanable, lean_apply
 from ..ops.mixed_node import mixed_node_unchecked
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
-from .adopt import reduce_adopted
-from .folding import OpPlan, is_pool, plans_by_name, run_folded
-from .operations import batch_norm_rules, make_op, momentum_factor, takes_scale
-from .recompute import NotLeanable, check_leanable, lean_apply
+from .checks import check_call, check_weights, check_x, op_channels, state_tensor
+from .operations import make_op
+from .plan import OpPlan, is_pool, plans_by_name
 
 
 def _call_mixed_node(inputs, weights, codes, extras, stride, bns, training, groups=1):
@@ -57,14 +58,22 @@ def fused_edge_sum(edges, inputs, weights):
     inputs = list(inputs)
     if len(inputs) != len(edges):
         raise ValueError(f"fused_edge_sum: expected one input per edge ({len(edges)}), got {len(inputs)}")
-    P = len(edges[0].primitives) if edges else 0
-    if tuple(weights.shape) != (len(edges), P):
-        raise ValueError(f"fused_edge_sum: weights must have shape [num_edges, num_primitives] = [{len(edges)}, {P}], "
-                         f"got {list(weights.shape)}")
-    return _edge_sum(edges, inputs, weights)
+    return _edge_sum(edges, inputs, _checked_edges("fused_edge_sum", edges, inputs, weights))
 
 
 fused_node = fused_edge_sum  # the old name, kept for published code
+
+
+def _checked_edges(who, edges, inputs, weights, rows="num_edges"):
+    """Each input against its edge (channels, dtype, device), and the weights [len(edges), P], in
+    the inputs' dtype."""
+    P = len(edges[0].primitives) if edges else 0
+    if isinstance(weights, torch.Tensor) and tuple(weights.shape) != (len(edges), P):
+        raise ValueError(f"{who}: weights must have shape [{rows}, num_primitives] = [{len(edges)}, {P}], "
+                         f"got {list(weights.shape)}")
+    for j, (edge, x) in enumerate(zip(edges, inputs)):
+        check_x(who, x, edge, name=f"inputs[{j}]")
+    return check_weights(who, weights, (len(edges), P), inputs[0]) if edges else weights
 
 
 def _edge_sum(edges, inputs, weights):
@@ -92,29 +101,29 @@ def _edge_sum(edges, inputs, weights):
     return out
 
 
-def _extras(edges, inputs, rows):
+def _extras(edges, inputs, rows, active=None):
     """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
     (rows[edge][k], a 0-d tensor) folded into their last BatchNorm; the kernel adds them as they
     are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
     one's ReLU module: one ReLU output kept for the backward instead of one per op.
     Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
-    (nn.recompute.lean_apply)."""
+    (hdas_ext.lean). active (one edge): the ops that run, the others not at all."""
+    picked = [[k for k in edge._extra if active is None or k in active] for edge in edges]
     if edges[0].recompute:
-        return lean_apply([edge._ops[k] for edge in edges for k in edge._extra],
-                          [x for edge, x in zip(edges, inputs) for _ in edge._extra],
-                          [row[k] for edge, row in zip(edges, rows) for k in edge._extra])
+        return lean_apply([edge._ops[k] for edge, ks in zip(edges, picked) for k in ks],
+                          [x for x, ks in zip(inputs, picked) for _ in ks],
+                          [row[k] for row, ks in zip(rows, picked) for k in ks])
     out = []
-    for edge, x, row in zip(edges, inputs, rows or [None] * len(edges)):
-        plan, shared = edge._plan, edge._shares_relu
+    for edge, x, row, ks in zip(edges, inputs, rows or [None] * len(edges), picked):
+        plan = edge._plan
+        shared = [k for k in edge._shares_relu if active is None or k in active]
         r = edge._ops[shared[0]].get_submodule(plan[shared[0]].relu)(x) if shared else None
-        for k in edge._extra:
+        for k in ks:
             op = edge._ops[k]
             if edge.codes[k] != ops.ADD:
                 out.append(op(x))
-            elif takes_scale(op):
-                out.append(op(r, scale=row[k], activated=True))
             else:
-                out.append(run_folded(op, plan[k], x, r if plan[k].relu else None, row[k]))
+                out.append(edge._scaled_op(k, x, r, row[k]))
     return out
 
 
@@ -125,7 +134,7 @@ class FusedMixedOp(nn.Module):
 
     recompute=True (lean mode): the forward keeps, of the parametric ops, only the input x (which
     the kernel keeps anyway) and their BatchNorms' per-channel statistics; the backward rebuilds
-    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.nn.recompute)."""
+    them one op at a time. Same outputs, gradients and running statistics (hdas_ext.lean)."""
     _ops_name = "_ops"  # the op list's attribute: another name when fuse_mixed_ops adopted a module
     _partial = False
     recompute = False
@@ -155,6 +164,7 @@ class FusedMixedOp(nn.Module):
         self._folded = [k for k, c in enumerate(self.codes) if c == ops.ADD]
         self._shares_relu = [k for k in self._folded if self._plan[k].relu is not None]
         self._bn = [k for k, p in enumerate(self._plan) if is_pool(p.code) and p.bn is not None]
+        self._channels, self._state = op_channels(self._ops), state_tensor(self._ops)
 
     def _set_recompute(self, recompute):
         """Lean mode on or off; NotLeanable if an op cannot be recomputed (or partial channels)."""
@@ -168,6 +178,17 @@ class FusedMixedOp(nn.Module):
     def kernel_codes(self):
         """The codes the kernel runs: lean edges weight every extra themselves (ADD)."""
         return [ops.ADD if c == ops.EXTRA else c for c in self.codes] if self.recompute else self.codes
+
+    def _state_tensor(self):
+        """A parameter or buffer of the ops (their dtype and device), or None."""
+        if self._state is None:
+            return None
+        path, name = self._state
+        m = self._ops
+        for step in path:  # by name at each call: DataParallel replicas find their own
+            m = m._modules[step]
+        t = m._parameters.get(name)
+        return m._buffers.get(name) if t is None else t
 
     def _pool_bns(self):
         """The BatchNorms the kernel applies to the pools, in op order (found by their paths each
@@ -185,29 +206,45 @@ class FusedMixedOp(nn.Module):
         self._set_recompute(recompute)
         return self
 
+    def _scaled_op(self, k, x, r, scale):
+        """scale * op k (x) for an op whose plan folds the weight (ADD), r = relu(x) shared by the
+        ops. This package's ops take the scale and r themselves; the drop-in's adopted classes
+        (hdas_ext.dropin) fold the weight into ops of other code."""
+        return self._ops[k](r, scale=scale, activated=True)
+
     def extra_repr(self):
         lean = ", recompute=True" if self.recompute else ""
         return f"primitives={list(self.primitives)}, stride={self.stride}{lean}, native={native_available()}"
 
-    def __reduce_ex__(self, protocol):
-        if getattr(type(self), "_adopted", None) is not None:  # a class made by fuse_mixed_ops
-            return reduce_adopted(self, max(protocol, 2))
-        return super().__reduce_ex__(protocol)
+    def __prepare_scriptable__(self):
+        raise TypeError(f"torch.jit.script: {type(self).__name__} cannot be scripted (the fused op's autograd "
+                        f"is registered in Python); use torch.compile, or hdas_ext.reference's eager twins")
 
     def forward(self, x, weights):
-        if weights.shape != (len(self.primitives),):
-            raise ValueError(f"{type(self).__name__}: weights must have one entry per primitive, shape "
-                             f"[{len(self.primitives)}], got {list(weights.shape)}")
-        ops.check_inputs([x])  # before the parametric ops run on x
-        return self._mix(x, weights)
+        weights = check_call(self, x, weights)  # before the parametric ops run on x
+        return self._fused(x, weights)
 
-    def _mix(self, x, weights, groups=1):
+    def _fused(self, x, weights, active=None):
+        """The fused op on checked arguments (see _mix)."""
+        return self._mix(x, weights, 1, active)
+
+    def _mix(self, x, weights, groups=1, active=None):
         """The op on x; groups > 1: the parametric ops run on the first C/groups channels (a view)
-        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node)."""
-        rows = [weights.unbind(0)] if self._folded or self.recompute else None
+        and the op places their mix and the other channels (see hdas_ext.ops.mixed_node).
+        active: the indices of the ops that run (the others run not at all: no statistics, no
+        gradients), None for all."""
+        if torch.jit.is_tracing():
+            raise RuntimeError(f"torch.jit.trace: {type(self).__name__} cannot be traced (the fused op's autograd is "
+                               f"registered in Python); use torch.compile, or trace the model before fuse_mixed_ops")
+        rows = weights.unbind(0) if self._folded or self.recompute or active is not None else None
         part = x[:, :x.shape[1] // groups] if groups > 1 else x
-        return _call_mixed_node([x], weights.unsqueeze(0), self.kernel_codes(), _extras([self], [part], rows),
-                                self.stride, self._pool_bns(), self.training, groups)
+        codes, bns = self.kernel_codes(), self._pool_bns()
+        if active is not None:
+            codes = [codes[k] for k in active]
+            bns = [bn for k, bn in zip(self._bn, bns) if k in active]
+            weights = torch.stack([rows[k] for k in active])
+        return _call_mixed_node([x], weights.unsqueeze(0), codes, _extras([self], [part], rows and [rows], active),
+                                self.stride, bns, self.training, groups)
 
 
 class FusedWindowedCellInput(nn.Module):
@@ -228,13 +265,10 @@ class FusedWindowedCellInput(nn.Module):
 
     def forward(self, inputs, weights):
         inputs = list(inputs)
-        E, P = len(self.edges), len(self.primitives)
+        E = len(self.edges)
         if len(inputs) != E:
             raise ValueError(f"FusedWindowedCellInput: expected {E} inputs (num_inputs), got {len(inputs)}")
-        if tuple(weights.shape) != (E, P):
-            raise ValueError(f"FusedWindowedCellInput: weights must have shape [num_inputs, num_primitives] = "
-                             f"[{E}, {P}], got {list(weights.shape)}")
-        return _edge_sum(self.edges, inputs, weights)
+        return _edge_sum(self.edges, inputs, _checked_edges(type(self).__name__, self.edges, inputs, weights, "num_inputs"))
 
 
 FusedStageNode = FusedWindowedCellInput  # the old name, kept for published code

@@ -6,8 +6,8 @@ the mixed channels in place and writes every channel straight into its shuffled 
 concatenation or shuffle tensors, forward or backward."""
 from torch import nn
 
-from .. import ops
 from ..primitives import DARTS_PRIMITIVES
+from .checks import check_call
 from .fused import FusedMixedOp
 
 
@@ -46,9 +46,9 @@ class FusedPartialMixedOp(FusedMixedOp):
         return f"k={self.k}, " + super().extra_repr()
 
     def forward(self, x, weights):
-        if weights.shape != (len(self.primitives),):
-            raise ValueError(f"{type(self).__name__}: weights must have one entry per primitive, shape "
-                             f"[{len(self.primitives)}], got {list(weights.shape)}")
-        ops.check_inputs([x])
+        weights = check_call(self, x, weights, self.k)
         check_partial(x, self.k, self.stride, type(self).__name__)  # before the parametric ops run on x
-        return self._mix(x, weights, self.k)
+        return self._fused(x, weights)
+
+    def _fused(self, x, weights, active=None):
+        return self._mix(x, weights, self.k, active)

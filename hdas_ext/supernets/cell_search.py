@@ -9,8 +9,8 @@ from torch import nn
 
 from ..genotypes import Genotype, StageCellsGenotype
 from ..genotypes.derive import derive_cell
+from ..lean import lean_apply
 from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
-from ..nn.recompute import lean_apply
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class

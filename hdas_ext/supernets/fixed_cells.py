@@ -7,8 +7,8 @@ import torch
 from ..genotypes import Genotype, StageCellsGenotype, resolve
 from ..networks import Cell
 from ..networks.build import cell_sets
+from ..lean import lean_apply
 from ..nn import Identity
-from ..nn.recompute import lean_apply
 
 
 def stage_cell_genes(genotype):
@@ -30,7 +30,7 @@ def fixed_cell(gene, concat, C_pp, C_p, C, reduction):
 
 def lean_cell(cell, s0, s1):
     """cell(s0, s1) for a fixed search-time Cell (no drop path) in lean mode: its preprocessing
-    and every op keep only the states they read for the backward (see hdas_ext.nn.recompute).
+    and every op keep only the states they read for the backward (see hdas_ext.lean).
     s0 and s1 may be tuples of states, read concatenated."""
     states = lean_apply([cell.preprocess0, cell.preprocess1], [s0, s1])
     for i in range(cell._steps):

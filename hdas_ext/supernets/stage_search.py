@@ -8,8 +8,8 @@ from torch import nn
 
 from ..genotypes import StageGenotype
 from ..genotypes.derive import derive_stage, derive_stage_length
+from ..lean import lean_apply
 from ..nn import ReLUConvBN
-from ..nn.recompute import lean_apply
 from ..primitives import STAGE_PRIMITIVES
 from ..stage_geometry import (NUM_STAGES, check_stage_primitives, check_window, output_pairs, per_stage,
                               window_inputs)

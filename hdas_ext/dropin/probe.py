@@ -1,13 +1,18 @@
 """The proof fuse_mixed_ops asks before it fuses a module: on float64 copies (the module itself and
 the global RNG untouched), the fused copy gives the module's own forward(x, weights): outputs,
 gradients of x, weights and every parameter, and the buffers after, in training mode (weights with
-an exact zero and a negative entry) and eval mode (softmax weights), each forward drawing the same
-random numbers. A module of the same structure as one proven so is checked on its eval forward."""
+an exact zero and a negative entry, and the weight patterns its forward chooses its ops by) and eval
+mode (softmax weights), each forward drawing the same random numbers, every call admitted by the
+guard that records what the forward read (hdas_ext.dropin.guards). A module of the same structure
+and state as one proven so is checked on its eval forward."""
 import copy
 
 import torch
 
+from .guards import Guard
+from .reads import called_ops, observe
 from .recognise import seeded
+from .select import choose
 
 MAX_K = 8  # partial-channel groups tried
 SIZE = 8   # probe planes are SIZE x SIZE
@@ -50,9 +55,9 @@ def _check(name, got, want):
         raise AssertionError(f"{name}: differs by up to {diff:.3g}")
 
 
-def same_eval_output(module, view, C_op, P, k):
-    """Whether `view` (a fused module sharing module's ops) gives module's output in eval mode on a
-    probe in module's own dtype, both left in the modes they were in."""
+def same_eval_output(module, view, C_op, P, k, active):
+    """Whether `view` (a fused module sharing module's ops, running `active`) gives module's output
+    in eval mode on a probe in module's own dtype, both left in the modes they were in."""
     state = next(iter(module.state_dict(keep_vars=True).values()), None)
     dtype, device = (torch.float32, torch.device("cpu")) if state is None else (state.dtype, state.device)
     x, w = probe_x(k * C_op, device).to(dtype), probe_weights(P, device)[0].to(dtype)
@@ -61,7 +66,7 @@ def same_eval_output(module, view, C_op, P, k):
         module.eval()
         view.eval()
         with torch.no_grad():
-            got, want = seeded(lambda: view(x, w), device, 0), seeded(lambda: module(x, w), device, 0)
+            got, want = seeded(lambda: view._fused(x, w, active), device, 0), seeded(lambda: module(x, w), device, 0)
         # torch.testing.assert_close's float tolerances (low precision: the fused op accumulates in
         # float32, an eager sum in the dtype itself)
         rtol, atol = {torch.float64: (1e-7, 1e-7), torch.float32: (1.3e-6, 1e-5)}.get(dtype, (2e-2, 2e-2))
@@ -73,45 +78,90 @@ def same_eval_output(module, view, C_op, P, k):
             m.training = mode
 
 
-def prove(module, fuse, C_op, P, device):
-    """(k, None) when fuse(copy, k) matches `module` (a float64 copy that may change) in every
-    check, else (None, why not). k: the channel groups in 1..MAX_K for which the fused copy gives
-    the module's output in eval mode on x with k*C_op channels (k = 1: sum_k weights[k] * ops[k](x);
-    k > 1: partial channels)."""
-    fused = fuse(copy.deepcopy(module), 1)
-    w = probe_weights(P, device)[0]
-    why = None
+def prove(module, fusers, C_op, P, device, list_name, stride):
+    """(i, k, guard, None) when fusers[i](copy, k) matches `module` (a float64 copy that may change)
+    in every check, else (None, None, None, why not). fusers: ways to fuse a copy, tried in turn. k:
+    the channel groups in 1..MAX_K for which the fused copy gives the module's output in eval mode
+    on x with k*C_op channels (k = 1: sum_k weights[k] * ops[k](x); k > 1: partial channels). guard:
+    what the module's forward read and how its weights choose its ops (hdas_ext.dropin.guards), not
+    yet armed."""
+    ops = getattr(module, list_name)
+    soft, sparse = probe_weights(P, device)
+    saved = copy.deepcopy(module.state_dict())
+    first, k, why = _find_k(module, ops, fusers, C_op, P, device, soft)
+    if k is None:
+        return None, None, None, why
+    seen, x = [], probe_x(k * C_op, device, seed=2)
+
+    def watched(w, training=True):
+        module.train(training)
+        with torch.no_grad():
+            seen.append(observe(module, ops, lambda: seeded(lambda: module(x, w), device, 0), x, w))
+        return seen[-1]
+    try:
+        watched(soft, training=False)
+        selection, checks, why = choose(watched, P, soft, device)
+    except Exception as e:
+        selection, why = None, f"its forward fails on the probe in training mode: {_why(e)}"
+    why = why or next((b for obs in seen for b in obs.blind), None)
+    if why is not None:
+        return None, None, None, why
+    guard = Guard(k * C_op, P, k > 1 and stride == 2, selection, {e: None for obs in seen for e in obs.reads})
+    cases = [(True, n, w) for n, w in (checks or [("sparse weights", sparse)])]
+    cases.append((False, "soft weights", soft))
+    for i in range(first, len(fusers)):
+        module.load_state_dict(saved)  # as before the watched runs and the last candidate's steps
+        fused = fusers[i](copy.deepcopy(module), k)
+        fused._guard = guard.armed(fused)
+        if fused._guard is None:
+            return None, None, None, "its forward reads state that a copy of it lacks"
+        failed = _verify(module, fused, x, cases, device)
+        if failed is None:
+            return i, k, guard, None
+        why = why or failed
+    return None, None, None, why
+
+
+def _find_k(module, ops, fusers, C_op, P, device, soft):
+    """(index of the first fuser whose copy gives module's eval output, k, None), else (None,
+    None, why not)."""
+    fused, why = [None] * len(fusers), None
+    module.eval()
     for k in range(1, MAX_K + 1):
         x = probe_x(k * C_op, device)
-        module.eval()
-        fused = fuse(fused, k).eval()
         try:
             with torch.no_grad():
-                _check("output", seeded(lambda: fused(x, w), device, 0), seeded(lambda: module(x, w), device, 0))
-            break
+                called, out = called_ops(ops, lambda: seeded(lambda: module(x, soft), device, 0))
         except Exception as e:  # the module's own forward may fail on a wrong k
             why = why or _why(e)
-    else:
-        return None, why
-    return (k, None) if (why := _verify(module, fused, k, C_op, P, device)) is None else (None, why)
+            continue
+        active = None if sorted(called) == list(range(P)) else tuple(sorted(set(called)))
+        for i, fuse in enumerate(fusers):
+            try:
+                fused[i] = fuse(fused[i] if fused[i] is not None else copy.deepcopy(module), k).eval()
+                with torch.no_grad():
+                    _check("output", seeded(lambda: fused[i]._fused(x, soft, active), device, 0), out)
+                return i, k, None
+            except Exception as e:
+                why = why or _why(e)
+    return None, None, why
 
 
-def _verify(module, fused, k, C_op, P, device):
-    x = probe_x(k * C_op, device, seed=2)
-    soft, sparse = probe_weights(P, device)
-    for training in (True, False):
+def _verify(module, fused, x, cases, device):
+    for training, name, w in cases:
         module.train(training)
         fused.train(training)
         mode = "training" if training else "eval"
         try:
-            _same_step(module, fused, x, sparse if training else soft, device)
+            if fused._guard.admit(fused, (x, w), {}) is False:
+                raise AssertionError("the guard refuses the probe's own call")
+            _same_step(module, fused, x, w, device)
             got = dict(fused.named_buffers())
-            for name, want in module.named_buffers():
-                _check(f"buffer {name}", got.get(name), want)
+            for buffer, want in module.named_buffers():
+                _check(f"buffer {buffer}", got.get(buffer), want)
         except Exception as e:
-            return f"{mode} mode: {_why(e)}"
+            return f"{mode} mode, {name}: {_why(e)}"
     return None
-
 
 def _step(module, x, w, device):
     x, w = x.clone().requires_grad_(), w.clone().requires_grad_()

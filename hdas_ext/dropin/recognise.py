@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .folding import OpPlan
+from ..nn.checks import op_channels
+from ..nn.plan import OpPlan
 
 
 def op_lists(module):
@@ -36,13 +37,8 @@ def _takes(module, n):
 
 
 def probe_channels(modules):
-    """The channel count the ops expect: the first conv's input or BatchNorm's width, else 4."""
-    for m in (m for op in modules for m in op.modules()):
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return m.num_features
-    return 4
+    """The channel count the ops expect (the first conv's input or BatchNorm's width), else 4."""
+    return op_channels(modules) or 4
 
 
 def _record(calls, path, module, args, output):

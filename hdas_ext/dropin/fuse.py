@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..lean import NotLeanable
+from ..nn import FusedMixedOp, FusedPartialMixedOp
 from .adopt import adopted_class
-from .fused import FusedMixedOp
-from .partial import FusedPartialMixedOp
-from .probe import float64_copy, probe_device, probe_x, prove, same_eval_output
-from .recompute import NotLeanable
+from .probe import float64_copy, probe_device, probe_weights, probe_x, prove, same_eval_output
+from .select import admit_weights
 from .recognise import classify, kernel_plan, op_lists, probe_channels, structure_key, takes_x_and_weights, unfolded
 
 Fused = namedtuple("Fused", "path kind k")
@@ -55,7 +55,9 @@ def fuse_mixed_ops(model, *, report=False, recompute=False):
     classified by what it computes on a probe (zero, identity, 3x3 pools bare or with an
     affine-free BN, anything else runs as a module), and each MixedOp is fused only after its fused
     form matched its own forward on float64 copies (outputs, gradients, buffers; training and eval;
-    zero and negative weights). The module keeps its identity: its class becomes
+    zero and negative weights). It then runs fused only for calls and states the proof covered (a
+    guard: the call's form, what its forward read, the ops its weights choose), its own forward
+    otherwise (see docs/drop-in.md). The module keeps its identity: its class becomes
     FusedMixedOp[its class] (FusedPartialMixedOp[...] for partial channels), so its state dict,
     attributes, methods and hooks stay; hooks on the ops the kernel computes (pools, their BNs) no
     longer fire. Modules left alone are summarised in one warning. recompute=True: the fused
@@ -82,11 +84,11 @@ def fuse_mixed_ops(model, *, report=False, recompute=False):
 
 
 def _fuse_all(model, recompute=False):
-    result, proven = FuseReport(), {}
+    result, proven, refused = FuseReport(), {}, {}
     for path, module in model.named_modules():
         if not path or isinstance(module, FusedMixedOp):
             continue
-        found = _inspect(module, proven, recompute)
+        found = _inspect(module, proven, refused, recompute)
         if found is None:
             continue
         kind = type(module).__name__
@@ -97,13 +99,14 @@ def _fuse_all(model, recompute=False):
         if why is not None:
             result.left_alone.append(LeftAlone(path, kind, *why))
         else:
-            result.fused.append(Fused(path, kind, found[-1]))
+            result.fused.append(Fused(path, kind, found[4]))
     return result
 
 
-def adopt_in_place(module, own, list_name, plan, stride, k, recompute=False):
+def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recompute=False):
     """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan`, in the
-    lean mode with recompute (full channels only)."""
+    lean mode with recompute (full channels only), its calls admitted by `guard` armed on it (None:
+    a copy for the proof, run through _fused)."""
     module.__class__ = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, own)
     module._ops_name = list_name
     labels = vars(module).get("primitives")
@@ -112,23 +115,29 @@ def adopt_in_place(module, own, list_name, plan, stride, k, recompute=False):
         module.k = k
     elif recompute:
         module._set_recompute(True)
+    if guard is not None:
+        module._guard = guard.armed(module)
+        if module._guard is None:
+            raise ValueError("its forward's state cannot be read again from it")
     return module
 
 
-def _inspect(module, proven=None, recompute=False):
+def _inspect(module, proven=None, refused=None, recompute=False):
     """None if module is not MixedOp-like (no list of ops, or no forward(x, weights)); else
-    (list name, plan, stride, k) to fuse it with, or a LeftAlone saying why not. proven: structure
-    key -> (list name, plan, stride, channels, k) of modules proven in full, filled here; one of
-    the same structure is checked on the eval forward only."""
+    (list name, plan, stride, guard, k) to fuse it with, or a LeftAlone saying why not. proven:
+    structure key -> (list name, plan, stride, channels, k, guard, the guard armed on the module
+    proven) of modules proven in full, filled here; one of the same structure and the same state
+    is checked on the eval forward only. refused: structure key -> LeftAlone, modules whose proof
+    failed: one of the same structure is left alone at once."""
     try:
-        return _inspect_unguarded(module, proven, recompute)
+        return _inspect_unguarded(module, proven, refused, recompute)
     except NotLeanable as e:
         return LeftAlone("", "", NOT_LEAN, str(e))
     except Exception as e:  # whatever a module holds, it is left alone rather than crash the call
         return LeftAlone("", "", PROBE_FAILED, f"{type(e).__name__}: {e}")
 
 
-def _inspect_unguarded(module, proven, recompute):
+def _inspect_unguarded(module, proven, refused, recompute):
     lists = op_lists(module)
     if not lists or not takes_x_and_weights(module):
         return None
@@ -139,9 +148,14 @@ def _inspect_unguarded(module, proven, recompute):
         return None  # before copying the whole module: its lists hold no ops
     own, key = type(module), structure_key(module)
     if proven is not None and key in proven:
-        list_name, plan, stride, C_op, k = proven[key]
-        if same_eval_output(module, _view(module, list_name, plan, stride, k), C_op, len(plan), k):
-            return list_name, plan, stride, k
+        list_name, plan, stride, C_op, k, guard, reference = proven[key]
+        armed = guard.armed(module)
+        active = admit_weights(guard.selection, probe_weights(len(plan), device)[0])
+        if armed is not None and armed.same_values(reference) and active is not False and \
+                same_eval_output(module, _view(module, list_name, plan, stride, k), C_op, len(plan), k, active):
+            return list_name, plan, stride, guard, k
+    if refused is not None and key in refused:
+        return refused[key]
     try:
         probe = float64_copy(module)
     except Exception as e:
@@ -150,14 +164,18 @@ def _inspect_unguarded(module, proven, recompute):
     if found is None:
         return None
     list_name, plan, stride, C_op = found
-    why = None
-    for candidate in [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]:
-        k, why = prove(probe, _fuser(own, list_name, candidate, stride, recompute), C_op, len(plan), device)
-        if k is not None:
-            if proven is not None and key is not None:
-                proven[key] = (list_name, candidate, stride, C_op, k)
-            return list_name, candidate, stride, k
-    return LeftAlone("", "", NOT_A_SUM, why)
+    candidates = [plan, unfolded(plan)] if unfolded(plan) != plan else [plan]
+    i, k, guard, why = prove(probe, [_fuser(own, list_name, c, stride, recompute) for c in candidates], C_op,
+                             len(plan), device, list_name, stride)
+    if i is not None:
+        reference = guard.armed(module)
+        if proven is not None and key is not None and reference is not None:
+            proven[key] = (list_name, candidates[i], stride, C_op, k, guard, reference)
+        return list_name, candidates[i], stride, guard, k
+    left = LeftAlone("", "", NOT_A_SUM, why)
+    if refused is not None and key is not None:
+        refused[key] = left
+    return left
 
 
 def _first_is_an_op(modules, device):
@@ -168,7 +186,7 @@ def _first_is_an_op(modules, device):
 
 def _view(module, list_name, plan, stride, k):
     """A fused module running `plan` on module's own ops (shared, not copied)."""
-    cls = FusedPartialMixedOp if k > 1 else FusedMixedOp
+    cls = adopted_class(FusedPartialMixedOp if k > 1 else FusedMixedOp, type(module))
     view = cls.__new__(cls)
     nn.Module.__init__(view)
     view._ops = getattr(module, list_name)
@@ -179,7 +197,7 @@ def _view(module, list_name, plan, stride, k):
 
 
 def _fuser(own, list_name, plan, stride, recompute):
-    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k, recompute)
+    return lambda m, k: adopt_in_place(m, own, list_name, plan, stride, k, None, recompute)
 
 
 def _classify_ops(probe):
@@ -196,7 +214,8 @@ def _classify_ops(probe):
 
 
 # The attributes adopt_in_place sets: a module holding its own under these names is left alone.
-_SETS = ("_ops_name", "_plan", "stride", "primitives", "codes", "_extra", "_folded", "_shares_relu", "_bn", "recompute")
+_SETS = ("_ops_name", "_plan", "stride", "primitives", "codes", "_extra", "_folded", "_shares_relu", "_bn", "recompute",
+         "_channels", "_state", "_guard")
 
 
 def _clash(module, list_name, plan, stride, k):
@@ -220,14 +239,14 @@ def _clash(module, list_name, plan, stride, k):
     return None
 
 
-def _swap(module, list_name, plan, stride, k, recompute=False):
+def _swap(module, list_name, plan, stride, guard, k, recompute=False):
     """Adopts module in place; (reason, detail) if it cannot be."""
     name = _clash(module, list_name, plan, stride, k)
     if name is not None:
         return CLASH, repr(name)
     own, saved = type(module), dict(vars(module))
     try:
-        adopt_in_place(module, own, list_name, plan, stride, k, recompute)
+        adopt_in_place(module, own, list_name, plan, stride, k, guard, recompute)
     except Exception as e:  # __class__ assignment refused (e.g. __slots__), or an attribute that refuses
         module.__class__ = own
         vars(module).clear()
