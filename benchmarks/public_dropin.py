@@ -177,7 +177,8 @@ def markdown(rows, head):
     """The table of docs/drop-in.md: one row per network; failures and reasons as numbered notes.
     An error is n/a where that mode fused nothing (the network ran as written). 'worst tensor':
     the largest ratio of the fused network's float32 error on one tensor in one step to eager's
-    on the same tensor in the same step (eager's below 1e-5 counted as 1e-5)."""
+    on the same tensor in the same step, both relative to the tensor's norm (eager's below 1e-5
+    counted as 1e-5; see public_lockstep.py)."""
     print(f"\n{head}\n")
     print("| code | network | edges | found | fused: default / lean | left alone: default / lean | float64 error: default / lean "
           "| float32 error: eager / default / lean | float32 vs eager, worst tensor: default / lean | fusing s: default / lean | step ms: as written / default / lean "

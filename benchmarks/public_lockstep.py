@@ -9,7 +9,12 @@ and every buffer compared with the truth, then a plain SGD update of all of them
 copies follow their own trajectory (they must stay equal to the truth for the whole search); the
 float32 networks are set to the truth's state after every step, so that each step's float32 error is
 that step's rounding alone, not training dynamics amplifying earlier rounding. Relative error of a
-tensor: max |a - truth| / max |truth|; a network's error is the largest over its tensors and steps."""
+tensor: max |a - truth| / max |truth|; a network's error is the largest over its tensors and steps.
+A fused float32 network is also set beside eager float32 tensor by tensor, on the error relative to
+the tensor's norm (|a - truth| / |truth|): float32 rounding can flip a discrete choice (a ReLU at
+an input within rounding of 0, a max-pool tie) in one network and not the other, which moves one
+element of a gradient by one term of its sum; against the largest element of a gradient that is a
+small sum of large terms, that looks like a defect in whichever network happened to flip."""
 import contextlib
 import copy
 import io
@@ -124,33 +129,37 @@ def sync(variant, net, truth):
             b.copy_(buffers[name])
 
 
-def relative_error(a, ref, scale=None):
-    """max |a - ref| / max |ref|, or / scale when given."""
+def relative_error(a, ref, scale=None, norm=False):
+    """max |a - ref| / max |ref| (norm: |a - ref| / |ref|, Euclidean), or / scale when given."""
     if a.shape != ref.shape:
         return float("inf")
     if not ref.numel():
         return 0.0
     a, ref = a.double(), ref.double()
-    scale = scale or ref.abs().max().item()
-    diff = (a - ref).abs().max().item()
+    size = (lambda t: t.norm().item()) if norm else (lambda t: t.abs().max().item())
+    scale = scale or size(ref)
+    diff = size(a - ref)
     return diff / scale if scale > 0 else diff
 
 
 def tensor_errors(record, truth):
-    """name -> (relative error, note) of every tensor of record against truth. A gradient that is
-    zero in the float64 truth to rounding (below ZERO times the largest gradient, as a convolution
-    bias before a BatchNorm has) is measured against the largest gradient instead: rounding noise
-    there is no error, a value there is."""
-    grads = [t.abs().max().item() for n, t in truth.items() if n.startswith("grad") and t is not None and t.numel()]
-    big = max(grads, default=0.0)
+    """name -> (relative error, note, norm-relative error) of every tensor of record against truth.
+    A gradient that is zero in the float64 truth to rounding (below ZERO times the largest
+    gradient, as a convolution bias before a BatchNorm has) is measured against the largest
+    gradient instead: rounding noise there is no error, a value there is."""
+    grads = {n: t for n, t in truth.items() if n.startswith("grad") and t is not None and t.numel()}
+    big = max((t.abs().max().item() for t in grads.values()), default=0.0)
+    big_norm = max((t.norm().item() for t in grads.values()), default=0.0)
     out = {}
     for name in truth.keys() | record.keys():
         a, ref = record.get(name), truth.get(name)
         if a is None or ref is None:
-            out[name] = (0.0, "") if a is None and ref is None else (float("inf"), ", present in one network only")
+            out[name] = (0.0, "", 0.0) if a is None and ref is None else (float("inf"), ", present in one network only",
+                                                                           float("inf"))
         else:
             tiny = name.startswith("grad") and ref.numel() and ref.abs().max().item() <= ZERO * big
-            out[name] = (relative_error(a, ref, big if tiny else None), "")
+            out[name] = (relative_error(a, ref, big if tiny else None), "",
+                         relative_error(a, ref, big_norm if tiny else None, norm=True))
     return out
 
 
@@ -159,8 +168,8 @@ FLOOR32 = 1e-5  # float32 errors below this are rounding, whatever eager's error
 
 class Tracker:
     """The largest relative error of one network against the truth, and where; for a fused
-    float32 network also the largest ratio of its error on a tensor to eager's error on the same
-    tensor in the same step (eager's below FLOOR32 counted as FLOOR32)."""
+    float32 network also the largest ratio of its norm-relative error on a tensor to eager's on the
+    same tensor in the same step (eager's below FLOOR32 counted as FLOOR32)."""
 
     def __init__(self):
         self.error, self.where = 0.0, None
@@ -168,17 +177,17 @@ class Tracker:
         self.ratio, self.ratio_where = None, None
 
     def update(self, errors, when, eager=None):
-        for name, (e, what) in errors.items():
+        for name, (e, what, e_norm) in errors.items():
             kind = name.split()[0]
             if not e <= self.by_kind.get(kind, 0.0):  # NaN and inf count
                 self.by_kind[kind] = e
             if not e <= self.error:
                 self.error, self.where = e, f"{name}{what} ({when})"
             if eager is not None:
-                base = max(eager.get(name, (0.0, ""))[0], FLOOR32)
-                if self.ratio is None or not e / base <= self.ratio:
-                    self.ratio = e / base
-                    self.ratio_where = f"{name} ({when}): {e:.1e} against eager's {base:.1e}"
+                base = max(eager.get(name, (0.0, "", 0.0))[2], FLOOR32)
+                if self.ratio is None or not e_norm / base <= self.ratio:
+                    self.ratio = e_norm / base
+                    self.ratio_where = f"{name} ({when}): {e_norm:.1e} against eager's {base:.1e} (norm-relative)"
 
 
 class Lockstep:
