@@ -9,6 +9,7 @@ fusing; training-step time and peak memory, fused against as written, in the sam
     python benchmarks/public_dropin.py --public /work/public --markdown        # all nine, small sizes
     python benchmarks/public_dropin.py --darts /work/public/darts --sgas /work/public/sgas
     python benchmarks/public_dropin.py --public /work/public --batch 64 --size 32 --C 16 --layers 8 --markdown
+    python benchmarks/public_dropin.py --render rows.json      # the table of a run made with --json rows.json
 
 Each codebase runs in a process of its own (they import clashing bare module names), on CPU with their
 .cuda() calls made no-ops and absent packages their imports name stubbed. A failure in one network
@@ -249,7 +250,12 @@ def main():
     p.add_argument("--json", metavar="PATH")
     for hidden in ("--child", "--path", "--out"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
+    p.add_argument("--render", metavar="JSON", help="print the table of an earlier run's --json and exit")
     args = p.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        return markdown(saved["rows"], saved["machine"])
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -272,9 +278,9 @@ def main():
         for r in got:
             print(progress(r), flush=True)
         rows += got
+        write_json(args.json, {"machine": head, "settings": {s: getattr(args, s) for s in SIZES}, "rows": rows})
     if args.markdown:
         markdown(rows, head)
-    write_json(args.json, {"machine": head, "settings": {s: getattr(args, s) for s in SIZES}, "rows": rows})
 
 
 if __name__ == "__main__":
