@@ -13,7 +13,10 @@ small float64 copy of each network (C=8, 3 cells, batch 4, 16 px). A step is for
 (median of --reps after a warm-up). Peak memory: the step's peak above the memory held before it,
 measured in a child process whose freed tensors go back to the OS (CPU) or by the CUDA allocator.
 Guards (with the darts case): the fused MixedOps' guard checks, the step with them against the step
-with them skipped, and one check timed alone, as a share of the step."""
+with them skipped, and one check timed alone, as a share of the step. Refusals: fuse_mixed_ops on
+the DARTS stand-in network built of MixedOps it must leave alone (a mean instead of a sum; a
+threshold on the weights' values), seconds per distinct MixedOp structure (refusals are proven once
+per structure), and the slowest structure refused alone."""
 import copy
 import json
 import os
@@ -28,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "python_tests"))
 import dropin_standins as S  # noqa: E402
+import dropin_stateful as D  # noqa: E402
 from common import cpu_memory, fmt, machine, median_ms, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
@@ -132,6 +136,48 @@ def guard_cost(args, batch):
             "share_of_step": per_call_us * len(ops) / 1e3 / guarded}
 
 
+REFUSED = {"mean of the ops": S.MeanMixedOp, "threshold on the weights": D.ThresholdMixedOp}
+
+
+def refusal_cost(args):
+    """Seconds fuse_mixed_ops takes to leave alone every MixedOp of the stand-in network built of
+    MixedOps it must refuse, per distinct structure (fastest of --reps calls, at least one), and the
+    slowest structure refused alone (one module of it in a container)."""
+    from hdas_ext.dropin.recognise import structure_key
+    rows = []
+    for label, mixed in REFUSED.items():
+        torch.manual_seed(0)
+        net = S.SearchNetwork(mixed, C=args.init_channels, layers=args.layers).to(args.device)
+        firsts = {}
+        for m in net.modules():
+            if isinstance(m, mixed):
+                firsts.setdefault(structure_key(m), m)
+        assert None not in firsts, "a stand-in MixedOp without a structure key would be proven every time"
+
+        def seconds(model):
+            """(wall, CPU) seconds of the fastest call: fuse_mixed_ops runs on one thread, so its
+            process CPU time is its own work even on a busy machine."""
+            best = (float("inf"), float("inf"))
+            for _ in range(max(args.reps, 1)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    report = hdas_ext.fuse_mixed_ops(model, report=True)
+                    best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
+                assert not report.fused, f"{label}: fuse_mixed_ops fused a MixedOp it must leave alone"
+            return best
+        (whole, whole_cpu), n = seconds(net), sum(isinstance(m, mixed) for m in net.modules())
+        alone = max((seconds(torch.nn.Sequential(m)) for m in firsts.values()), key=lambda t: t[1])
+        rows.append({"refused": label, "mixed_ops": n, "structures": len(firsts), "network_s": whole,
+                     "network_cpu_s": whole_cpu, "per_structure_s": whole / len(firsts),
+                     "per_structure_cpu_s": whole_cpu / len(firsts), "slowest_structure_alone_s": alone[0],
+                     "slowest_structure_alone_cpu_s": alone[1]})
+        print(f"refusal ({label}): {n} MixedOps of {len(firsts)} structures left alone in {whole:.2f} s "
+              f"({whole / len(firsts):.2f} s, CPU {whole_cpu / len(firsts):.2f} s per structure); slowest structure "
+              f"alone {alone[0]:.2f} s (CPU {alone[1]:.2f} s)", flush=True)
+    return rows
+
+
 def memory_case(spec):
     net = build(spec["case"], spec["variant"], spec["C"], spec["layers"], "cpu")
     step = make_step(net, spec["batch"], spec["size"], "cpu")
@@ -193,6 +239,8 @@ def main():
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", action="store_true", help="end with the RESULTS.md table")
+    p.add_argument("--refusals", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the refusals (seconds per distinct MixedOp structure left alone)")
     p.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_case:
@@ -208,9 +256,11 @@ def main():
               f"{guards['skipped_ms']:.1f} ms skipped ({guards['step_ratio']:.3f}x); one check "
               f"{guards['per_call_us']:.1f} us x {guards['calls_per_step']} MixedOp calls = "
               f"{100 * guards['share_of_step']:.2f} % of the guarded step")
+    refusals = refusal_cost(args) if args.refusals else None
     if args.markdown:
         markdown(rows)
-    write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows, "guards": guards})
+    write_json(args.json, {"machine": machine(args.device), "settings": vars(args), "rows": rows, "guards": guards,
+                           "refusals": refusals})
 
 
 if __name__ == "__main__":
