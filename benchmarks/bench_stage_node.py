@@ -15,9 +15,9 @@ import torch
 from common import cpu_memory, fmt, machine, median_ms, parser, peak_extra_mb, write_json  # noqa: E402
 
 import hdas_ext  # noqa: E402
-from hdas_ext.nn import FusedStageNode, WeightedPairConcat  # noqa: E402
+from hdas_ext.nn import FusedWindowedCellInput, WeightedPairConcat  # noqa: E402
 from hdas_ext.primitives import STAGE_PRIMITIVES  # noqa: E402
-from hdas_ext.reference import StageNode  # noqa: E402
+from hdas_ext.reference import WindowedCellInput  # noqa: E402
 from hdas_ext.reference import WeightedPairConcat as EagerPairConcat  # noqa: E402
 
 NODES = [(3, 64, 64, 32, 32), (2, 64, 64, 32, 32), (3, 64, 128, 16, 16), (3, 64, 256, 8, 8)]  # (m, N, W, H, W)
@@ -45,8 +45,8 @@ def measure(variants, make_inputs, device, reps):
 
 def build_node(case, device, dtype):
     m, N, C, H, W = case
-    eager = StageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
-    fused = FusedStageNode(C, m, STAGE_PRIMITIVES).to(device, dtype)
+    eager = WindowedCellInput(C, m, STAGE_PRIMITIVES).to(device, dtype)
+    fused = FusedWindowedCellInput(C, m, STAGE_PRIMITIVES).to(device, dtype)
     fused.load_state_dict(eager.state_dict())
 
     def make_inputs():

@@ -23,8 +23,8 @@ from hdas_ext.supernets import SearchCell  # noqa: E402
 
 # A search cell counts whole: a fused cell runs whole nodes, not MixedOp modules, and its node sums
 # and output concat are glue too.
-MIXED = (reference.MixedOp, reference.StageNode, reference.WeightedPairConcat, fused_nn.FusedMixedOp,
-         fused_nn.FusedStageNode, fused_nn.WeightedPairConcat, SearchCell)
+MIXED = (reference.MixedOp, reference.WindowedCellInput, reference.WeightedPairConcat, fused_nn.FusedMixedOp,
+         fused_nn.FusedWindowedCellInput, fused_nn.WeightedPairConcat, SearchCell)
 PARAMETRIC = (fused_nn.ReLUConvBN, fused_nn.DilConv, fused_nn.SepConv, fused_nn.FactorizedReduce)
 
 

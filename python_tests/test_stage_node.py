@@ -79,15 +79,6 @@ def test_node_errors():
         ops.mixed_node([], torch.rand(0, 4), [1, 2, 3, 0])
 
 
-def test_old_names_are_aliases():
-    """Published code uses the names of 0.1.0."""
-    import hdas_ext.nn
-    import hdas_ext.reference
-    assert hdas_ext.nn.FusedStageNode is FusedWindowedCellInput
-    assert hdas_ext.reference.StageNode is WindowedCellInput
-    assert hdas_ext.nn.fused_node is hdas_ext.nn.fused_edge_sum
-
-
 @pytest.mark.cuda
 def test_node_on_cuda():
     eager, fused = twins(3, 3, STAGE_PRIMITIVES)

@@ -56,9 +56,6 @@ def fused_edge_sum(edges, inputs, weights):
     return _edge_sum(edges, inputs, _checked_edges("fused_edge_sum", edges, inputs, weights))
 
 
-fused_node = fused_edge_sum  # the old name, kept for published code
-
-
 def _checked_edges(who, edges, inputs, weights, rows="num_edges"):
     """Each input against its edge (channels, dtype, device), and the weights [len(edges), P], in
     the inputs' dtype."""
@@ -101,14 +98,11 @@ def _edge_sum(edges, inputs, weights, convs=None):
 
 
 def _extras(edges, inputs, rows, active=None, convs=None):
-    """The parametric ops' outputs, edge-major. Those with code ADD come out weighted, their weight
-    (rows[edge][k], a 0-d tensor) folded into their last BatchNorm; the kernel adds them as they
-    are. Those whose plan names a leading ReLU share one relu(x) per edge, computed by the first
-    one's ReLU module: one ReLU output kept for the backward instead of one per op.
-    Lean edges (recompute=True) weight every extra (ADD) and keep none of the ops' internals
-    (hdas_ext.lean). active (one edge): the ops that run, the others not at all.
-    convs (given when the edges' fused convolution candidates ran, nn.conv_fused): per edge, the
-    weighted sum of those ops, which then come last as one tensor instead of one each."""
+    """The parametric ops' outputs, edge-major. ADD ones come out weighted (rows[edge][k] folded
+    into their last BatchNorm). Ops with a leading ReLU share one relu(x) per edge (one output kept
+    for the backward, not one per op). Lean edges (recompute=True) weight every extra and keep none
+    of the ops' internals. active (one edge): the ops that run. convs (nn.conv_fused): per edge, the
+    weighted sum of its fused convolution candidates, last, one tensor instead of one per op."""
     skip = [{k for k, _ in edge._conv} if convs else set() for edge in edges]
     picked = [[k for k in edge._extra if (active is None or k in active) and k not in s] for edge, s in zip(edges, skip)]
     tail = [[c] if c is not None else [] for c in convs] if convs else [[] for _ in edges]
@@ -295,9 +289,6 @@ class FusedWindowedCellInput(nn.Module):
         if len(inputs) != E:
             raise ValueError(f"FusedWindowedCellInput: expected {E} inputs (num_inputs), got {len(inputs)}")
         return _edge_sum(self.edges, inputs, _checked_edges(type(self).__name__, self.edges, inputs, weights, "num_inputs"))
-
-
-FusedStageNode = FusedWindowedCellInput  # the old name, kept for published code
 
 
 class WeightedPairConcat(nn.Module):

@@ -55,8 +55,6 @@ class WindowedCellInput(nn.Module):
         return sum(edge(x, w) for edge, x, w in zip(self.edges, inputs, weights))
 
 
-StageNode = WindowedCellInput  # the old name, kept for published code
-
 
 class WeightedPairConcat(nn.Module):
     """Distribution-search stage output: sum_k weights[k] * cat(states[i_k], states[j_k])."""
