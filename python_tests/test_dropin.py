@@ -97,6 +97,13 @@ def test_fused_network_is_the_users_network(name, single_thread):
     assert_same(fused, eager, torch.randn(4, 3, 8, 8, dtype=torch.float64), 5)
 
 
+@pytest.mark.parametrize("name", ["darts", "two_halves_sep_conv", "partial_k2"])
+def test_their_convolution_candidates_run_in_one_fused_call(name, single_thread):
+    fused, _ = fused_copy(build(name))  # equal to theirs: test_fused_network_is_the_users_network
+    for op in mixed_ops(fused):  # sep_conv 3x3, 5x5, dil_conv 3x3, 5x5 recognised by what they compute
+        assert sorted(kind for _, kind in op._conv) == [0, 1, 2, 3]
+
+
 def test_exactly_zero_weights_give_the_users_sum(single_thread):
     eager = build("darts")
     fused, _ = fused_copy(eager)

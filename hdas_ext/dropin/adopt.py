@@ -10,14 +10,16 @@ from .folding import run_folded
 _CLASSES = {}
 
 
-def adopted_class(base, own):
-    """The class `base[own]`: base's plan on top of the module's own class, its forward guarded,
-    its ops' weights folded as the probe found (run_folded)."""
-    key = (base, own)
+def adopted_class(base, own, method="forward"):
+    """The class `base[own]`: base's plan on top of the module's own class, its mixing method
+    (forward, or another such as AutoDL's forward_darts) guarded, its ops' weights folded as the
+    probe found (run_folded)."""
+    key = (base, own, method)
     if key not in _CLASSES:
-        _CLASSES[key] = type(f"{base.__name__}[{own.__name__}]", (base, own),
+        name = base.__name__ + f"[{own.__name__}]" + ("" if method == "forward" else f".{method}")
+        _CLASSES[key] = type(name, (base, own),
                              {"__module__": own.__module__, "_adopted": key, "_scaled_op": _scaled_op,
-                              "__reduce_ex__": _reduce_ex, "forward": _guarded(own),
+                              "__reduce_ex__": _reduce_ex, "forward": own.forward, method: _guarded(own, method),
                               "__prepare_scriptable__": _no_script})
     return _CLASSES[key]
 
@@ -33,14 +35,16 @@ def _admit(module, args, kwargs):
 _admit_compiled = torch.compiler.disable(lambda module, args, kwargs: _admit(module, args, kwargs))
 
 
-def _guarded(own):
+def _guarded(own, method):
+    original = getattr(own, method)
+
     def forward(self, *args, **kwargs):
         active = (_admit_compiled if torch.compiler.is_compiling() else _admit)(self, args, kwargs)
         if active is False:
-            return own.forward(self, *args, **kwargs)
+            return original(self, *args, **kwargs)
         x, weights = args  # weights in x's dtype, as `w * op(x)` computes with a 0-d weight
         return self._fused(x, weights if weights.dtype == x.dtype else weights.to(x.dtype), active)
-    forward.__doc__ = own.forward.__doc__
+    forward.__name__, forward.__doc__ = method, original.__doc__
     return forward
 
 
@@ -59,9 +63,9 @@ def _scaled_op(self, k, x, r, scale):
     return run_folded(op, plan, x, r if plan.relu else None, scale)
 
 
-def new_adopted(base, own):
-    """An empty instance of adopted_class(base, own), for unpickling (its state is set after)."""
-    cls = adopted_class(base, own)
+def new_adopted(base, own, method="forward"):
+    """An empty instance of adopted_class(base, own, method), for unpickling (its state is set after)."""
+    cls = adopted_class(base, own, method)
     return cls.__new__(cls)
 
 

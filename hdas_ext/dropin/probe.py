@@ -56,9 +56,11 @@ def _check(name, got, want):
         raise AssertionError(f"{name}: differs by up to {diff:.3g}")
 
 
-def same_eval_output(module, view, C_op, P, k, active):
-    """Whether `view` (a fused module sharing module's ops, running `active`) gives module's output
-    in eval mode on a probe in module's own dtype, both left in the modes they were in."""
+def same_eval_output(module, view, C_op, P, k, active, method="forward"):
+    """Whether `view` (a fused module sharing module's ops, running `active`) gives module's
+    output (its `method`: forward, module(x, w)) in eval mode on a probe in module's own dtype,
+    both left in the modes they were in."""
+    run = module if method == "forward" else getattr(module, method)
     state = next(iter(module.state_dict(keep_vars=True).values()), None)
     dtype, device = (torch.float32, torch.device("cpu")) if state is None else (state.dtype, state.device)
     x, w = probe_x(k * C_op, device).to(dtype), probe_weights(P, device)[0].to(dtype)
@@ -67,7 +69,7 @@ def same_eval_output(module, view, C_op, P, k, active):
         module.eval()
         view.eval()
         with torch.no_grad():
-            got, want = seeded(lambda: view._fused(x, w, active), device, 0), seeded(lambda: module(x, w), device, 0)
+            got, want = seeded(lambda: view._fused(x, w, active), device, 0), seeded(lambda: run(x, w), device, 0)
         # torch.testing.assert_close's float tolerances (low precision: the fused op accumulates in
         # float32, an eager sum in the dtype itself)
         rtol, atol = {torch.float64: (1e-7, 1e-7), torch.float32: (1.3e-6, 1e-5)}.get(dtype, (2e-2, 2e-2))

@@ -27,10 +27,13 @@ def takes_x_and_weights(module):
 
 
 def _takes(module, n):
-    if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
-        return False
+    return not isinstance(module, (nn.ModuleList, nn.ModuleDict)) and binds(module.forward, n)
+
+
+def binds(function, n):
+    """Whether function can be called with n positional arguments."""
     try:
-        inspect.signature(module.forward).bind(*[None] * n)
+        inspect.signature(function).bind(*[None] * n)
     except (TypeError, ValueError):
         return False
     return True

@@ -1,51 +1,85 @@
 """The convolution candidates of fused MixedOps through hdas::conv_candidates: for the edges that
-read one input, every sep_conv/dil_conv op this package built (SepConv, DilConv) runs in one
-fused call, its weight folded into its last BatchNorm; the call returns each edge's weighted sum of
-them, which the fused MixedOp hands to hdas::mixed_node as one ADD tensor. BatchNorm running
-statistics are updated as nn.BatchNorm2d updates them."""
+read one input, every sep_conv/dil_conv op runs in one fused call, its weight folded into its last
+BatchNorm; the call returns each edge's weighted sum of them, which the fused MixedOp hands to
+hdas::mixed_node as one ADD tensor. BatchNorm running statistics are updated as nn.BatchNorm2d
+updates them. An op is one of them by what it computes, whoever built it: ReLU, depthwise conv,
+pointwise conv, BatchNorm, once (dil_conv) or twice (sep_conv), read from its traced program."""
 import torch
+from torch import nn
 
 from .. import ops
 from ..batchnorm import batch_norm_rules, update_running_stats
-from ..lean import lean_apply
-from ..ops.codes import CONV_KINDS, CONV_SHAPES
+from ..lean import NotLeanable, lean_apply
+from ..lean.trace import Ref, trace_steps
+from ..ops.codes import CONV_SHAPES
 from ..ops.conv_candidates import NATIVE, conv_candidates_unchecked
-from .operations import DilConv, SepConv
+from .operations import DilConv, SepConv, takes_scale
 
 __all__ = ["conv_plan", "conv_sums"]
 
+_KINDS = {shape: kind for kind, shape in CONV_SHAPES.items()}
+_CHAIN = ("relu", "conv", "conv", "bn")
 
-def _fits(op, kind, C, stride):
-    """Whether op (SepConv or DilConv) is exactly the branch `kind` on C channels at `stride`."""
-    k, d, halves = CONV_SHAPES[kind]
-    seq = getattr(op, "op", None)
-    if type(op) is not (SepConv if halves == 2 else DilConv) or len(seq) != 4 * halves:
-        return False
-    for h in range(halves):
-        dw, pw, bn = seq[4 * h + 1], seq[4 * h + 2], seq[4 * h + 3]
-        s = stride if h == 0 else 1
-        dil = d if h == 0 else 1
-        if (tuple(dw.weight.shape) != (C, 1, k, k) or dw.bias is not None or dw.stride != (s, s)
+
+def conv_halves(op):
+    """((depthwise, pointwise, BatchNorm) paths in op, per half) when op computes relu -> conv ->
+    conv -> BN once or twice in a chain and nothing else, else None. Ops of this package are read
+    from their layout; others from their traced program (hdas_ext.lean.trace)."""
+    if type(op) in (SepConv, DilConv):
+        return tuple((f"op.{4 * h + 1}", f"op.{4 * h + 2}", f"op.{4 * h + 3}") for h in range(len(op.op) // 4))
+    try:
+        steps, out, random = trace_steps(op)
+    except NotLeanable:
+        return None
+    body = steps[1:]
+    if random or len(body) not in (4, 8) or out != len(body) or \
+            any(st[0] != _CHAIN[i % 4] or not isinstance(st[2], Ref) or st[2].i != i for i, st in enumerate(body)):
+        return None
+    if any(getattr(op.get_submodule(st[1]), "inplace", False) for st in body[::4]):
+        return None  # an in-place ReLU changes its input: the original and the fused op differ
+    return tuple(tuple(st[1] for st in body[h + 1:h + 4]) for h in range(0, len(body), 4))
+
+
+def _kind(op, halves, stride):
+    """The conv_candidates kind op computes on its channels at `stride` (halves: conv_halves), or None."""
+    dw, pw, bn = (op.get_submodule(p) for p in halves[0])
+    if type(dw) is not nn.Conv2d or dw.kernel_size[0] != dw.kernel_size[1] or dw.dilation[0] != dw.dilation[1]:
+        return None
+    kind = _KINDS.get((dw.kernel_size[0], dw.dilation[0], len(halves)))
+    if kind is None:
+        return None
+    k, d, _ = CONV_SHAPES[kind]
+    C = dw.weight.shape[0]
+    for h, (dw, pw, bn) in enumerate([tuple(op.get_submodule(p) for p in half) for half in halves]):
+        s, dil = (stride, d) if h == 0 else (1, 1)
+        if (type(dw) is not nn.Conv2d or type(pw) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d)
+                or tuple(dw.weight.shape) != (C, 1, k, k) or dw.bias is not None or dw.stride != (s, s)
                 or dw.dilation != (dil, dil) or dw.padding != (dil * (k - 1) // 2,) * 2 or dw.groups != C
+                or dw.padding_mode != "zeros" or pw.padding_mode != "zeros"
                 or tuple(pw.weight.shape) != (C, C, 1, 1) or pw.bias is not None or pw.stride != (1, 1)
-                or bn.num_features != C):
-            return False
-    return True
+                or pw.padding != (0, 0) or pw.groups != 1 or bn.num_features != C):
+            return None
+    return kind
 
 
-def conv_plan(modules, primitives, codes, stride):
-    """[(op index, kind)] of the ops a fused MixedOp runs through hdas::conv_candidates: the
-    sep_conv/dil_conv ops this package built whose weight folds into their last BatchNorm (ADD)."""
-    plan = []
-    for k, (name, op, code) in enumerate(zip(primitives, modules, codes)):
-        kind = CONV_KINDS.get(name)
-        if kind is not None and code == ops.ADD and _fits(op, kind, op.op[1].weight.shape[0], stride):
+def conv_plan(modules, codes, stride):
+    """(((op index, kind), ...), {op index: conv_halves}) of the ops a fused MixedOp runs through
+    hdas::conv_candidates: sep_conv/dil_conv ops whose weight folds into their last BatchNorm (ADD)."""
+    plan, halves = [], {}
+    for k, (op, code) in enumerate(zip(modules, codes)):
+        found = conv_halves(op) if code == ops.ADD else None
+        kind = found and _kind(op, found, stride)
+        if kind is not None:
             plan.append((k, kind))
-    return plan
+            halves[k] = found
+    return tuple(plan), halves
 
 
-def _bns(op):
-    return [op.op[3], op.op[7]] if isinstance(op, SepConv) else [op.op[3]]
+def _modules(edge, k):
+    """[(depthwise, pointwise, BatchNorm) per half] of edge's op k, found by path at each call
+    (a DataParallel replica finds its own)."""
+    op = edge._ops[k]
+    return [tuple(op.get_submodule(p) for p in half) for half in edge._conv_halves[k]]
 
 
 def _runs_fused(x, bns):
@@ -72,12 +106,14 @@ def conv_sums(edges, x, weights, rows, lean=False):
     lean: the call keeps none of the ops' internals for the backward (the lean mode)."""
     branches = [(j, k, kind) for j, edge in enumerate(edges) for k, kind in edge._conv]
     conv_ops = [edges[j]._ops[k] for j, k, _ in branches]
-    bns = [bn for op in conv_ops for bn in _bns(op)]
+    halves = [_modules(edges[j], k) for j, k, _ in branches]
+    bns = [half[2] for op in halves for half in op]
     out = [None] * len(edges)
-    if not _runs_fused(x, bns):  # the ops as modules, sharing one relu(x) (or lean)
+    if not _runs_fused(x, bns):  # the ops as modules, this package's sharing one relu(x) (or lean)
         scales = [weights[rows[j], k] for j, k, _ in branches]
+        r = torch.relu(x) if any(takes_scale(op) for op in conv_ops) else None
         ys = lean_apply(conv_ops, [x] * len(conv_ops), scales) if lean else \
-            [op(r, scale=s, activated=True) for r in [conv_ops[0].op[0](x)] for op, s in zip(conv_ops, scales)]
+            [op(r, scale=s, activated=True) if takes_scale(op) else op(x) * s for op, s in zip(conv_ops, scales)]
         for (j, _, _), y in zip(branches, ys):
             out[j] = y if out[j] is None else out[j] + y
         return out
@@ -86,9 +122,8 @@ def conv_sums(edges, x, weights, rows, lean=False):
     idx_r = torch.tensor([rows[j] for j, _, _ in branches], device=weights.device)
     idx_k = torch.tensor([k for _, k, _ in branches], device=weights.device)
     w = weights[idx_r, idx_k]
-    seqs = [op.op for op in conv_ops]
-    dw1, pw1 = [s[1].weight for s in seqs], [s[2].weight for s in seqs]
-    dw2, pw2 = [s[5].weight for s in seqs if len(s) == 8], [s[6].weight for s in seqs if len(s) == 8]
+    dw1, pw1 = [h[0][0].weight for h in halves], [h[0][1].weight for h in halves]
+    dw2, pw2 = [h[1][0].weight for h in halves if len(h) == 2], [h[1][1].weight for h in halves if len(h) == 2]
     gamma, beta = [b.weight for b in bns], [b.bias for b in bns]
     gamma, beta = (gamma if any(g is not None for g in gamma) else []), (beta if any(b is not None for b in beta) else [])
     if torch.is_autocast_enabled(x.device.type):  # the convolutions in the autocast dtype, as F.conv2d runs them

@@ -138,6 +138,7 @@ class FusedMixedOp(nn.Module):
     _partial = False
     recompute = False
     _conv = ()  # (op index, kind) of the ops run through hdas::conv_candidates (nn.conv_fused)
+    _conv_halves = {}  # their (depthwise, pointwise, BatchNorm) paths per half
 
     def __init__(self, C, stride, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, recompute=False,
                  fuse_convs=True):
@@ -149,7 +150,7 @@ class FusedMixedOp(nn.Module):
         self._set_plan(plans_by_name(modules, primitives, stride, fused_bn=pool_bn and not affine), stride)
         self._set_recompute(recompute)
         if fuse_convs:
-            self._conv = tuple(conv_plan(modules, self.primitives, self.codes, stride))
+            self._set_convs()
 
     @property
     def _ops(self):
@@ -168,6 +169,10 @@ class FusedMixedOp(nn.Module):
         self._shares_relu = [k for k in self._folded if self._plan[k].relu is not None]
         self._bn = [k for k, p in enumerate(self._plan) if is_pool(p.code) and p.bn is not None]
         self._channels, self._state = op_channels(self._ops), state_tensor(self._ops)
+
+    def _set_convs(self):
+        """Runs its sep_conv/dil_conv ops through hdas::conv_candidates (nn.conv_fused)."""
+        self._conv, self._conv_halves = conv_plan(self._ops, self.codes, self.stride)
 
     def _set_recompute(self, recompute):
         """Lean mode on or off; NotLeanable if an op cannot be recomputed."""
