@@ -1,4 +1,4 @@
-// Schema and argument checks of hdas::conv_candidates (see conv_candidates.h).
+// Schema of hdas::conv_candidates and the front both backends share (see conv_candidates.h).
 #include "conv_candidates.h"
 
 #include <torch/library.h>
@@ -40,15 +40,13 @@ std::vector<at::Tensor> affine(const std::vector<std::optional<at::Tensor>>& ps,
   return out;
 }
 
-}  // namespace
-
+// Every argument of the call checked; x contiguous NCHW.
 ConvCandidates make_conv_candidates(const at::Tensor& x, c10::IntArrayRef kinds, c10::IntArrayRef edges,
                                     const at::Tensor& weights, const std::vector<at::Tensor>& dw1,
                                     const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
                                     const std::vector<at::Tensor>& pw2,
-                                    const std::vector<std::optional<at::Tensor>>& bn_weight,
-                                    const std::vector<std::optional<at::Tensor>>& bn_bias, int64_t stride,
-                                    at::MemoryFormat format, const char* op) {
+                                    const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
+                                    const char* op) {
   TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must be a 4-D tensor [N, C, H, W], got shape ", x.sizes());
   TORCH_CHECK_TYPE(kernel_dtype(x.scalar_type()), op, ": x must be float32, float64, float16 or bfloat16, got ",
                    x.scalar_type());
@@ -119,10 +117,11 @@ ConvCandidates make_conv_candidates(const at::Tensor& x, c10::IntArrayRef kinds,
   cc.gamma = affine(bn_weight, "bn_weight", cc.Z, x, acc, op);
   cc.beta = affine(bn_bias, "bn_bias", cc.Z, x, acc, op);
   cc.weights = weights.to(acc).contiguous();
-  cc.x = x.contiguous(format);
+  cc.x = x.contiguous();
   return cc;
 }
 
+// Running statistics [Z, C] present in eval; more than one value per channel in training.
 ConvStats conv_forward_stats(const ConvCandidates& cc, bool batch_stats, const std::optional<at::Tensor>& running_mean,
                              const std::optional<at::Tensor>& running_var, double eps, const char* op) {
   const auto acc = op_math(cc.x.scalar_type());
@@ -180,6 +179,46 @@ void check_conv_backward(const ConvCandidates& cc, const std::vector<at::Tensor>
                       " must have shape [num_batchnorms, C] = [", cc.Z, ", ", cc.C, "], got ", s->sizes());
     TORCH_CHECK_VALUE(s->device() == x.device(), op, ": ", name, " must be on ", x.device(), ", got ", s->device());
   }
+}
+
+}  // namespace
+
+ConvForward conv_forward_front(const at::Tensor& x, c10::IntArrayRef kinds, c10::IntArrayRef edges,
+                               const at::Tensor& weights, const std::vector<at::Tensor>& dw1,
+                               const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
+                               const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight,
+                               const OptTensors& bn_bias, int64_t stride, bool batch_stats,
+                               const std::optional<at::Tensor>& running_mean,
+                               const std::optional<at::Tensor>& running_var, double eps) {
+  const char* op = "hdas::conv_candidates";
+  ConvForward f{make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias, stride, op),
+                {}};
+  f.st = conv_forward_stats(f.cc, batch_stats, running_mean, running_var, eps, op);
+  return f;
+}
+
+std::vector<at::Tensor> conv_saved(const std::vector<at::Tensor>& z1, const std::vector<at::Tensor>& z2) {
+  std::vector<at::Tensor> saved(z1);
+  saved.insert(saved.end(), z2.begin(), z2.end());
+  return saved;
+}
+
+ConvBackward conv_backward_front(const std::vector<at::Tensor>& grad_out, const at::Tensor& x,
+                                 c10::IntArrayRef kinds, c10::IntArrayRef edges, const at::Tensor& weights,
+                                 const std::vector<at::Tensor>& dw1, const std::vector<at::Tensor>& pw1,
+                                 const std::vector<at::Tensor>& dw2, const std::vector<at::Tensor>& pw2,
+                                 const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
+                                 const std::vector<at::Tensor>& saved, const at::Tensor& save_mean,
+                                 const at::Tensor& save_invstd) {
+  const char* op = "hdas::conv_candidates_backward";
+  ConvBackward b{make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias, stride, op),
+                 {}, {}, {}};
+  check_conv_backward(b.cc, grad_out, saved, save_mean, save_invstd, op);
+  const auto acc = op_math(x.scalar_type());
+  b.st = {save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous(), at::Tensor()};
+  for (size_t i = 0; i < saved.size(); ++i)
+    (static_cast<int64_t>(i) < b.cc.B ? b.z1 : b.z2).push_back(saved[i].contiguous());
+  return b;
 }
 
 TORCH_LIBRARY_FRAGMENT(HDAS_OPS_NAMESPACE, m) {

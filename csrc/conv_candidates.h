@@ -18,8 +18,9 @@
 // backward reads besides x and the parameters (everything else it recomputes per image). With
 // `saved` empty the backward recomputes them too (the lean mode), from the statistics it is given.
 //
-// This header and conv_candidates.cpp hold the schema and the argument checks; each backend
-// allocates and runs its kernels in its own file (cpu/conv_candidates_kernel.cpp).
+// This header and conv_candidates.cpp hold the schema and the front both backends share (argument
+// checks, statistics, the saved tensors); each backend allocates and runs its kernels in its own
+// file (cpu/conv_candidates_kernel.cpp, cuda/conv_candidates_kernel.cu).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -54,30 +55,48 @@ struct ConvCandidates {
   int64_t count() const { return N * Ho * Wo; }  // values per channel that the statistics see
 };
 
-// Checks every argument (c10::ValueError / c10::TypeError naming it and what was expected) and fills
-// a ConvCandidates, x in `format`.
-ConvCandidates make_conv_candidates(const at::Tensor& x, c10::IntArrayRef kinds, c10::IntArrayRef edges,
-                                    const at::Tensor& weights, const std::vector<at::Tensor>& dw1,
-                                    const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
-                                    const std::vector<at::Tensor>& pw2,
-                                    const std::vector<std::optional<at::Tensor>>& bn_weight,
-                                    const std::vector<std::optional<at::Tensor>>& bn_bias, int64_t stride,
-                                    at::MemoryFormat format, const char* op);
+using OptTensors = std::vector<std::optional<at::Tensor>>;
 
-// Statistics of the forward: running statistics [Z, C] present in eval; more than one value per
-// channel in training. Returns (mean, invstd) as the kernels read them in eval (copies in op math),
-// or freshly allocated [Z, C] buffers for the kernels to fill, plus var_u ([Z, C] or empty).
+// Statistics [Z, C] in op math: in the forward, freshly allocated buffers for the kernels to fill
+// with batch statistics (plus var_u), or in eval copies of the running mean and 1/sqrt(var + eps)
+// (var_u empty); in the backward, the forward's saved ones (var_u undefined).
 struct ConvStats {
   at::Tensor mean, invstd, var_u;
 };
-ConvStats conv_forward_stats(const ConvCandidates& cc, bool batch_stats, const std::optional<at::Tensor>& running_mean,
-                             const std::optional<at::Tensor>& running_var, double eps, const char* op);
 
-// grad_out: E tensors of the output shape; saved: empty or B + S tensors [N, C, Ho, Wo] in op math;
-// save_mean/save_invstd [Z, C].
-void check_conv_backward(const ConvCandidates& cc, const std::vector<at::Tensor>& grad_out,
-                         const std::vector<at::Tensor>& saved, const at::Tensor& save_mean,
-                         const at::Tensor& save_invstd, const char* op);
+// The forward's front: every argument checked (c10::ValueError / c10::TypeError naming it and what
+// was expected), x contiguous NCHW (both backends compute NCHW: channels_last goes through a copy),
+// and the statistics.
+struct ConvForward {
+  ConvCandidates cc;
+  ConvStats st;
+};
+ConvForward conv_forward_front(const at::Tensor& x, c10::IntArrayRef kinds, c10::IntArrayRef edges,
+                               const at::Tensor& weights, const std::vector<at::Tensor>& dw1,
+                               const std::vector<at::Tensor>& pw1, const std::vector<at::Tensor>& dw2,
+                               const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight,
+                               const OptTensors& bn_bias, int64_t stride, bool batch_stats,
+                               const std::optional<at::Tensor>& running_mean,
+                               const std::optional<at::Tensor>& running_var, double eps);
+
+// The forward's saved pointwise outputs, as the backward takes them: z1 (B) then z2 (S).
+std::vector<at::Tensor> conv_saved(const std::vector<at::Tensor>& z1, const std::vector<at::Tensor>& z2);
+
+// The backward's front: the checks of the forward's plus grad_out (E tensors of the output shape),
+// saved (empty, the lean mode, or the forward's B + S tensors in op math) and save_mean/save_invstd
+// [Z, C]; the saved statistics in op math and the saved z1, z2 (contiguous; both empty when saved is).
+struct ConvBackward {
+  ConvCandidates cc;
+  ConvStats st;
+  std::vector<at::Tensor> z1, z2;
+};
+ConvBackward conv_backward_front(const std::vector<at::Tensor>& grad_out, const at::Tensor& x,
+                                 c10::IntArrayRef kinds, c10::IntArrayRef edges, const at::Tensor& weights,
+                                 const std::vector<at::Tensor>& dw1, const std::vector<at::Tensor>& pw1,
+                                 const std::vector<at::Tensor>& dw2, const std::vector<at::Tensor>& pw2,
+                                 const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
+                                 const std::vector<at::Tensor>& saved, const at::Tensor& save_mean,
+                                 const at::Tensor& save_invstd);
 
 // The gradients the backward kernels write, allocated by their caller: x in x's dtype (NCHW), the
 // mixing weights [B] and BatchNorm affine gradients (Z entries) in op math, the convolution weights

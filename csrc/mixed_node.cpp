@@ -38,7 +38,7 @@ MixedNode make_mixed_node(const std::vector<at::Tensor>& inputs, const at::Tenso
   TORCH_CHECK_VALUE(x0.size(1) > 0 && x0.size(2) > 0 && x0.size(3) > 0, op,
                     ": inputs must have C, H, W > 0, got shape ", x0.sizes());
   TORCH_CHECK_VALUE(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
-  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be an int >= 1, got ", groups);
   if (groups > 1) {
     TORCH_CHECK_VALUE(inputs.size() == 1, op, ": groups > 1 (partial channels) takes one input, got ",
                       inputs.size());

@@ -123,8 +123,8 @@ BAD = [  # (inputs' shape, number of inputs, stride, groups, message)
     ((2, 8, 5, 4), 1, 2, 2, r"groups > 1 at stride 2 needs an even height and width .* got 5x4"),
     ((2, 8, 4, 7), 1, 2, 2, r"groups > 1 at stride 2 needs an even height and width .* got 4x7"),
     ((2, 8, 4, 4), 2, 1, 2, r"groups > 1 \(partial channels\) takes one input, got 2"),
-    ((2, 8, 4, 4), 1, 1, 0, r"groups must be >= 1, got 0"),
-    ((2, 8, 4, 4), 1, 1, -2, r"groups must be >= 1, got -2"),
+    ((2, 8, 4, 4), 1, 1, 0, r"groups must be an int >= 1, got 0"),
+    ((2, 8, 4, 4), 1, 1, -2, r"groups must be an int >= 1, got -2"),
 ]
 
 

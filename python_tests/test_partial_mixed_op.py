@@ -80,7 +80,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
         FusedPartialMixedOp(8, 1, 0)
     op = FusedPartialMixedOp(8, 2, 4)
-    with pytest.raises(ValueError, match=r"at stride 2, x's height and width must be even .* got 7x8"):
+    with pytest.raises(ValueError, match=r"k > 1 at stride 2 needs an even height and width .* got 7x8"):
         op(torch.randn(2, 8, 7, 8), torch.rand(8))
     with pytest.raises(ValueError, match=r"x.s channels \(10\) must be divisible by k = 4"):
         FusedPartialMixedOp(8, 1, 4, ("skip_connect", "none"))(torch.randn(2, 10, 4, 4), torch.rand(2))

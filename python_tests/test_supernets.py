@@ -151,7 +151,7 @@ def test_partial_channels_and_edge_normalization(cls):
     y.sum().backward()
     assert all(p.grad is not None for p in m.alphas())
     assert fuse_mixed_ops(m) == len(edges) and all(isinstance(op, FusedPartialMixedOp) for op in edges)
-    with pytest.raises(ValueError, match=r"C \(6\) must be divisible by partial_channels \(4\)"):
+    with pytest.raises(ValueError, match=r"C \(6\) must be divisible by partial_channels = 4"):
         cls(C=6, layers=5, partial_channels=4)
     with pytest.raises(ValueError, match="edge_normalization must be True or False"):
         cls(C=8, layers=5, edge_normalization=1)

@@ -1,5 +1,6 @@
-// hdas::conv_candidates on the CPU: argument checks, allocations, and the call into the kernel set
-// this CPU supports (conv_candidates_kernel.h; bodies in conv_candidates_kernel_impl.h).
+// hdas::conv_candidates on the CPU: allocations and the call into the kernel set this CPU supports
+// (conv_candidates_kernel.h; bodies in conv_candidates_kernel_impl.h). The checks are the shared
+// front's (../conv_candidates.cpp).
 #include <torch/library.h>
 
 #include "../mixed_node.h"  // op_math, output_format
@@ -8,8 +9,6 @@
 
 namespace hdas::cpu {
 namespace {
-
-using OptTensors = std::vector<std::optional<at::Tensor>>;
 
 std::vector<at::Tensor> planes(int64_t count, const ConvCandidates& cc, at::ScalarType dtype) {
   std::vector<at::Tensor> out;
@@ -31,11 +30,10 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
     const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
     bool batch_stats, const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
     double eps) {
-  const char* op = "hdas::conv_candidates";
-  // The CPU kernels index NCHW planes: channels_last inputs are computed through a copy.
-  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
-                                                 stride, at::MemoryFormat::Contiguous, op);
-  ConvStats st = conv_forward_stats(cc, batch_stats, running_mean, running_var, eps, op);
+  ConvForward front = conv_forward_front(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias, stride,
+                                         batch_stats, running_mean, running_var, eps);
+  const ConvCandidates& cc = front.cc;
+  ConvStats& st = front.st;
   const auto acc = op_math(x.scalar_type());
   auto z1 = planes(cc.B, cc, acc), z2 = planes(cc.S, cc, acc);
   run_forward(cc, batch_stats, eps, st, z1, z2);
@@ -46,9 +44,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
     isa_base::conv_output(cc, st, z1, z2, out);
   const auto f = output_format(x);
   for (auto& t : out) t = t.contiguous(f);
-  std::vector<at::Tensor> saved(z1);
-  saved.insert(saved.end(), z2.begin(), z2.end());
-  return {out, saved, st.mean, st.invstd, st.var_u};
+  return {out, conv_saved(z1, z2), st.mean, st.invstd, st.var_u};
 }
 
 std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
@@ -59,19 +55,16 @@ backward_cpu(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10::
              const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride, bool batch_stats,
              const std::vector<at::Tensor>& saved, const at::Tensor& save_mean, const at::Tensor& save_invstd,
              std::array<bool, 4> needs) {
-  const char* op = "hdas::conv_candidates_backward";
-  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
-                                                 stride, at::MemoryFormat::Contiguous, op);
-  check_conv_backward(cc, grad_out, saved, save_mean, save_invstd, op);
+  ConvBackward front = conv_backward_front(grad_out, x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight,
+                                           bn_bias, stride, saved, save_mean, save_invstd);
+  const ConvCandidates& cc = front.cc;
+  ConvStats& st = front.st;
+  std::vector<at::Tensor>&z1 = front.z1, &z2 = front.z2;
   const auto acc = op_math(x.scalar_type());
-  ConvStats st{save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous(), at::Tensor()};
-  std::vector<at::Tensor> z1, z2;
   if (saved.empty()) {  // the lean mode: the pointwise outputs again, from the forward's statistics
     z1 = planes(cc.B, cc, acc);
     z2 = planes(cc.S, cc, acc);
     run_forward(cc, /*batch_stats=*/false, 0.0, st, z1, z2);
-  } else {
-    for (int64_t i = 0; i < cc.B + cc.S; ++i) (i < cc.B ? z1 : z2).push_back(saved[i].contiguous());
   }
   std::vector<at::Tensor> g;
   for (const auto& t : grad_out) g.push_back(t.contiguous());

@@ -1,6 +1,7 @@
-// The CUDA backend of hdas::conv_candidates (formula in ../conv_candidates.h): checks, allocations,
-// and the passes on the current stream. Compiled by nvcc for the shipped ops, and as C++ by the
-// emulated build (csrc/emu/conv_candidates_emu.cpp, with runtime.cuh's emulated launch).
+// The CUDA backend of hdas::conv_candidates (formula in ../conv_candidates.h): allocations and the
+// passes on the current stream; the checks are the shared front's (../conv_candidates.cpp).
+// Compiled by nvcc for the shipped ops, and as C++ by the emulated build
+// (csrc/emu/conv_candidates_emu.cpp, with runtime.cuh's emulated launch).
 //
 // Plain and correct first: relu(x) once per call (shared by every branch), each branch's depthwise
 // convolutions as own kernels (conv_candidates_device.cuh), its pointwise convolutions as one
@@ -19,8 +20,6 @@
 
 namespace hdas::cuda {
 namespace {
-
-using OptTensors = std::vector<std::optional<at::Tensor>>;
 
 conv::DwGeo dw_geo(const ConvCandidates& cc, const ConvBranch& br, bool first) {
   const int H = static_cast<int>(first ? cc.H : cc.Ho), W = static_cast<int>(first ? cc.W : cc.Wo);
@@ -105,11 +104,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
     const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight, const OptTensors& bn_bias, int64_t stride,
     bool batch_stats, const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
     double eps) {
-  const char* op = "hdas::conv_candidates";
-  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
-                                                 stride, at::MemoryFormat::Contiguous, op);
-  ConvStats st = conv_forward_stats(cc, batch_stats, running_mean, running_var, eps, op);
-  check_device(cc.x, op);
+  ConvForward front = conv_forward_front(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias, stride,
+                                         batch_stats, running_mean, running_var, eps);
+  const ConvCandidates& cc = front.cc;
+  ConvStats& st = front.st;
+  check_device(cc.x, "hdas::conv_candidates");
   const DeviceGuard guard(cc.x.device());
   const auto acc = op_math(x.scalar_type());
   std::vector<at::Tensor> z1, z2;
@@ -122,9 +121,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   }
   std::vector<at::Tensor> out;
   for (const auto& m : mix) out.push_back(m.to(x.scalar_type()).contiguous(output_format(x)));
-  std::vector<at::Tensor> saved(z1);
-  saved.insert(saved.end(), z2.begin(), z2.end());
-  return {out, saved, st.mean, st.invstd, st.var_u};
+  return {out, conv_saved(z1, z2), st.mean, st.invstd, st.var_u};
 }
 
 // For the last BatchNorm of a branch (or a first one, w = 1): the gradient of its input z from the
@@ -152,21 +149,19 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
               const std::vector<at::Tensor>& pw2, const OptTensors& bn_weight, const OptTensors& bn_bias,
               int64_t stride, bool batch_stats, const std::vector<at::Tensor>& saved, const at::Tensor& save_mean,
               const at::Tensor& save_invstd, std::array<bool, 4> needs) {
-  const char* op = "hdas::conv_candidates_backward";
-  const ConvCandidates cc = make_conv_candidates(x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight, bn_bias,
-                                                 stride, at::MemoryFormat::Contiguous, op);
-  check_conv_backward(cc, grad_out, saved, save_mean, save_invstd, op);
-  check_device(cc.x, op);
+  // Named references, not a structured binding: the lambdas below capture cc, which C++17
+  // (older torch's standard) allows for references only.
+  ConvBackward front = conv_backward_front(grad_out, x, kinds, edges, weights, dw1, pw1, dw2, pw2, bn_weight,
+                                           bn_bias, stride, saved, save_mean, save_invstd);
+  const ConvCandidates& cc = front.cc;
+  ConvStats& st = front.st;
+  std::vector<at::Tensor>&z1 = front.z1, &z2 = front.z2;
+  check_device(cc.x, "hdas::conv_candidates_backward");
   const DeviceGuard guard(cc.x.device());
   const auto acc = op_math(x.scalar_type());
-  ConvStats st{save_mean.to(acc).contiguous(), save_invstd.to(acc).contiguous(), at::Tensor()};
   const auto r = at::relu(cc.x.to(acc));
-  std::vector<at::Tensor> z1, z2;
-  if (saved.empty()) {  // the lean mode: the pointwise outputs again, from the forward's statistics
-    run_forward(cc, r, /*batch_stats=*/false, 0.0, st, z1, z2);
-  } else {
-    for (int64_t i = 0; i < cc.B + cc.S; ++i) (i < cc.B ? z1 : z2).push_back(saved[i].contiguous());
-  }
+  // the lean mode: the pointwise outputs again, from the forward's statistics
+  if (saved.empty()) run_forward(cc, r, /*batch_stats=*/false, 0.0, st, z1, z2);
   const bool need_x = needs[0], need_conv = needs[2], need_affine = needs[3];
   const bool deeper = need_x || need_conv || (need_affine && cc.S > 0);
   const auto opts = cc.x.options().dtype(acc);

@@ -74,30 +74,15 @@ __device__ inline int64_t clamp_to(int64_t v, int64_t n) { return v < 0 ? 0 : (v
 // the plane and ignoring it when it lies outside: the lanes of a warp read in step (no divergence at
 // the plane's edges), which is also what the emulator's traffic counts take as one request.
 
-// 3x3 pool at output (n, c, oh, ow); max follows PyTorch (NaN wins), average excludes padding.
+// 3x3 pool at output (n, c, oh, ow); max follows PyTorch (NaN wins), average excludes padding. A max
+// pool also gives arg, the position max_pool2d's gradient goes to (the first maximum in row-major
+// order, the last NaN), as (h - h0) * 3 + (w - w0) within the window. Selects, not branches, keep
+// the lanes in step; callers that drop arg (the overload below) let the compiler drop its updates.
 template <typename A, typename T>
-__device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
-  A m = is_max ? -INFINITY : A(0);
-  for (int dh = -1; dh <= 1; ++dh) {
-    const int64_t h = oh * g.s + dh;
-    for (int dw = -1; dw <= 1; ++dw) {
-      const int64_t w = ow * g.s + dw;
-      const A v = static_cast<A>(x[g.in(n, c, clamp_to(h, g.H), clamp_to(w, g.W))]);
-      const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
-      if (is_max) m = inside && (v > m || v != v) ? v : m;
-      else m += inside ? v : A(0);
-    }
-  }
-  if (is_max) return m;
-  return m / static_cast<A>((hi(oh, g.s, g.H) - lo(oh, g.s) + 1) * (hi(ow, g.s, g.W) - lo(ow, g.s) + 1));
-}
-
-// 3x3 max pool at output (n, c, oh, ow) and the position max_pool2d's gradient goes to (the first
-// maximum in row-major order, the last NaN), as (h - h0) * 3 + (w - w0) within the window.
-template <typename A, typename T>
-__device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow, uint8_t& arg) {
+__device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow,
+                     uint8_t& arg) {
   const int64_t h0 = lo(oh, g.s), w0 = lo(ow, g.s);
-  A m = -INFINITY;
+  A m = is_max ? -INFINITY : A(0);
   arg = 0;
   for (int dh = -1; dh <= 1; ++dh) {
     const int64_t h = oh * g.s + dh;
@@ -105,18 +90,28 @@ __device__ A max_arg_at(const T* x, const Geo& g, int64_t n, int64_t c, int64_t 
       const int64_t w = ow * g.s + dw;
       const A v = static_cast<A>(x[g.in(n, c, clamp_to(h, g.H), clamp_to(w, g.W))]);
       const bool inside = h >= 0 && h < g.H && w >= 0 && w < g.W;
-      if (inside && (v > m || v != v)) {
-        m = v;
-        arg = static_cast<uint8_t>((h - h0) * 3 + (w - w0));
+      if (is_max) {
+        const bool take = inside && (v > m || v != v);
+        m = take ? v : m;
+        arg = take ? static_cast<uint8_t>((h - h0) * 3 + (w - w0)) : arg;
+      } else {
+        m += inside ? v : A(0);
       }
     }
   }
-  return m;
+  if (is_max) return m;
+  return m / static_cast<A>((hi(oh, g.s, g.H) - h0 + 1) * (hi(ow, g.s, g.W) - w0 + 1));
+}
+
+template <typename A, typename T>
+__device__ A pool_at(bool is_max, const T* x, const Geo& g, int64_t n, int64_t c, int64_t oh, int64_t ow) {
+  uint8_t arg;
+  return pool_at<A>(is_max, x, g, n, c, oh, ow, arg);
 }
 
 // What backward_reduce_kernel keeps per mixed output o (at Geo::ext) of every pool (e, q) for
 // backward_input_kernel, so that it reads one value per covering window instead of recomputing the
-// window: a max pool's argmax (max_arg_at's), an average pool's value in the inputs' type (with batch
+// window: a max pool's argmax (pool_at's), an average pool's value in the inputs' type (with batch
 // statistics only, the one case its input gradient needs it; avg is null otherwise; eager PyTorch
 // keeps the pool's output in that type too).
 template <typename T>
@@ -312,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
           gex(t, k)[y] = static_cast<T>(w[e * mt.P + p] * gv);
         } else if (code == kMaxPool) {
           uint8_t arg;
-          sum += gv * max_arg_at<A>(xs(t, e), g, n, c, oh, ow, arg);
+          sum += gv * pool_at<A>(true, xs(t, e), g, n, c, oh, ow, arg);
           kept.arg[kept.at(mt, e, mt.pool_slot(t, p), y)] = arg;
         } else {
           const A v = pool_at<A>(false, xs(t, e), g, n, c, oh, ow);

@@ -6,28 +6,10 @@ the mixed channels in place and writes every channel straight into its shuffled 
 concatenation or shuffle tensors, forward or backward."""
 from torch import nn
 
+from ..ops.partial_channels import check_partial_channels
 from ..primitives import DARTS_PRIMITIVES
 from .checks import check_call
 from .fused import FusedMixedOp
-
-
-def check_partial(x, k, stride, who):
-    """The shapes a partial-channel mix needs: C divisible by k, even H and W at stride 2 (the
-    2x2 pool of the passed channels must match the ops' stride-2 output)."""
-    N, C, H, W = x.shape
-    if C % k:
-        raise ValueError(f"{who}: x's channels ({C}) must be divisible by k = {k}")
-    if stride == 2 and (H % 2 or W % 2):
-        raise ValueError(f"{who}: at stride 2, x's height and width must be even (the passed channels are "
-                         f"max-pooled 2x2), got {H}x{W}")
-
-
-def check_k(C, k):
-    """The constructor arguments of a partial-channel MixedOp: an int k >= 1 dividing C."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if C % k:
-        raise ValueError(f"C ({C}) must be divisible by k = {k}")
 
 
 class FusedPartialMixedOp(FusedMixedOp):
@@ -37,7 +19,7 @@ class FusedPartialMixedOp(FusedMixedOp):
     _partial = True
 
     def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True, fuse_convs=True):
-        check_k(C, k)
+        check_partial_channels(k, C)
         super().__init__(C // k, stride, primitives, affine, pool_bn, fuse_convs=fuse_convs)
         self.k = k
         self.mp = nn.MaxPool2d(2, 2)
@@ -47,7 +29,8 @@ class FusedPartialMixedOp(FusedMixedOp):
 
     def forward(self, x, weights):
         weights = check_call(self, x, weights, self.k)
-        check_partial(x, self.k, self.stride, type(self).__name__)  # before the parametric ops run on x
+        _, C, H, W = x.shape  # checked before the parametric ops run on x
+        check_partial_channels(self.k, C, "k", "x's channels", (H, W), self.stride, type(self).__name__)
         return self._fused(x, weights)
 
     def _fused(self, x, weights, active=None):

@@ -6,6 +6,7 @@
                  public function, Python checks, fake kernels, registered autograd: ops/mixed_node.py
                  eager autograd.Function and its double-backward guard: ops/_mixed_node_autograd.py
                  primitive codes (shared with csrc): ops/codes.py
+                 the partial-channels check (also the modules' and supernets'): ops/partial_channels.py
                  reference and no-native fallback: ops/reference.py (mixed_node, mixed_node_with_stats)
                  tests: python_tests/test_mixed_node_op.py (the modules on it: test_fused_mixed_op.py,
                  test_stage_node.py)

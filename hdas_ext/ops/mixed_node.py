@@ -6,6 +6,7 @@ from .._native import native_available, warn_fallback
 from ._common import acc_dtype, empty_like_format, register_no_double_backward
 from ._mixed_node_autograd import eager_mixed_node, extra_codes, save, saved_backward
 from .codes import ADD, AVG_POOL, EXTRA, MAX_POOL, NONE, SKIP
+from .partial_channels import check_partial_channels
 from .reference import mixed_node_with_stats
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -34,19 +35,11 @@ def check_inputs(inputs):
 
 
 def check_groups(inputs, stride, groups):
-    """The partial-channel checks of csrc/mixed_node.cpp on checked inputs, with the same words."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{_OP}: groups must be >= 1, got {groups!r}")
-    if groups == 1:
-        return
-    if len(inputs) != 1:
+    """The partial-channel checks of csrc/mixed_node.cpp on checked inputs, in its order and words."""
+    if isinstance(groups, int) and groups > 1 and len(inputs) != 1:
         raise ValueError(f"{_OP}: groups > 1 (partial channels) takes one input, got {len(inputs)}")
     _, C, H, W = inputs[0].shape
-    if C % groups:
-        raise ValueError(f"{_OP}: inputs[0]'s channels ({C}) must be divisible by groups = {groups}")
-    if stride == 2 and (H % 2 or W % 2):
-        raise ValueError(f"{_OP}: groups > 1 at stride 2 needs an even height and width (the passed channels are "
-                         f"max-pooled 2x2), got {H}x{W}")
+    check_partial_channels(groups, C, "groups", "inputs[0]'s channels", (H, W), stride, _OP)
 
 
 def check_args(inputs, weights, prims, extras, stride, groups=1):

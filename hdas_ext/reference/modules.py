@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ..nn.operations import make_op
-from ..nn.partial import check_k
+from ..ops.partial_channels import check_partial_channels
 from ..ops.reference import partial_channels
 from ..primitives import DARTS_PRIMITIVES, STAGE_PRIMITIVES
 
@@ -28,7 +28,7 @@ class PartialMixedOp(nn.Module):
 
     def __init__(self, C, stride, k=4, primitives=DARTS_PRIMITIVES, affine=False, pool_bn=True):
         super().__init__()
-        check_k(C, k)
+        check_partial_channels(k, C)
         self.primitives, self.k = tuple(primitives), k
         self.mp = nn.MaxPool2d(2, 2)  # PC-DARTS' attribute, kept for its structure; forward pools in partial_channels
         self._ops = nn.ModuleList(make_op(p, C // k, stride, affine, pool_bn) for p in self.primitives)

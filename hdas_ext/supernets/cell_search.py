@@ -12,6 +12,7 @@ from ..genotypes.derive import derive_cell
 from ..lean import lean_apply
 from ..nn import FactorizedReduce, ReLUConvBN, fused_edge_sum
 from ..nn.fused_cell import fused_cell_nodes
+from ..ops.partial_channels import check_partial_channels
 from ..primitives import DARTS_PRIMITIVES, HDAS_PRIMITIVES
 from .base import Supernet, check_int, new_alpha
 from .modules import module_class
@@ -131,9 +132,7 @@ class _CellSupernet(Supernet):
         check_int("num_classes", num_classes, 1)
         check_int("steps", steps, 1)
         check_int("multiplier", multiplier, 1, steps)
-        check_int("partial_channels", partial_channels, 1)
-        if C % partial_channels:
-            raise ValueError(f"C ({C}) must be divisible by partial_channels ({partial_channels})")
+        check_partial_channels(partial_channels, C, "partial_channels")
         if not isinstance(edge_normalization, bool):
             raise ValueError(f"edge_normalization must be True or False, got {edge_normalization!r}")
         self.steps, self.multiplier, self.layers, self.fused = steps, multiplier, layers, fused
