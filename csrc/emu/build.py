@@ -3,6 +3,7 @@ over the CUDA emulator of csrc/emu. Never part of the shipped wheel; the tests a
 
     python csrc/emu/build.py                   # build/emu/libhdas_emu.so (torch.ops.hdas_emu.*) and the self-test
     python csrc/emu/build.py --run             # ... then runs the emulator self-test
+    python csrc/emu/build.py --selftest --run  # the self-test alone, without the library
     python csrc/emu/build.py --checked         # build/emu/checked/: every memory access of the kernels checked
                                                # (poisoned reads, out-of-bounds accesses) and counted (traffic)
     python csrc/emu/build.py --sanitize asan   # build/emu/asan/: self-test and emu_check under ASan + UBSan
@@ -139,16 +140,17 @@ def link(objects, target, flags):
     return target
 
 
-def build(src=ROOT / "csrc", out=ROOT / "build" / "emu", sanitize=None, jobs=None, checked=False, objs=None):
+def build(src=ROOT / "csrc", out=ROOT / "build" / "emu", sanitize=None, jobs=None, checked=False, objs=None,
+          selftest_only=False):
     """Builds into out (out/<sanitizer> for a sanitizer build, out/checked for the checked one), with the
-    objects under objs (default: out; the mutation checks reuse the checkout's); returns {name: path}."""
+    objects under objs (default: out; the mutation checks reuse the checkout's); returns {name: path}.
+    selftest_only: the self-test alone, without the library or emu_check."""
     if sanitize and checked:
         raise ValueError("the checked build and the sanitizer builds are separate")
     jobs = jobs or int(os.environ.get("MAX_JOBS", "2"))
     variant = sanitize or ("checked" if checked else "")
     src, out = Path(src).resolve(), Path(out).resolve() / variant
     objs = Path(objs).resolve() / variant if objs else out
-    tflags, tlink = torch_flags()
     if sanitize:
         opt = ["-O1", "-g1", "-fno-omit-frame-pointer", *SANITIZE[sanitize]]  # -g1: line tables for the reports
     else:
@@ -168,6 +170,9 @@ def build(src=ROOT / "csrc", out=ROOT / "build" / "emu", sanitize=None, jobs=Non
     built = {}
     st = compile_all(src, SELFTEST_SOURCES, objs / "selftest.obj", flags([]), jobs)
     built["selftest"] = link(st, out / "emu_selftest", opt)
+    if selftest_only:
+        return built
+    tflags, tlink = torch_flags()
     if sanitize:
         o = compile_all(src, CHECK_SOURCES, objs / "check.obj", flags(tflags), jobs)
         built["check"] = link(o, out / "emu_check", opt + ["-rdynamic"] + tlink)
@@ -193,12 +198,13 @@ def main():
     ap.add_argument("--sanitize", choices=sorted(SANITIZE))
     ap.add_argument("--checked", action="store_true", help="instrument the kernels' memory accesses")
     ap.add_argument("--run", action="store_true", help="run the self-test (and emu_check when sanitized)")
+    ap.add_argument("--selftest", action="store_true", help="build the self-test only")
     ap.add_argument("--src", default=str(ROOT / "csrc"), help="the csrc tree to build")
     ap.add_argument("--out", default=str(ROOT / "build" / "emu"))
     ap.add_argument("--jobs", type=int)
     ap.add_argument("check_args", nargs="*", help="arguments for emu_check (e.g. --cases 12)")
     args = ap.parse_args()
-    built = build(args.src, args.out, args.sanitize, args.jobs, args.checked)
+    built = build(args.src, args.out, args.sanitize, args.jobs, args.checked, selftest_only=args.selftest)
     for name, path in built.items():
         print(f"emu: built {name}: {path}")
     if args.run:
