@@ -111,7 +111,8 @@ def conv_sums(edges, x, weights, rows, lean=False):
     out = [None] * len(edges)
     if not _runs_fused(x, bns):  # the ops as modules, this package's sharing one relu(x) (or lean)
         scales = [weights[rows[j], k] for j, k, _ in branches]
-        r = torch.relu(x) if any(takes_scale(op) for op in conv_ops) else None
+        own = [op for op in conv_ops if takes_scale(op)]
+        r = own[0].op[0](x) if own else None  # their shared ReLU module (its hooks fire once)
         ys = lean_apply(conv_ops, [x] * len(conv_ops), scales) if lean else \
             [op(r, scale=s, activated=True) if takes_scale(op) else op(x) * s for op, s in zip(conv_ops, scales)]
         for (j, _, _), y in zip(branches, ys):
