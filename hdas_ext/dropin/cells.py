@@ -6,8 +6,9 @@ the original expression for a list with no fused op, and the fused op to the sum
 its guard refuses."""
 import ast
 import builtins
-import inspect
-import textwrap
+import copy
+import functools
+import linecache
 import types
 
 from torch import nn
@@ -101,21 +102,40 @@ class _Rewrite(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
-def rewrite(function):
-    """(the function with each matched sum rewritten to mix(...), how many), or (None, why not)."""
+@functools.lru_cache(maxsize=64)
+def _parse(filename, text):
+    return ast.parse(text, filename)
+
+
+def _definition(function):
+    """The ast of function's def, found in its whole file (a method's source alone may not parse:
+    a comment at column 0 in its body), or None."""
+    code = function.__code__
+    lines = linecache.getlines(code.co_filename, function.__globals__)
     try:
-        source = textwrap.dedent(inspect.getsource(function))
-        lines, first = inspect.getsourcelines(function)
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError) as e:
-        return None, f"its source cannot be read ({type(e).__name__})"
-    fn = tree.body[0]
-    if not isinstance(fn, ast.FunctionDef) or fn.decorator_list:
-        return None, "it is not a plain function definition"
+        tree = _parse(code.co_filename, "".join(lines)) if lines else None
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.FunctionDef) and node.name == function.__name__ and \
+                (node.decorator_list[0] if node.decorator_list else node).lineno == code.co_firstlineno:
+            return node
+    return None
+
+
+def rewrite(function):
+    """(the function with each matched sum rewritten to mix(...), how many), or (None, why not),
+    or (None, None) if it has no such sum (or no source to find one in)."""
+    found = _definition(function)
+    if found is None:
+        return None, None
+    fn = copy.deepcopy(found)
     visitor = _Rewrite()
     visitor.visit(fn)
     if not visitor.found:
         return None, None
+    if fn.decorator_list:
+        return None, "it is decorated"
     code = function.__code__
     if set(code.co_freevars) - {"__class__"}:
         return None, f"it reads variables of an enclosing function ({', '.join(code.co_freevars)})"
@@ -127,8 +147,7 @@ def rewrite(function):
     maker = ast.FunctionDef("__maker__", ast.arguments(posonlyargs=[], args=[ast.arg("__hdas_mix__"), ast.arg("__class__")],
                                                        kwonlyargs=[], kw_defaults=[], defaults=[]),
                             [fn, ast.Return(ast.Name(fn.name, ast.Load()))], [], lineno=1)
-    module = ast.fix_missing_locations(ast.Module([maker], []))
-    ast.increment_lineno(module, first - 1)  # tracebacks point at the original lines
+    module = ast.fix_missing_locations(ast.Module([maker], []))  # fn keeps its lines: tracebacks point there
     space = {}
     exec(compile(module, code.co_filename, "exec"), function.__globals__, space)
     new = space["__maker__"](mix, _owner(function))
