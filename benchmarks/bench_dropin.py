@@ -143,7 +143,7 @@ def refusal_cost(args):
     """Seconds fuse_mixed_ops takes to leave alone every MixedOp of the stand-in network built of
     MixedOps it must refuse, per distinct structure (fastest of --reps calls, at least one), and the
     slowest structure refused alone (one module of it in a container)."""
-    from hdas_ext.dropin.recognise import structure_key
+    from hdas_ext.lean.trace import structure_key
     rows = []
     for label, mixed in REFUSED.items():
         torch.manual_seed(0)
