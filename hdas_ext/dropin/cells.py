@@ -178,7 +178,10 @@ def mixing_methods(own):
                 seen.add(name)
                 if not isinstance(value, types.FunctionType):
                     continue
-                new, found = rewrite(value)
+                try:
+                    new, found = rewrite(value)
+                except Exception:  # whatever user code holds, fuse_mixed_ops leaves it alone rather than crash
+                    new, found = None, None
                 if new is not None:
                     done[name] = (new, found)
                 elif found is not None:
