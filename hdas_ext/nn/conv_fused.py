@@ -42,7 +42,8 @@ def conv_halves(op):
 
 def _kind(op, halves, stride):
     """The conv_candidates kind op computes on its channels at `stride` (halves: conv_halves), or None."""
-    dw, pw, bn = (op.get_submodule(p) for p in halves[0])
+    modules = [tuple(op.get_submodule(p) for p in half) for half in halves]
+    dw = modules[0][0]
     if type(dw) is not nn.Conv2d or dw.kernel_size[0] != dw.kernel_size[1] or dw.dilation[0] != dw.dilation[1]:
         return None
     kind = _KINDS.get((dw.kernel_size[0], dw.dilation[0], len(halves)))
@@ -50,7 +51,7 @@ def _kind(op, halves, stride):
         return None
     k, d, _ = CONV_SHAPES[kind]
     C = dw.weight.shape[0]
-    for h, (dw, pw, bn) in enumerate([tuple(op.get_submodule(p) for p in half) for half in halves]):
+    for h, (dw, pw, bn) in enumerate(modules):
         s, dil = (stride, d) if h == 0 else (1, 1)
         if (type(dw) is not nn.Conv2d or type(pw) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d)
                 or tuple(dw.weight.shape) != (C, 1, k, k) or dw.bias is not None or dw.stride != (s, s)
