@@ -95,36 +95,36 @@ void second_input(const Geo& q, const A* z1n, const A* mean, const A* invstd, co
 
 // mean and sum of squared deviations of each channel of one image's [C, L] block.
 template <typename A>
-void image_stats(const Geo& q, const A* z, A* pmean, A* pm2) {
+void image_stats(const Geo& q, const A* z, Stat* pmean, Stat* pm2) {
   for (int64_t c = 0; c < q.C; ++c) {
     const A* p = z + c * q.L;
-    const A mu = sum(q.L, p) / static_cast<A>(q.L);
+    const Stat mu = stat_sum(q.L, p) / static_cast<Stat>(q.L);
     pmean[c] = mu;
-    pm2[c] = sum_sq_dev(q.L, p, mu);
+    pm2[c] = stat_sum_sq_dev(q.L, p, mu);
   }
 }
 
 // Batch statistics of the slots `slots` from per-image partials [N, Z, C] (Chan's combination of
 // equal-sized parts, in image order).
 template <typename A>
-void finish_stats(const Geo& q, int64_t Z, const std::vector<int64_t>& slots, const A* pmean, const A* pm2, A eps,
-                  A* mean, A* invstd, A* var_u) {
-  const A M = static_cast<A>(q.N * q.L);
+void finish_stats(const Geo& q, int64_t Z, const std::vector<int64_t>& slots, const Stat* pmean, const Stat* pm2,
+                  A eps, A* mean, A* invstd, A* var_u) {
+  const Stat M = static_cast<Stat>(q.N * q.L);
   for (int64_t z : slots)
     for (int64_t c = 0; c < q.C; ++c) {
-      A mu = 0;
+      Stat mu = 0;
       for (int64_t n = 0; n < q.N; ++n) mu += pmean[(n * Z + z) * q.C + c];
-      mu /= static_cast<A>(q.N);
-      A m2 = 0, dev = 0;
+      mu /= static_cast<Stat>(q.N);
+      Stat m2 = 0, dev = 0;
       for (int64_t n = 0; n < q.N; ++n) {
-        const A d = pmean[(n * Z + z) * q.C + c] - mu;
+        const Stat d = pmean[(n * Z + z) * q.C + c] - mu;
         m2 += pm2[(n * Z + z) * q.C + c];
         dev += d * d;
       }
-      m2 += dev * static_cast<A>(q.L);
-      mean[z * q.C + c] = mu;
-      invstd[z * q.C + c] = A(1) / std::sqrt(m2 / M + eps);
-      var_u[z * q.C + c] = m2 / (M - 1);
+      m2 += dev * static_cast<Stat>(q.L);
+      mean[z * q.C + c] = static_cast<A>(mu);
+      invstd[z * q.C + c] = static_cast<A>(1 / std::sqrt(m2 / M + eps));
+      var_u[z * q.C + c] = static_cast<A>(m2 / (M - 1));
     }
 }
 
@@ -138,7 +138,7 @@ void forward_kernel(const ConvCandidates& cc, bool batch_stats, A eps, A* mean, 
   const T* x = cc.x.const_data_ptr<T>();
   const auto dw1 = cptr<A>(cc.dw1), pw1 = cptr<A>(cc.pw1), dw2 = cptr<A>(cc.dw2), pw2 = cptr<A>(cc.pw2);
   const auto gamma = cptr<A>(cc.gamma), beta = cptr<A>(cc.beta);
-  std::vector<A> pmean(batch_stats ? q.N * Z * C : 0), pm2(pmean.size());
+  std::vector<Stat> pmean(batch_stats ? q.N * Z * C : 0), pm2(pmean.size());
 
   // Pass 1: every branch's first half.
   at::parallel_for(0, q.N, 1, [&](int64_t begin, int64_t end) {
@@ -229,32 +229,35 @@ void output_kernel(const ConvCandidates& cc, const A* mean, const A* invstd, con
 //   dz = a*g + b*z + d,  a = w*gamma*invstd;  b = -a*invstd*S2/M, d = -a*S1/M - b*mean (batch
 //   statistics; 0 with running ones);  grad w += gamma*S2 + beta*S1;  grad gamma = w*S2, beta = w*S1.
 
+// dz = a * g + b * (z - m) + d: centred on the batch mean (m), as b * z + (d - b * m) would cancel
+// in float32 wherever a channel's mean is large against its spread.
 template <typename A>
 struct Coef {
-  std::vector<A> a, b, d;  // [slot, C]
-  void resize(int64_t n) { a.assign(n, 0); b.assign(n, 0); d.assign(n, 0); }
+  std::vector<A> a, b, d, m;  // [slot, C]
+  void resize(int64_t n) { a.assign(n, 0); b.assign(n, 0); d.assign(n, 0); m.assign(n, 0); }
 };
 
 // The coefficients of slot z from S1, S2 (sums over the batch, [C]); the affine gradients into gg/gb.
 template <typename A>
 void bn_backward_coef(const Geo& q, int64_t z, A w, bool batch_stats, const A* mean, const A* invstd, const A* gamma,
-                      const A* beta, const A* S1, const A* S2, Coef<A>& k, A* grad_w, A* gg, A* gb) {
-  const A M = static_cast<A>(q.N * q.L);
-  A gw = 0;
+                      const A* beta, const Stat* S1, const Stat* S2, Coef<A>& k, A* grad_w, A* gg, A* gb) {
+  const Stat M = static_cast<Stat>(q.N * q.L);
+  Stat gw = 0;
   for (int64_t c = 0; c < q.C; ++c) {
-    const A gm = gamma ? gamma[c] : A(1), is = invstd[z * q.C + c], mu = mean[z * q.C + c];
-    gw += gm * S2[c] + (beta ? beta[c] * S1[c] : A(0));
-    if (gg) gg[c] = w * S2[c];
-    if (gb) gb[c] = w * S1[c];
-    const A a = w * gm * is;
+    const Stat gm = gamma ? gamma[c] : A(1), is = invstd[z * q.C + c];
+    gw += gm * S2[c] + (beta ? beta[c] * S1[c] : Stat(0));
+    if (gg) gg[c] = static_cast<A>(w * S2[c]);
+    if (gb) gb[c] = static_cast<A>(w * S1[c]);
+    const Stat a = w * gm * is;
     const int64_t i = z * q.C + c;
-    k.a[i] = a;
+    k.a[i] = static_cast<A>(a);
     if (batch_stats) {
-      k.b[i] = -a * is * S2[c] / M;
-      k.d[i] = -a * S1[c] / M - k.b[i] * mu;
+      k.b[i] = static_cast<A>(-a * is * S2[c] / M);
+      k.d[i] = static_cast<A>(-a * S1[c] / M);
+      k.m[i] = mean[i];
     }
   }
-  if (grad_w) *grad_w = gw;
+  if (grad_w) *grad_w = static_cast<A>(gw);
 }
 
 template <typename T, typename A>
@@ -270,33 +273,34 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
   const auto opts = cc.x.options().dtype(c10::CppTypeToScalarType<A>::value);
 
   // B1: per image, S1 of every edge's gradient and S2 (uncentred by invstd) of every branch.
-  std::vector<A> ps1(q.N * E * C), ps2(q.N * B * C);
+  std::vector<Stat> ps1(q.N * E * C), ps2(q.N * B * C);
   at::parallel_for(0, q.N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t e = 0; e < E; ++e)
         for (int64_t c = 0; c < C; ++c) {
           const T* gp = g[e] + n * CL + c * L;
-          ps1[(n * E + e) * C + c] = lane_sum<A>(L, [gp](int64_t i) { return static_cast<A>(gp[i]); });
+          ps1[(n * E + e) * C + c] = stat_sum(L, gp);
         }
       for (int64_t b = 0; b < B; ++b) {
         const ConvBranch& br = cc.branches[b];
         for (int64_t c = 0; c < C; ++c) {
           const T* gp = g[br.edge] + n * CL + c * L;
           const A* zp = last_z(br, b, z1, z2) + n * CL + c * L;
-          const A mu = mean[br.slot * C + c];
-          ps2[(n * B + b) * C + c] = lane_sum<A>(L, [gp, zp, mu](int64_t i) { return static_cast<A>(gp[i]) * (zp[i] - mu); });
+          const Stat mu = mean[br.slot * C + c];
+          ps2[(n * B + b) * C + c] =
+              lane_sum<Stat>(L, [gp, zp, mu](int64_t i) { return static_cast<Stat>(gp[i]) * (zp[i] - mu); });
         }
       }
     }
   });
   Coef<A> k;
   k.resize(Z * C);
-  std::vector<A> s1(C), s2(C);
+  std::vector<Stat> s1(C), s2(C);
   A* gwp = grads.weights.defined() ? grads.weights.data_ptr<A>() : nullptr;
   for (int64_t b = 0; b < B; ++b) {
     const ConvBranch& br = cc.branches[b];
     for (int64_t c = 0; c < C; ++c) {
-      A a1 = 0, a2 = 0;
+      Stat a1 = 0, a2 = 0;
       for (int64_t n = 0; n < q.N; ++n) {
         a1 += ps1[(n * E + br.edge) * C + c];
         a2 += ps2[(n * B + b) * C + c];
@@ -338,7 +342,7 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
   // B2: the separable branches' second halves backwards, to dc (the gradient of BN1's output
   // after the ReLU's mask) and the first BatchNorms' sums.
   std::vector<at::Tensor> dc;
-  std::vector<A> pc1(q.N * S * C), pc2(q.N * S * C);
+  std::vector<Stat> pc1(q.N * S * C), pc2(q.N * S * C);
   if (S > 0) {
     for (int64_t j = 0; j < S; ++j) dc.push_back(at::empty({q.N, C, q.Ho, q.Wo}, opts));
     const auto dcp = mut<A>(dc);
@@ -357,11 +361,11 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
           const T* gn = g[br.edge] + n * CL;
           const A* zn = z2[j] + n * CL;
           for (int64_t c = 0; c < C; ++c) {
-            const A a = k.a[s * C + c], bb = k.b[s * C + c], d = k.d[s * C + c];
+            const A a = k.a[s * C + c], bb = k.b[s * C + c], d = k.d[s * C + c], m = k.m[s * C + c];
             const T* gp = gn + c * L;
             const A* zp = zn + c * L;
             A* o = df + c * L;
-            for (int64_t i = 0; i < L; ++i) o[i] = a * static_cast<A>(gp[i]) + bb * zp[i] + d;
+            for (int64_t i = 0; i < L; ++i) o[i] = a * static_cast<A>(gp[i]) + bb * (zp[i] - m) + d;
           }
           const A* z1n = z1[b] + n * CL;
           second_input(q, z1n, mean + s1i * C, invstd + s1i * C, gamma[s1i], beta[s1i], D);
@@ -384,9 +388,10 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
             read_interior(q.g2, dD + c * q.g2.size(), o, [zp, nm](A v, int64_t i) {
               return (zp[i] - nm.mean) * nm.scale + nm.shift > A(0) ? v : A(0);
             });
-            pc1[(n * S + j) * C + c] = sum(L, o);
+            pc1[(n * S + j) * C + c] = stat_sum(L, o);
             const A mu = nm.mean;
-            pc2[(n * S + j) * C + c] = lane_sum<A>(L, [o, zp, mu](int64_t i) { return o[i] * (zp[i] - mu); });
+            pc2[(n * S + j) * C + c] =
+                lane_sum<Stat>(L, [o, zp, mu](int64_t i) { return static_cast<Stat>(o[i]) * (zp[i] - mu); });
           }
         }
     });
@@ -394,7 +399,7 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
       const ConvBranch& br = cc.branches[b];
       if (br.sep < 0) continue;
       for (int64_t c = 0; c < C; ++c) {
-        A a1 = 0, a2 = 0;
+        Stat a1 = 0, a2 = 0;
         for (int64_t n = 0; n < q.N; ++n) {
           a1 += pc1[(n * S + br.sep) * C + c];
           a2 += pc2[(n * S + br.sep) * C + c];
@@ -431,15 +436,15 @@ void backward_kernel(const ConvCandidates& cc, const std::vector<const T*>& g, b
           const int64_t s = br.sep >= 0 ? br.slot1 : br.slot;
           const A* zn = z1[b] + n * CL;
           for (int64_t c = 0; c < C; ++c) {
-            const A ka = k.a[s * C + c], kb = k.b[s * C + c], kd = k.d[s * C + c];
+            const A ka = k.a[s * C + c], kb = k.b[s * C + c], kd = k.d[s * C + c], km = k.m[s * C + c];
             const A* zp = zn + c * L;
             A* o = dz + c * L;
             if (br.sep >= 0) {
               const A* dp = dcp[br.sep] + n * CL + c * L;
-              for (int64_t i = 0; i < L; ++i) o[i] = ka * dp[i] + kb * zp[i] + kd;
+              for (int64_t i = 0; i < L; ++i) o[i] = ka * dp[i] + kb * (zp[i] - km) + kd;
             } else {
               const T* gp = g[br.edge] + n * CL + c * L;
-              for (int64_t i = 0; i < L; ++i) o[i] = ka * static_cast<A>(gp[i]) + kb * zp[i] + kd;
+              for (int64_t i = 0; i < L; ++i) o[i] = ka * static_cast<A>(gp[i]) + kb * (zp[i] - km) + kd;
             }
           }
           if (need_conv) {

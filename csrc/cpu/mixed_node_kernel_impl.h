@@ -108,7 +108,7 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
   const auto xs = ptrs<T>(nd.inputs);
   const auto ex = ptrs<T>(nd.extras);
   const auto inv_cnt = inverse_counts<A>(g.H, g.W, g.s, g.Ho, g.Wo);
-  const A M = static_cast<A>(nd.count());
+  const Stat M = static_cast<Stat>(nd.count());
   at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
     A* tmp = scratch<A, 0>(g.H * std::max(g.W, g.Wo));
     A* pool = scratch<A, 1>(g.N * g.L);
@@ -135,23 +135,23 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
             for (int64_t n = 0; n < g.N; ++n) axpy(g.L, a, y + g.ext(n, c), acc_at(n));
           } else {
             for (int64_t n = 0; n < g.N; ++n) pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp, &pool[n * g.L]);
-            A a = coef, shift = 0;
+            A a = coef, mu = 0;
             if (st.bn) {
               const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
               if (st.batch) {
                 // Two passes, each summed plane by plane: exact mean, then squared deviations.
-                A s = 0, m2 = 0;
-                for (int64_t n = 0; n < g.N; ++n) s += sum(g.L, &pool[n * g.L]);
-                const A mu = s / M;
-                for (int64_t n = 0; n < g.N; ++n) m2 += sum_sq_dev(g.L, &pool[n * g.L], mu);
-                st.mean[k] = mu;
-                st.invstd[k] = A(1) / std::sqrt(m2 / M + st.eps);
-                st.var_u[k] = m2 / (M - 1);
+                Stat s = 0, m2 = 0;
+                for (int64_t n = 0; n < g.N; ++n) s += stat_sum(g.L, &pool[n * g.L]);
+                const Stat mean = s / M;
+                for (int64_t n = 0; n < g.N; ++n) m2 += stat_sum_sq_dev(g.L, &pool[n * g.L], mean);
+                st.mean[k] = static_cast<A>(mean);
+                st.invstd[k] = static_cast<A>(1 / std::sqrt(m2 / M + st.eps));
+                st.var_u[k] = static_cast<A>(m2 / (M - 1));
               }
               a = coef * st.invstd[k];
-              shift = -a * st.mean[k];
+              mu = st.mean[k];
             }
-            for (int64_t n = 0; n < g.N; ++n) axpb(g.L, a, &pool[n * g.L], shift, acc_at(n));
+            for (int64_t n = 0; n < g.N; ++n) axmy(g.L, a, &pool[n * g.L], mu, acc_at(n));
           }
         }
       }
@@ -164,8 +164,8 @@ void forward_kernel(const MixedNode& nd, const A* wp, const Stats<A>& st, T* op)
 // ---- backward --------------------------------------------------------------------------------
 //
 // With y_p the output of primitive p on edge e and G = grad_out, for channel c:
-//   grad_w[e, p] += sum G * y_p          (for a pool with BN: invstd * (sum G*pool - mean * sum G))
-//   d loss / d pool = a*G + b*pool + d   (a = w*invstd; b, d the batch-statistics terms, else 0)
+//   grad_w[e, p] += sum G * y_p          (for a pool with BN: invstd * sum G*(pool - mean))
+//   d loss / d pool = a*G + b*(pool - mean) + d   (a = w*invstd; b, d the batch-statistics terms, else 0)
 // and grad_inputs[e] collects w_skip*G plus each pool's transpose applied to that.
 
 template <typename T, typename A>
@@ -175,7 +175,7 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
   const auto xs = ptrs<T>(nd.inputs);
   const auto ex = ptrs<T>(nd.extras);
   const auto inv_cnt = inverse_counts<A>(g.H, g.W, g.s, g.Ho, g.Wo);
-  const A M = static_cast<A>(nd.count());
+  const Stat M = static_cast<Stat>(nd.count());
   const int64_t EP = nd.E * nd.P, NL = g.N * g.L;
   at::parallel_for(0, g.C, 1, [&](int64_t begin, int64_t end) {
     A* grad_buf = scratch<A, 3>(kDirect<T, A> ? 0 : NL);
@@ -188,6 +188,7 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
     A* a = scratch<A, 5>(nd.P);
     A* b = scratch<A, 6>(nd.P);
     A* d = scratch<A, 7>(nd.P);
+    A* m = scratch<A, 12>(nd.P);  // the BatchNorm's mean: dy = a * g + b * (y - m) + d, centred for float32
     A* tmp = scratch<A, 8>(g.H * std::max(g.W, g.Wo));
     A* tv = scratch<A, 9>(TL);
     A* dpool = scratch<A, 10>(g.L);
@@ -198,10 +199,10 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
         if constexpr (kDirect<T, A>) return gp + g.out(n, c);
         else return &grad_buf[n * g.L];
       };
-      A sg = 0;
+      Stat sg = 0;
       for (int64_t n = 0; n < g.N; ++n) {
         if constexpr (!kDirect<T, A>) convert(g.L, gp + g.out(n, c), &grad_buf[n * g.L]);
-        sg += sum(g.L, grad_at(n));
+        sg += stat_sum(g.L, grad_at(n));
       }
       // Edge by edge (its pools, argmax choices and input planes stay in cache between the two
       // passes): pass 1, every primitive's sum G*y over the channel (pools kept), then its
@@ -211,7 +212,10 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
         for (int64_t p = 0; p < nd.P; ++p) {
           const int64_t code = nd.prims[p], j = e * nd.P + p;
           const A wep = wp[j];
-          A total = 0;
+          const bool normed = mp && nd.pool_slot[p] >= 0;
+          const int64_t stat = normed ? (e * nd.Q + nd.pool_slot[p]) * g.C + c : 0;
+          const A mu = normed ? mp[stat] : A(0);
+          Stat total = 0;
           if (code == kAdd) {
             // Weighted by the caller; its gradient is grad_out, passed on by the autograd formula.
           } else if (code == kNone) {
@@ -231,22 +235,23 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
                              &ci[q * NL + n * g.L]);
               else
                 pool_into(code, x + g.in(n, c), g, inv_cnt.data(), tmp, pv);
-              total += dot(g.L, grad_at(n), pv);
+              const A* gn = grad_at(n);
+              total += lane_sum<Stat>(g.L, [gn, pv, mu](int64_t i) { return static_cast<Stat>(gn[i]) * (pv[i] - mu); });
             }
           }
           a[p] = wep;
           b[p] = d[p] = 0;
-          if (mp && nd.pool_slot[p] >= 0) {
-            const int64_t k = (e * nd.Q + nd.pool_slot[p]) * g.C + c;
-            const A mu = mp[k], is = ip[k];
-            total = is * (total - mu * sg);  // sum of G * BN output
+          m[p] = mu;
+          if (normed) {
+            const A is = ip[stat];
+            total *= is;  // sum of G * BN output
             a[p] = wep * is;
             if (batch_stats) {
-              b[p] = -a[p] * is * total / M;
-              d[p] = -a[p] * sg / M + a[p] * mu * is * total / M;
+              b[p] = static_cast<A>(-a[p] * is * total / M);
+              d[p] = static_cast<A>(-a[p] * sg / M);
             }
           }
-          gw_part[c * EP + j] = total;
+          gw_part[c * EP + j] = static_cast<A>(total);
         }
         for (int64_t n = 0; n < g.N; ++n) {
           const A* gn = grad_at(n);
@@ -262,11 +267,11 @@ void backward_kernel(const MixedNode& nd, const T* gp, const A* wp, const A* mp,
               const int64_t q = nd.pool_slot[p], off = q * NL + n * g.L;
               const A* pv = &pools[off];
               if (code == kMaxPool) {
-                for (int64_t o = 0; o < g.L; ++o) dpool[o] = a[p] * gn[o] + b[p] * pv[o] + d[p];
+                for (int64_t o = 0; o < g.L; ++o) dpool[o] = a[p] * gn[o] + b[p] * (pv[o] - m[p]) + d[p];
                 argmax_transpose_add(dpool, &ci[off], &ti[(q * g.N + n) * TL], g.H, g.W, g.s, g.Ho, g.Wo,
                                      tv, gx);
               } else {
-                for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[p] * gn[o] + b[p] * pv[o] + d[p]) * inv_cnt[o];
+                for (int64_t o = 0; o < g.L; ++o) dpool[o] = (a[p] * gn[o] + b[p] * (pv[o] - m[p]) + d[p]) * inv_cnt[o];
                 window_sum_transpose_add(dpool, g.H, g.W, g.s, g.Ho, g.Wo, tmp, gx);
               }
             }

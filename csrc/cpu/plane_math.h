@@ -20,10 +20,10 @@ inline void axpy(int64_t n, A a, const T* __restrict x, A* __restrict acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += a * static_cast<A>(x[i]);
 }
 
-// acc[i] += a * y[i] + b
+// acc[i] += a * (y[i] - m)
 template <typename A>
-inline void axpb(int64_t n, A a, const A* __restrict y, A b, A* __restrict acc) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += a * y[i] + b;
+inline void axmy(int64_t n, A a, const A* __restrict y, A m, A* __restrict acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += a * (y[i] - m);
 }
 
 // out[i] = x[i], converting
@@ -45,15 +45,23 @@ inline A lane_sum(int64_t n, F f) {
   return s;
 }
 
+// BatchNorm statistics and the backward's sums over a batch accumulate in double, as PyTorch's CPU
+// BatchNorm does: in float32 their rounding, small against each sum, is not small against a
+// gradient that the BatchNorm's projection leaves tiny (the weights before an affine-free BN).
+using Stat = double;
+
 template <typename A>
-inline A sum(int64_t n, const A* __restrict x) {
-  return lane_sum<A>(n, [x](int64_t i) { return x[i]; });
+inline Stat stat_sum(int64_t n, const A* __restrict x) {
+  return lane_sum<Stat>(n, [x](int64_t i) { return static_cast<Stat>(x[i]); });
 }
 
 // sum_i (x[i] - m)^2
 template <typename A>
-inline A sum_sq_dev(int64_t n, const A* __restrict x, A m) {
-  return lane_sum<A>(n, [x, m](int64_t i) { return (x[i] - m) * (x[i] - m); });
+inline Stat stat_sum_sq_dev(int64_t n, const A* __restrict x, Stat m) {
+  return lane_sum<Stat>(n, [x, m](int64_t i) {
+    const Stat d = static_cast<Stat>(x[i]) - m;
+    return d * d;
+  });
 }
 
 // sum_i g[i] * x[i]
