@@ -168,10 +168,10 @@ def test_forwards_it_cannot_follow_are_left_alone(mixed, reason, single_thread):
 
 
 def test_a_refusal_is_proven_once_per_structure(monkeypatch, single_thread):
-    import hdas_ext.dropin.fuse as fuse
+    import hdas_ext.dropin.inspection as inspection
     calls = []
-    prove = fuse.prove
-    monkeypatch.setattr(fuse, "prove", lambda *a: calls.append(1) or prove(*a))
+    prove = inspection.prove
+    monkeypatch.setattr(inspection, "prove", lambda *a: calls.append(1) or prove(*a))
     net = network(D.ThresholdMixedOp)
     with pytest.warns(UserWarning, match="15 x its forward"):
         fuse_mixed_ops(net)

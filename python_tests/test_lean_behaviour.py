@@ -13,7 +13,7 @@ from torch import nn
 import dropin_standins as S
 from hdas_ext import fuse_mixed_ops
 from hdas_ext.dropin import probe
-from hdas_ext.dropin.fuse import NOT_LEAN
+from hdas_ext.dropin.inspection import NOT_LEAN
 from hdas_ext.lean import NotLeanable, check_leanable, lean_apply
 from hdas_ext.nn import FusedMixedOp
 from test_dropin import EDGES, assert_same, assert_same_state, build, mixed_ops

@@ -4,6 +4,7 @@ still be copied and pickled. Its forward is guarded: a call and a state the proo
 fused op, any other call the module's own forward (hdas_ext.dropin.guards)."""
 import torch
 
+from ..nn import FusedMixedOp, FusedPartialMixedOp
 from ..nn.operations import takes_scale
 from .folding import run_folded
 
@@ -22,6 +23,40 @@ def adopted_class(base, own, method="forward"):
                               "__reduce_ex__": _reduce_ex, "forward": own.forward, method: _guarded(own, method),
                               "__prepare_scriptable__": _no_script})
     return _CLASSES[key]
+
+
+def adopt_in_place(module, own, list_name, plan, stride, k, guard=None, recompute=False, method="forward", convs=True):
+    """module, now FusedMixedOp[own] (FusedPartialMixedOp[own] when k > 1) running `plan` in its
+    `method` (its sep/dil convs through hdas::conv_candidates with convs), in the lean mode with
+    recompute, its calls admitted by `guard` armed on it (None: a copy for the proof, run through
+    _fused)."""
+    module.__class__ = adopted_class(fused_base(k), own, method)
+    module._ops_name = list_name
+    labels = vars(module).get("primitives")
+    install_plan(module, plan, stride, k, convs,
+                 labels if isinstance(labels, (list, tuple)) and len(labels) == len(plan) else None)
+    module._set_recompute(recompute)  # also on a copy adopted before for another k: the path installed is the one proven
+    if guard is not None:
+        module._guard = guard.armed(module)
+        if module._guard is None:
+            raise ValueError("its forward's state cannot be read again from it")
+    return module
+
+
+def fused_base(k):
+    """The fused class a MixedOp on k partial-channel groups becomes (k = 1: all channels)."""
+    return FusedPartialMixedOp if k > 1 else FusedMixedOp
+
+
+def install_plan(module, plan, stride, k, convs, labels=None):
+    """module, of a fused class, running `plan` at `stride` on k groups, its sep/dil convs through
+    hdas::conv_candidates with convs."""
+    module._set_plan(plan, stride, labels)
+    vars(module).pop("_conv", None), vars(module).pop("_conv_halves", None)  # a copy adopted before with convs
+    if convs:
+        module._set_convs()
+    if k > 1:
+        module.k = k
 
 
 def _admit(module, args, kwargs):
