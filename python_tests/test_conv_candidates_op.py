@@ -305,3 +305,26 @@ def test_float32_against_reference(stride, channels_last):
     grads = [torch.randn_like(o) for o in outs]
     for a, b in zip(torch.autograd.grad(outs, leaves(p), grads), torch.autograd.grad(expect, leaves(p), grads)):
         close(a, b, 1e-4)
+
+
+@pytest.mark.parametrize("kind", [0, 3])
+def test_float32_weight_gradients_when_the_batchnorm_cancels_most_of_the_gradient(kind):
+    """A gradient at the output that lies almost in what the last BatchNorm's backward projects away
+    (a multiple of its output plus a constant, as in a trained network's cells) leaves weight
+    gradients thousands of times smaller than its terms. The op's float32 error on them stays within
+    2x eager PyTorch's (whose CPU BatchNorm sums over the batch in float64; float32 sums were ~10x)."""
+    p64 = make((8, 4, 16, 16), kinds=[kind], affine=False, seed=3)
+    with torch.no_grad():
+        p64["x"].mul_(0.5).add_(0.7)  # non-negative mean, as the states of a cell after ReLU-conv-BN sums
+    p32 = {k: ([t.detach().float().requires_grad_() for t in v] if isinstance(v, list) and v and torch.is_tensor(v[0])
+               else v.detach().float().requires_grad_() if torch.is_tensor(v) else v) for k, v in p64.items()}
+    exact = eager(p64)[0]
+    noise = torch.randn(exact.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    g = 1e-3 * (exact.detach() / p64["weights"].detach()[0] + 0.5) + 1e-7 * noise
+    truth = torch.autograd.grad(exact, leaves(p64), g)
+    ours = torch.autograd.grad(fused(p32)[0][0], leaves(p32), g.float())
+    theirs = torch.autograd.grad(eager(p32)[0], leaves(p32), g.float())
+    names = ["x", "weights", "dw1", "pw1", "dw2", "pw2"]
+    for name, a, b, c in zip(names, ours, theirs, truth):
+        err, err_eager = ((a.double() - c).norm() / c.norm()).item(), ((b.double() - c).norm() / c.norm()).item()
+        assert err <= 2 * err_eager + 1e-6, f"{name}: op {err:.3g} vs eager {err_eager:.3g}"
