@@ -155,9 +155,10 @@ MUTATIONS = {
     "conv_stats_sum": ("cuda/conv_candidates_device.cuh", "  m2 = block_sum(m2, smem);\n", "",
                        "BatchNorm statistics: the block sum of the squared deviations dropped (thread 0's own part used)",
                        [conv_test(CONV)]),
-    # No emulated test can catch this one: in the first round after the barrier every thread reads the
-    # total before any warp reaches the next sum's write (five shuffles later), in any order a seed draws
-    # (run of 2026-12-07: the plain test passes). ThreadSanitizer sees it, in bn_stats_kernel too.
+    # No emulated test catches this one: in the first round after the barrier every thread reads the
+    # total before any warp reaches the next sum's write (five shuffles later), whatever order a seed
+    # draws (2026-12-07: the conv tests pass with it, in thread order and with HDAS_EMU_SEED=1, 2, 3).
+    # ThreadSanitizer reports it, in bn_stats_kernel as in mixed_node's combine_stats_kernel.
     "conv_stats_reuse": ("cuda/device.cuh", "  const A total = smem[0];\n  __syncthreads();\n",
                          "  const A total = smem[0];\n",
                          "block_sum: the barrier after reading the total removed, so the statistics kernel's second "
