@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "csrc" / "emu"))
 import build as emu_build  # noqa: E402
 
 T = "python_tests/test_cuda_emulated.py::"
+CT = "python_tests/test_conv_candidates_device.py::"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Check:
     env: tuple = ()
 
     def label(self):
-        where = self.target.replace(T, "") or "emu_check"
+        where = self.target.replace(T, "").replace(CT, "conv: ") or "emu_check"
         env = " ".join(f"{k}={v}" for k, v in self.env)
         return f"{self.kind}: {where}" + (f" ({env})" if env else "") + f", expecting {self.reason}"
 
@@ -47,10 +48,15 @@ def test(node, reason="assert", checked=False, **env):
     return Check("checked" if checked else "plain", T + node, reason, tuple(sorted(env.items())))
 
 
+def conv_test(node, reason="assert", checked=False, **env):
+    return Check("checked" if checked else "plain", CT + node, reason, tuple(sorted(env.items())))
+
+
 ASAN_OVERFLOW = Check("asan", "", "AddressSanitizer: heap-buffer-overflow")
 TSAN_RACE = Check("tsan", "", "ThreadSanitizer: data race")
 PAIR = "test_pair_concat[nchw-torch.float64-emu]"
 PAIR_CL = "test_pair_concat[channels_last-torch.float32-emu]"
+CONV = "test_float64_against_cpu[1-True-False-emu]"  # every kind, two branches an edge, batch statistics
 
 # name: (file under csrc, text, replacement, what it breaks, checks); the text must occur exactly once.
 MUTATIONS = {
@@ -134,7 +140,42 @@ MUTATIONS = {
                   "  const bool live = u.unit(warp_index(), g, n, c, s, i0, i1);\n  if (!live) return;\n"
                   "  const I L = static_cast<I>(g.Ho * g.Wo);",
                   "pool statistics: lanes past the channels exit, then the plane sums shuffle over the full warp",
-                  [test("test_every_primitive_subset[1-batch-emu]", "which has exited")]),
+                  # channels_last: lanes along C, so C=3 leaves lanes past the channels (NCHW runs a
+                  # warp per chunk of a plane, every lane live; its test passed this variant on 2026-12-07).
+                  [test("test_strides_shapes_layouts_dtypes[batch-channels_last-torch.float64-emu]",
+                        "which has exited")]),
+    # conv_candidates: the depthwise kernels' windows, the per-channel statistics, the launcher's grid
+    # and its mixing.
+    "conv_dilation": ("cuda/conv_candidates_device.cuh", "const int iw = ow * g.s - g.p + v * g.d;",
+                      "const int iw = ow * g.s - g.p + v;",
+                      "depthwise forward: the column taps undilated (v, not v*d), so dil_conv reads the wrong columns",
+                      [conv_test(CONV)]),
+    "conv_window_edge": ("cuda/conv_candidates_device.cuh", "if (ih < 0 || ih >= g.H) continue;",
+                         "if (ih < 0 || ih > g.H) continue;",
+                         "depthwise forward: a tap one row below the plane read (the next plane's first row, past "
+                         "the last plane the end of the input)",
+                         [conv_test(CONV, "out-of-bounds global read", checked=True), ASAN_OVERFLOW]),
+    "conv_stats_sum": ("cuda/conv_candidates_device.cuh", "  m2 = block_sum(m2, smem);\n", "",
+                       "BatchNorm statistics: the block sum of the squared deviations dropped (thread 0's own part used)",
+                       [conv_test(CONV)]),
+    # No emulated test catches this one: in the first round after the barrier every thread reads the
+    # total before any warp reaches the next sum's write (five shuffles later), whatever order a seed
+    # draws (2026-12-07: the conv tests pass with it, in thread order and with HDAS_EMU_SEED=1, 2, 3).
+    # ThreadSanitizer reports it, in bn_stats_kernel as in mixed_node's combine_stats_kernel.
+    "conv_stats_reuse": ("cuda/device.cuh", "  const A total = smem[0];\n  __syncthreads();\n",
+                         "  const A total = smem[0];\n",
+                         "block_sum: the barrier after reading the total removed, so the statistics kernel's second "
+                         "sum overwrites smem[0] while other warps may still read the first",
+                         [TSAN_RACE]),
+    "conv_weight_grid": ("cuda/conv_candidates_kernel.cu",
+                         "dw_backward_weight_kernel<scalar_t>, static_cast<unsigned>(gw.numel())",
+                         "dw_backward_weight_kernel<scalar_t>, static_cast<unsigned>(g.C)",
+                         "conv_candidates launcher: the weight-gradient kernel's grid one block per channel, not per "
+                         "(channel, tap)", [conv_test(CONV)]),
+    "conv_mix_weight": ("cuda/conv_candidates_kernel.cu", "auto y = cc.weights[b] * normalize(",
+                        "auto y = cc.weights[br.edge] * normalize(",
+                        "conv_candidates launcher: a branch's output mixed with the weight indexed by its edge, not "
+                        "its branch", [conv_test(CONV)]),
 }
 QUICK = ["pair_group_coefs", "grid_pair", "mask_pair"]
 

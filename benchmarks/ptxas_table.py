@@ -30,7 +30,8 @@ def nvcc_command(src, arch):
     incs = [f"-I{p}" for p in cpp_extension.include_paths(device_type="cuda")] + [f"-I{cuda_home}/include"]
     sm = arch.replace(".", "")
     return ([f"{cuda_home}/bin/nvcc", "-c", str(src), "-o", os.devnull, *incs, *cpp_extension.COMMON_NVCC_FLAGS,
-             "-O3", "--expt-relaxed-constexpr", "-DHDAS_WITH_CUDA", "-DTORCH_API_INCLUDE_EXTENSION_H",
+             "-O3", "--expt-relaxed-constexpr", "-DHDAS_WITH_CUDA", f'-DHDAS_CUDA_ARCHS="sm_{sm}"',
+             "-DTORCH_API_INCLUDE_EXTENSION_H",
              "-DTORCH_EXTENSION_NAME=_C", f"-gencode=arch=compute_{sm},code=sm_{sm}", "-std=c++20",
              "-Xptxas", "-v", "--compiler-options", "-fPIC"])
 
