@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kThreads) dw_backward_input_kernel(DwGeo g, co
 template <typename A>
 __global__ void __launch_bounds__(kThreads) dw_backward_weight_kernel(DwGeo g, const A* __restrict__ gout,
                                                                       const A* __restrict__ in, A* __restrict__ gw) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int64_t kk = int64_t(g.k) * g.k;
   const int64_t c = blockIdx.x / kk;
   const int u = static_cast<int>((blockIdx.x % kk) / g.k), v = static_cast<int>(blockIdx.x % g.k);
@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) dw_backward_weight_kernel(DwGeo g, c
 template <typename A>
 __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const A* __restrict__ z, int64_t N, int64_t C, int64_t L,
                                                             A eps, A* mean, A* invstd, A* var_u) {
-  __shared__ A smem[32];
+  HDAS_SHARED(A, smem, [32]);
   const int64_t c = blockIdx.x, M = N * L;
   A s = 0;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) s += z[((j / L) * C + c) * L + j % L];

@@ -34,7 +34,9 @@ CHECK_SOURCES = LIB_SOURCES + ["emu/check_main.cpp"]
 SELFTEST_SOURCES = ["emu/cuda_emu.cpp", "emu/emu_selftest.cpp"]
 CHECKED_SOURCES = ["emu/checked_alloc.cpp"]  # the checked build's library has these too
 # No -fvisibility=hidden: the emulator names kernels in its reports from the dynamic symbol table.
-COMMON = ["-std=c++20", "-fPIC", "-pthread", "-DHDAS_CUDA_EMU", "-DHDAS_OPS_NAMESPACE=hdas_emu", "-Wall"]
+# -Werror=deprecated-declarations: a bare __shared__ (cuda_emu.h) fails the build instead of a warning no one reads.
+COMMON = ["-std=c++20", "-fPIC", "-pthread", "-DHDAS_CUDA_EMU", "-DHDAS_OPS_NAMESPACE=hdas_emu", "-Wall",
+          "-Werror=deprecated-declarations"]
 SANITIZE = {
     "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
     "tsan": ["-fsanitize=thread"],

@@ -20,7 +20,8 @@
 // - Shared memory belongs to the block: HDAS_SHARED(T, name, [dims]) declares a static __shared__
 //   array (per block, filled with a poison pattern, a NaN in every float type, when the block first
 //   reaches the declaration), HDAS_EXTERN_SHARED the dynamic one (poisoned at the block's start).
-//   A bare `__shared__` still compiles (a per-runner thread_local, not poisoned) but warns.
+//   A bare `__shared__` (a per-runner thread_local, not poisoned) fails the build (build.py makes
+//   its deprecation an error).
 // - The checked build (build.py --checked) instruments every memory access of the kernels
 //   (cuda_emu.cpp, "checked build"): a read of a poisoned value (shared memory, or a global
 //   allocation no one has written since it was allocated) and an access outside an allocation are
