@@ -11,7 +11,8 @@ arch-half top-1, mean and spread (min-max) over the seeds.
     python benchmarks/paper_ablations.py --experiments table5 --loss-mode literal-one-input
     python benchmarks/paper_ablations.py --dry-run              # the commands only
 
-Runs go to --out/<experiment>-<setting>-s<seed>; a finished run is read back, not rerun. The
+Runs go to --out/<experiment>-<setting>-s<seed>; a finished run is read back, not rerun, an
+interrupted one resumed from its checkpoint. The
 GPU-days commands are in docs/reproduction.md."""
 import argparse
 import json
@@ -122,6 +123,8 @@ def main(argv=None):
                     continue
                 if finished(folder, epochs):
                     continue
+                if os.path.isfile(os.path.join(folder, "checkpoint.pt")):  # an interrupted run goes on
+                    cmd.append("--resume")
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     if args.dry_run:
         return 0
