@@ -12,8 +12,7 @@ arch-half top-1, mean and spread (min-max) over the seeds.
     python benchmarks/paper_ablations.py --dry-run              # the commands only
 
 Runs go to --out/<experiment>-<setting>-s<seed>; a finished run is read back, not rerun, an
-interrupted one resumed from its checkpoint. The
-GPU-days commands are in docs/reproduction.md."""
+interrupted one resumed from its checkpoint. The GPU-days commands are in docs/reproduction.md."""
 import argparse
 import json
 import os
