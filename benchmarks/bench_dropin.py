@@ -136,7 +136,7 @@ def guard_cost(args, batch):
             "share_of_step": per_call_us * len(ops) / 1e3 / guarded}
 
 
-REFUSED = {"mean of the ops": S.MeanMixedOp, "threshold on the weights": D.ThresholdMixedOp}
+REFUSED = {"threshold on the weights": D.ThresholdMixedOp}
 
 
 def refusal_cost(args):

@@ -107,7 +107,8 @@ class ThresholdMixedOp(MixedOp):
 
 
 class CountingMixedOp(MixedOp):
-    """Counts its calls in an attribute (a side effect the fused op would not have: never fused)."""
+    """Counts its calls in an attribute (a side effect the fused op would not have: the module is
+    not fused, the sum in its forward is)."""
 
     def __init__(self, C, stride):
         super().__init__(C, stride)
@@ -116,14 +117,6 @@ class CountingMixedOp(MixedOp):
     def forward(self, x, weights):
         self.calls += 1
         return sum(w * op(x) for w, op in zip(weights, self._ops))
-
-
-class XBranchMixedOp(MixedOp):
-    """Branches on the values of x (never fused)."""
-
-    def forward(self, x, weights):
-        out = sum(w * op(x) for w, op in zip(weights, self._ops))
-        return out if bool(x.mean() > 0) else out * 2
 
 
 def set_rate(rate):

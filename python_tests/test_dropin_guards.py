@@ -81,7 +81,12 @@ def test_a_global_schedule_read_by_the_forward():
     D.set_rate(0.0)
     try:
         eager = network(D.AuxSkipMixedOp)
-        fused = fused_twin(eager, left_alone=8)  # the reducing edges' aux skips hold BNs that run: left alone
+        # The reducing edges' aux skips hold parameters and a BN that run (zero gradients, running
+        # statistics) at rate 0: their forward's sum is fused, the aux term runs as written.
+        fused = fused_twin(eager)
+        sums = [vars(m._ops).get("_hdas_mix") for m in fused.modules() if isinstance(m, D.AuxSkipMixedOp)
+                and not isinstance(m, FusedMixedOp)]
+        assert len(sums) == 8 and all(isinstance(e, FusedMixedOp) for e in sums)
         assert_same(fused, eager, 0)
         D.set_rate(0.5)
         assert_same(fused, eager, 1)
@@ -154,10 +159,20 @@ def test_forwards_that_branch_on_the_weights(mixed, single_thread):
     assert edge._guard.admit(edge, (x, w), {}) == (3,)  # fused, one op run
 
 
+def test_a_forward_that_does_more_than_the_sum_has_its_sum_fused(single_thread):
+    """The module itself is not a MixedOp (it sets .calls); the sum in its own forward is fused,
+    the rest of it runs as written."""
+    eager = network(D.CountingMixedOp)
+    fused = fused_twin(eager)
+    assert all("_hdas_mix" in vars(m._ops) for m in fused.modules() if isinstance(m, D.CountingMixedOp))
+    assert_same(fused, eager, 0)
+    assert_same(fused, eager, 1, weights_like(eager, lambda w: -w))  # another input, negative weights
+    calls = lambda net: [m.calls for m in net.modules() if isinstance(m, D.CountingMixedOp)]  # noqa: E731
+    assert calls(fused) == calls(eager) and min(calls(fused)) > 0
+
+
 @pytest.mark.parametrize("mixed, reason", [
     (D.ThresholdMixedOp, "chooses its ops by the weights' values"),
-    (D.CountingMixedOp, "it sets .calls"),
-    (D.XBranchMixedOp, ""),
 ])
 def test_forwards_it_cannot_follow_are_left_alone(mixed, reason, single_thread):
     net = torch.nn.ModuleList([mixed(4, 1), mixed(4, 2)]).double()
@@ -182,7 +197,7 @@ def test_copies_and_pickles_keep_their_guards(tmp_path, single_thread):
     D.set_rate(0.0)
     try:
         eager = network(D.AuxSkipMixedOp)
-        fused = fused_twin(eager, left_alone=8)
+        fused = fused_twin(eager)
         torch.save(fused, tmp_path / "m.pt")
         start = copy.deepcopy(eager)  # each twin is compared with the user's network as it was
         for twin in (copy.deepcopy(fused), torch.load(tmp_path / "m.pt", weights_only=False)):

@@ -198,25 +198,31 @@ class PartialChannelMixedOp(MixedOp):
 
 
 @pytest.mark.parametrize("primitives", [STAGE_PRIMITIVES, DARTS_PRIMITIVES])
-def test_fuse_leaves_a_mixed_op_with_another_forward_alone(primitives):
+def test_fuse_keeps_a_mixed_op_with_another_forward_as_written(primitives):
     # Same structure as DARTS' MixedOp, another function: fusing it as DARTS' would drop the partial
     # channels (with parameter-free primitives and pools without BN, without any error). With k = 2
-    # the shuffle is PC-DARTS' (fused as such); with k = 4 and 2 shuffle groups it is no known mix.
+    # the shuffle is PC-DARTS' (fused as such); with k = 4 and 2 shuffle groups it is no known mix:
+    # only the sum in its forward is fused, the slicing and shuffle run as written.
     model = nn.ModuleDict({"plain": MixedOp(4, 1, primitives), "pc": PartialChannelMixedOp(8, 1, primitives),
                            "other": PartialChannelMixedOp(16, 1, primitives, k=4)}).double()
     model.train()
     model["plain"].eval()  # mixed modes must survive the probe
+    eager = copy.deepcopy(model["other"])
     before = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    with pytest.warns(UserWarning, match=r"left 1 MixedOp-like module.*\(e.g. other \(PartialChannelMixedOp\)"):
-        assert fuse_mixed_ops(model) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left alone
+        assert fuse_mixed_ops(model) == 3
     assert isinstance(model["plain"], FusedMixedOp) and isinstance(model["pc"], FusedPartialMixedOp)
-    assert type(model["other"]) is PartialChannelMixedOp
+    assert not isinstance(model["other"], FusedMixedOp) and isinstance(vars(model["other"]._ops)["_hdas_mix"],
+                                                                       FusedMixedOp)
     assert torch.equal(torch.get_rng_state(), rng)  # the probe draws from its own generator
     assert not model["plain"].training and model["other"].training
     assert not model["plain"]._ops[1][0].training and model["other"]._ops[1][0].training
     for k, v in model.state_dict().items():  # the probe ran on copies: no buffer moved
         assert torch.equal(v, before[k]), k
+    x, w = torch.randn(2, 16, 6, 6, dtype=torch.float64), torch.rand(len(primitives), dtype=torch.float64)
+    torch.testing.assert_close(model["other"](x, w), eager(x, w), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="model is itself a MixedOp"):
         fuse_mixed_ops(MixedOp(4, 1))
 

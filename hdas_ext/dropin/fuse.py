@@ -11,7 +11,7 @@ from ..lean import NotLeanable
 from ..nn import FusedMixedOp
 from .adopt import adopt_in_place
 from .cells import EdgeMix, edge_lists, mixing_methods, rewritten_class
-from .inspection import NOT_LEAN, LeftAlone, inspect_module
+from .inspection import NOT_A_SUM, NOT_LEAN, LeftAlone, inspect_module
 
 Fused = namedtuple("Fused", "path kind k method", defaults=("forward",))
 
@@ -63,7 +63,8 @@ def fuse_mixed_ops(model, *, report=False, recompute=False):
     the mix (AutoDL's forward_darts) has that method fused; a cell whose own methods compute
     sum(op(x) * w for op, w in zip(ops, weights)) over its op lists (NAS-Bench-201's cells) has
     those sums rewritten to run each list's fused op (hdas_ext.dropin.cells), each list proven
-    as a MixedOp is."""
+    as a MixedOp is; so has a MixedOp whose forward adds more to that sum (DARTS-' auxiliary skip),
+    the rest of its forward run as written."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse_mixed_ops: model must be a torch.nn.Module, got {type(model).__name__}")
     for name, flag in (("report", report), ("recompute", recompute)):
@@ -93,6 +94,9 @@ def _fuse_all(model, recompute=False):
         if found is None:  # not a MixedOp: a cell that mixes op lists in its own code?
             _fuse_cell(module, path, result, proven, refused, recompute)
             continue
+        if isinstance(found, LeftAlone) and found.reason == NOT_A_SUM and \
+                _fuse_sum_only(module, path, result, proven, refused, recompute):
+            continue
         _record(result, module, path, type(module).__name__, found, recompute)
     return result
 
@@ -107,6 +111,21 @@ def _record(result, module, path, kind, found, recompute):
         result.left_alone.append(LeftAlone(path, kind, *why))
         return False
     result.fused.append(Fused(path, kind, found[4], found[5]))
+    return True
+
+
+def _fuse_sum_only(module, path, result, proven, refused, recompute):
+    """A MixedOp whose forward is its ops' sum plus more (DARTS-' auxiliary skip on a reduction
+    edge, a module with parameters and a BatchNorm): the sum in its source fused as a cell's sums
+    are, the rest of its forward run as written. Whether it was."""
+    if not mixing_methods(vars(type(module)).get("_hdas_cell", type(module)))[0]:
+        return False
+    trial = FuseReport()
+    _fuse_cell(module, path, trial, proven, refused, recompute)
+    if not trial.fused:
+        return False
+    result.fused += trial.fused
+    result.left_alone += trial.left_alone
     return True
 
 
