@@ -84,14 +84,16 @@ def test_presets_and_validation(tmp_path):
 # ---- a real run on the embedded dataset -------------------------------------------------------------
 
 def test_digits_run_learns_and_saves_plain_state_dicts(tmp_path):
-    cfg = tiny(tmp_path, epochs=3, train_subset=600, test_subset=200, init_channels=8, layers=5,
+    # 4 epochs: after 3 the test accuracy still swings with the machine's rounding (18-65 % over
+    # seeds and CPUs, below 30 % on an Intel Xeon), after 4 it was 71-89 %.
+    cfg = tiny(tmp_path, epochs=4, train_subset=600, test_subset=200, init_channels=8, layers=5,
                tensorboard=True, lr=0.1)
     summary = train(cfg)
     rows = records(cfg)
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
     assert summary["last_top1"] > 30.0  # chance is 10 %
-    assert rows[1]["drop_path_prob"] == pytest.approx(cfg.drop_path_prob / 3)
+    assert rows[1]["drop_path_prob"] == pytest.approx(cfg.drop_path_prob / 4)
     assert rows[1]["lr"] < rows[0]["lr"]
     # last.pt is a plain state dict that reproduces the logged accuracy
     net = build_model(cfg)
