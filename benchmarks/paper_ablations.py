@@ -127,7 +127,8 @@ def main(argv=None):
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     if args.dry_run:
         return 0
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.backends.cpu.get_cpu_capability()} CPU kernels); "
           f"{'quick check, not a result' if args.quick else 'CPU scale: C 4, batch 32, 8 epochs x 12 steps, digits'}\n")
     for exp in names:
         _, settings, what = EXPERIMENTS[exp]

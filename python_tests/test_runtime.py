@@ -60,7 +60,8 @@ def test_start_drops_log_records_the_checkpoint_does_not_hold(tmp_path):
     folder.log.log(event="end")
     folder.start({"a": 1}, epoch=2)
     assert [r.get("epoch") for r in folder.log.read()] == [1, 2, None]
-    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1, "torch_threads": torch.get_num_threads()}
+    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1, "torch_threads": torch.get_num_threads(),
+                                                                   "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     off = JsonlLogger(tmp_path / "log.jsonl", enabled=False)
     off.truncate(0)
     assert len(folder.log.read()) == 3

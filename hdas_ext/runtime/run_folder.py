@@ -54,15 +54,17 @@ class RunFolder:
         return state
 
     def start(self, config, epoch):
-        """Create the folder, write config.json (`config` and torch_threads, the intra-op thread
-        count the run computes with: results are bit-identical at one count only) and drop log
+        """Create the folder, write config.json (`config`, torch_threads, the intra-op thread count
+        the run computes with, and torch_cpu_capability, the vector ISA of torch's CPU kernels:
+        results are bit-identical at one count on one ISA only) and drop log
         records of epochs after the first `epoch` (written after the checkpoint a resume continues)."""
         self.saved = epoch
         if not self.main:
             return
         os.makedirs(self.path, exist_ok=True)
         with open(self.file(CONFIG), "w") as f:
-            json.dump({**config, "torch_threads": torch.get_num_threads()}, f, indent=2, sort_keys=True)
+            json.dump({**config, "torch_threads": torch.get_num_threads(),
+                       "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}, f, indent=2, sort_keys=True)
         self.log.truncate(epoch)
 
     def save(self, state, epochs):

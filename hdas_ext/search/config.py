@@ -91,7 +91,8 @@ class SearchConfig:
     batch_size: int = option(64, "global batch per step (all ranks)", group=_RUN)
     seed: int = option(2, "seed of weights, alphas and data order", group=_RUN)
     threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
-                                          "bit-identical only at the same count (config.json: torch_threads)",
+                                          "bit-identical only at the same count on the same CPU ISA "
+                                          "(config.json: torch_threads, torch_cpu_capability)",
                                     group=_RUN)
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)", group=_RUN)
     resume: bool = option(False, "continue the run checkpointed in --output", group=_RUN)

@@ -67,7 +67,8 @@ class TrainConfig:
     # system
     seed: int = option(0, "seed (rank r uses seed + r)")
     threads: Optional[int] = option(None, "torch intra-op CPU threads (unset: torch's default); a CPU run is "
-                                          "bit-identical only at the same count (config.json: torch_threads)")
+                                          "bit-identical only at the same count on the same CPU ISA "
+                                          "(config.json: torch_threads, torch_cpu_capability)")
     deterministic: bool = option(False, "deterministic kernels (slower on GPU)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N")
     amp: str = option("none", "mixed precision: bf16 (any device) or fp16 (CUDA)", choices=AMP_MODES)
