@@ -104,7 +104,10 @@ def test_darts_candidates_float64(stride, batch_stats, affine):
     check_against_reference(make((3, 5, 8, 7), affine=affine), stride, batch_stats)
 
 
-@pytest.mark.parametrize("shape", [(5, 3, 1, 1), (1, 2, 3, 5), (2, 3, 2, 3), (2, 9, 7, 7), (1, 17, 5, 6), (3, 2, 4, 9)])
+# Widths 37 and 45: the kernels' depthwise rows run in blocks of 4 vectors, then single vectors,
+# then scalars (float64: 4-lane vectors; float32 below: 8-lane).
+@pytest.mark.parametrize("shape", [(5, 3, 1, 1), (1, 2, 3, 5), (2, 3, 2, 3), (2, 9, 7, 7), (1, 17, 5, 6), (3, 2, 4, 9),
+                                   (2, 3, 5, 37)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_odd_shapes(shape, stride):
     check_against_reference(make(shape, kinds=[0, 3, 1, 2, 4], seed=sum(shape)), stride)
@@ -301,7 +304,7 @@ def test_backward_bad_arguments():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_float32_against_reference(stride, channels_last):
     """float32 on fresh inputs: outputs and every gradient near the reference's (both float32)."""
-    p = make((4, 6, 9, 8), kinds=[0, 1, 2, 3, 4], edges=[0, 0, 1, 1, 1], affine=True, dtype=torch.float32,
+    p = make((4, 6, 9, 45), kinds=[0, 1, 2, 3, 4], edges=[0, 0, 1, 1, 1], affine=True, dtype=torch.float32,
              channels_last=channels_last, seed=5)
     outs = fused(p, stride)[0]
     expect = eager(p, stride)
