@@ -172,10 +172,21 @@ MUTATIONS = {
                          "dw_backward_weight_kernel<scalar_t>, static_cast<unsigned>(g.C)",
                          "conv_candidates launcher: the weight-gradient kernel's grid one block per channel, not per "
                          "(channel, tap)", [conv_test(CONV)]),
-    "conv_mix_weight": ("cuda/conv_candidates_kernel.cu", "auto y = cc.weights[b] * normalize(",
-                        "auto y = cc.weights[br.edge] * normalize(",
+    "conv_mix_weight": ("cuda/conv_candidates_kernel.cu", "bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[b])",
+                        "bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[br.edge])",
                         "conv_candidates launcher: a branch's output mixed with the weight indexed by its edge, not "
                         "its branch", [conv_test(CONV)]),
+    "conv_input_relu": ("cuda/conv_candidates_device.cuh", "    return relu && v < A(0) ? A(0) : v;\n",
+                        "    return v;\n",
+                        "depthwise input map: the ReLU dropped, so the candidates read x instead of relu(x) and the "
+                        "second halves BN1(z1) instead of its ReLU", [conv_test(CONV)]),
+    "conv_relu_mask": ("cuda/conv_candidates_device.cuh", "    return y > A(0) ? g : A(0);\n", "    return g;\n",
+                       "BatchNorm backward: the ReLU between a separable convolution's halves not applied to the "
+                       "gradient", [conv_test(CONV)]),
+    "conv_gx_accumulate": ("cuda/conv_candidates_kernel.cu", "dw_backward_input(dA, cc.dw1[b], geo, gx, gx_written);",
+                           "dw_backward_input(dA, cc.dw1[b], geo, gx, false);",
+                           "conv_candidates launcher: each branch overwrites the input gradient instead of adding to "
+                           "the earlier branches'", [conv_test(CONV)]),
 }
 QUICK = ["pair_group_coefs", "grid_pair", "mask_pair"]
 

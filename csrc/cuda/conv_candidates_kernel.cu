@@ -3,13 +3,15 @@
 // Compiled by nvcc for the shipped ops, and as C++ by the emulated build
 // (csrc/emu/conv_candidates_emu.cpp, with runtime.cuh's emulated launch).
 //
-// Plain and correct first: relu(x) once per call (shared by every branch), each branch's depthwise
-// convolutions as own kernels (conv_candidates_device.cuh), its pointwise convolutions as one
-// batched GEMM over the images (at::matmul: cuBLAS), the BatchNorm statistics as one block per
-// channel, and the per-channel normalisations, the mixing and the BatchNorm backward as ATen
-// element-wise ops and reductions. Everything runs NCHW in the op-math type (float, or double for
-// double): channels_last and half inputs go through a copy. The backward recomputes the depthwise
-// outputs and ReLUs from x and the saved pointwise outputs (or, in the lean mode, those too).
+// Each branch's depthwise convolutions are own kernels (conv_candidates_device.cuh) that read their
+// input through the ReLU (and, for a separable convolution's second half, BN1) before it, so
+// relu(x) and relu(BN1(z1)) are never written; its pointwise convolutions are one batched GEMM over
+// the images (at::matmul: cuBLAS); the BatchNorm statistics one block per channel; each branch's
+// last BatchNorm, with its mixing weight folded in, is applied and summed into its edge's output in
+// one pass, and each BatchNorm backward is one reduction and one element-wise pass. Everything runs
+// NCHW in the op-math type (float, or double for double): channels_last and half inputs go through
+// a copy. The backward recomputes the depthwise outputs from x and the saved pointwise outputs (or,
+// in the lean mode, those too). benchmarks/gpu_model.py counts what each pass moves.
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
@@ -29,29 +31,46 @@ conv::DwGeo dw_geo(const ConvCandidates& cc, const ConvBranch& br, bool first) {
                : conv::DwGeo{cc.N * cc.C, cc.C, H, W, H, W, k, 1, (k - 1) / 2, 1};
 }
 
-at::Tensor dw_forward(const at::Tensor& in, const at::Tensor& w, const conv::DwGeo& g) {
+// How a depthwise kernel reads its input (conv::ChannelMap): through the candidates' leading ReLU
+// (slot < 0), or through BatchNorm slot's normalisation and the ReLU after it. The tensors the map
+// points into are kept alive by the caller.
+struct InputMap {
+  bool relu = true;
+  at::Tensor mean, scale, shift;  // undefined: that step absent
+  template <typename A>
+  conv::ChannelMap<A> get() const {
+    conv::ChannelMap<A> m;
+    m.relu = relu;
+    if (mean.defined()) m.mean = mean.const_data_ptr<A>(), m.scale = scale.const_data_ptr<A>();
+    if (shift.defined()) m.shift = shift.const_data_ptr<A>();
+    return m;
+  }
+};
+
+at::Tensor dw_forward(const at::Tensor& in, const InputMap& m, const at::Tensor& w, const conv::DwGeo& g) {
   auto out = at::empty({g.NC / g.C, g.C, g.Ho, g.Wo}, in.options());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "conv_candidates_dw_forward", [&] {
     launch(conv::dw_forward_kernel<scalar_t>, grid_for(out.numel()), kThreads, 0, g, in.const_data_ptr<scalar_t>(),
-           w.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+           m.get<scalar_t>(), w.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
   });
   return out;
 }
 
-at::Tensor dw_backward_input(const at::Tensor& gout, const at::Tensor& w, const conv::DwGeo& g) {
-  auto gin = at::empty({g.NC / g.C, g.C, g.H, g.W}, gout.options());
+// The gradient of a depthwise convolution's input, written to gin (accumulate: added to it).
+void dw_backward_input(const at::Tensor& gout, const at::Tensor& w, const conv::DwGeo& g, at::Tensor& gin,
+                       bool accumulate) {
   AT_DISPATCH_FLOATING_TYPES(gout.scalar_type(), "conv_candidates_dw_backward_input", [&] {
-    launch(conv::dw_backward_input_kernel<scalar_t>, grid_for(gin.numel()), kThreads, 0, g,
-           gout.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), gin.data_ptr<scalar_t>());
+    launch(accumulate ? conv::dw_backward_input_kernel<scalar_t, true> : conv::dw_backward_input_kernel<scalar_t, false>,
+           grid_for(gin.numel()), kThreads, 0, g, gout.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+           gin.data_ptr<scalar_t>());
   });
-  return gin;
 }
 
-at::Tensor dw_backward_weight(const at::Tensor& gout, const at::Tensor& in, const conv::DwGeo& g) {
+at::Tensor dw_backward_weight(const at::Tensor& gout, const at::Tensor& in, const InputMap& m, const conv::DwGeo& g) {
   auto gw = at::empty({g.C, int64_t(g.k) * g.k}, gout.options());
   AT_DISPATCH_FLOATING_TYPES(gout.scalar_type(), "conv_candidates_dw_backward_weight", [&] {
     launch(conv::dw_backward_weight_kernel<scalar_t>, static_cast<unsigned>(gw.numel()), kThreads, 0, g,
-           gout.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(), gw.data_ptr<scalar_t>());
+           gout.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(), m.get<scalar_t>(), gw.data_ptr<scalar_t>());
   });
   return gw;
 }
@@ -62,13 +81,27 @@ at::Tensor pointwise(const at::Tensor& pw, const at::Tensor& a) {
   return at::matmul(pw, a.view({s[0], s[1], s[2] * s[3]})).view(s);
 }
 
-at::Tensor channels(const at::Tensor& v) { return v.view({1, -1, 1, 1}); }
+// BatchNorm slot's normalisation, times w when defined: (z - mean) * (w * invstd * gamma) + w * beta.
+InputMap bn_map(const ConvCandidates& cc, const ConvStats& st, int64_t slot, bool relu,
+                const at::Tensor& w = at::Tensor()) {
+  InputMap m;
+  m.relu = relu;
+  m.mean = st.mean[slot];
+  m.scale = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];
+  if (w.defined()) m.scale = m.scale * w;
+  if (cc.beta[slot].defined()) m.shift = w.defined() ? cc.beta[slot] * w : cc.beta[slot];
+  m.scale = m.scale.contiguous();
+  return m;
+}
 
-// A BatchNorm slot's normalisation of z: (z - mean) * invstd * gamma + beta.
-at::Tensor normalize(const ConvCandidates& cc, const ConvStats& st, int64_t slot, const at::Tensor& z) {
-  auto scale = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];
-  auto y = (z - channels(st.mean[slot])) * channels(scale);
-  return cc.beta[slot].defined() ? y + channels(cc.beta[slot]) : y;
+// out = m(z), or out + m(z) when out is defined (an edge's sum over its branches).
+void bn_apply_into(const at::Tensor& z, const InputMap& m, at::Tensor& out) {
+  const bool accumulate = out.defined();
+  if (!accumulate) out = at::empty_like(z);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_apply", [&] {
+    launch(conv::bn_apply_kernel<scalar_t>, grid_for(z.numel()), kThreads, 0, z.const_data_ptr<scalar_t>(), z.size(1),
+           z.size(2) * z.size(3), z.numel(), m.get<scalar_t>(), out.data_ptr<scalar_t>(), accumulate);
+  });
 }
 
 void batch_stats_into(const at::Tensor& z, ConvStats& st, int64_t slot, double eps) {
@@ -80,20 +113,20 @@ void batch_stats_into(const at::Tensor& z, ConvStats& st, int64_t slot, double e
   });
 }
 
-// The pointwise outputs z1 (every branch) and z2 (separable ones) from r = relu(x); batch statistics
-// into st when batch_stats, else st normalises the first halves.
-void run_forward(const ConvCandidates& cc, const at::Tensor& r, bool batch_stats, double eps, ConvStats& st,
+// The pointwise outputs z1 (every branch) and z2 (separable ones) from x (read through its ReLU);
+// batch statistics into st when batch_stats, else st normalises the first halves.
+void run_forward(const ConvCandidates& cc, const at::Tensor& x, bool batch_stats, double eps, ConvStats& st,
                  std::vector<at::Tensor>& z1, std::vector<at::Tensor>& z2) {
   for (const auto& br : cc.branches) {
     const int64_t b = &br - cc.branches.data();
-    z1.push_back(pointwise(cc.pw1[b], dw_forward(r, cc.dw1[b], dw_geo(cc, br, true))));
+    z1.push_back(pointwise(cc.pw1[b], dw_forward(x, InputMap{}, cc.dw1[b], dw_geo(cc, br, true))));
     if (batch_stats) batch_stats_into(z1.back(), st, br.sep >= 0 ? br.slot1 : br.slot, eps);
   }
   for (const auto& br : cc.branches) {
     if (br.sep < 0) continue;
     const int64_t b = &br - cc.branches.data();
-    const auto d = at::relu(normalize(cc, st, br.slot1, z1[b]));
-    z2.push_back(pointwise(cc.pw2[br.sep], dw_forward(d, cc.dw2[br.sep], dw_geo(cc, br, false))));
+    const auto d = bn_map(cc, st, br.slot1, /*relu=*/true);
+    z2.push_back(pointwise(cc.pw2[br.sep], dw_forward(z1[b], d, cc.dw2[br.sep], dw_geo(cc, br, false))));
     if (batch_stats) batch_stats_into(z2.back(), st, br.slot, eps);
   }
 }
@@ -112,33 +145,46 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   const DeviceGuard guard(cc.x.device());
   const auto acc = op_math(x.scalar_type());
   std::vector<at::Tensor> z1, z2;
-  run_forward(cc, at::relu(cc.x.to(acc)), batch_stats, eps, st, z1, z2);
+  run_forward(cc, cc.x.to(acc).contiguous(), batch_stats, eps, st, z1, z2);
   std::vector<at::Tensor> mix(cc.E);
   for (const auto& br : cc.branches) {
     const int64_t b = &br - cc.branches.data();
-    auto y = cc.weights[b] * normalize(cc, st, br.slot, br.sep >= 0 ? z2[br.sep] : z1[b]);
-    mix[br.edge] = mix[br.edge].defined() ? mix[br.edge] + y : y;
+    bn_apply_into(br.sep >= 0 ? z2[br.sep] : z1[b], bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[b]),
+                  mix[br.edge]);
   }
   std::vector<at::Tensor> out;
   for (const auto& m : mix) out.push_back(m.to(x.scalar_type()).contiguous(output_format(x)));
   return {out, conv_saved(z1, z2), st.mean, st.invstd, st.var_u};
 }
 
-// For the last BatchNorm of a branch (or a first one, w = 1): the gradient of its input z from the
-// gradient g of w * BN(z), and S1 = sum g, S2 = sum g * zhat per channel.
+// A BatchNorm's backward (a branch's last, its weight w folded in; or a separable convolution's
+// first, w undefined, its gradient g taken through the ReLU after it): the gradient of its input z
+// from the gradient g of its output, and S1 = sum g, S2 = sum g * zhat per channel.
 struct BnBack {
   at::Tensor dz, s1, s2;
 };
 BnBack bn_backward(const ConvCandidates& cc, const ConvStats& st, int64_t slot, const at::Tensor& z,
-                   const at::Tensor& g, const at::Tensor& w, bool batch_stats) {
-  const auto zhat = (z - channels(st.mean[slot])) * channels(st.invstd[slot]);
-  const std::vector<int64_t> dims{0, 2, 3};
-  auto s1 = g.sum(dims), s2 = (g * zhat).sum(dims);
-  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];
+                   const at::Tensor& g, const at::Tensor& w, bool batch_stats, bool relu_mask) {
+  const int64_t C = z.size(1), L = z.size(2) * z.size(3);
+  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot].clone();
   if (w.defined()) a = a * w;
-  const double M = static_cast<double>(cc.count());
-  auto dz = batch_stats ? channels(a) * (g - channels(s1) / M - zhat * channels(s2) / M) : channels(a) * g;
-  return {dz, s1, s2};
+  BnBack out{at::empty_like(z), at::empty({C}, z.options()), at::empty({C}, z.options())};
+  const auto mean = st.mean[slot], invstd = st.invstd[slot];
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_backward", [&] {
+    conv::BnGrad<scalar_t> b{mean.const_data_ptr<scalar_t>(), invstd.const_data_ptr<scalar_t>()};
+    if (cc.gamma[slot].defined()) b.gamma = cc.gamma[slot].const_data_ptr<scalar_t>();
+    if (cc.beta[slot].defined()) b.beta = cc.beta[slot].const_data_ptr<scalar_t>();
+    b.a = a.const_data_ptr<scalar_t>();
+    b.relu_mask = relu_mask;
+    launch(conv::bn_backward_reduce_kernel<scalar_t>, static_cast<unsigned>(C), kThreads, 0,
+           g.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), z.size(0), C, L, b,
+           out.s1.data_ptr<scalar_t>(), out.s2.data_ptr<scalar_t>());
+    launch(conv::bn_backward_apply_kernel<scalar_t>, grid_for(z.numel()), kThreads, 0, g.const_data_ptr<scalar_t>(),
+           z.const_data_ptr<scalar_t>(), C, L, z.numel(), b, out.s1.const_data_ptr<scalar_t>(),
+           out.s2.const_data_ptr<scalar_t>(), static_cast<scalar_t>(1.0 / static_cast<double>(cc.count())),
+           batch_stats, out.dz.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
@@ -159,13 +205,14 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
   check_device(cc.x, "hdas::conv_candidates_backward");
   const DeviceGuard guard(cc.x.device());
   const auto acc = op_math(x.scalar_type());
-  const auto r = at::relu(cc.x.to(acc));
+  const auto x_acc = cc.x.to(acc).contiguous();
   // the lean mode: the pointwise outputs again, from the forward's statistics
-  if (saved.empty()) run_forward(cc, r, /*batch_stats=*/false, 0.0, st, z1, z2);
+  if (saved.empty()) run_forward(cc, x_acc, /*batch_stats=*/false, 0.0, st, z1, z2);
   const bool need_x = needs[0], need_conv = needs[2], need_affine = needs[3];
   const bool deeper = need_x || need_conv || (need_affine && cc.S > 0);
   const auto opts = cc.x.options().dtype(acc);
-  at::Tensor gx = need_x ? at::zeros_like(r) : at::Tensor();
+  at::Tensor gx = need_x ? at::empty_like(x_acc) : at::Tensor();
+  bool gx_written = false;
   at::Tensor gw = needs[1] ? at::zeros({cc.B}, opts) : at::Tensor();
   std::vector<at::Tensor> gdw1(cc.B), gpw1(cc.B), gdw2(cc.S), gpw2(cc.S), gg(cc.Z), gb(cc.Z);
   const auto n = [&](const at::Tensor& t) { return t.view({cc.N, cc.C, cc.Ho * cc.Wo}); };
@@ -173,7 +220,7 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
     const int64_t b = &br - cc.branches.data();
     const auto g = grad_out[br.edge].to(acc).contiguous();
     const auto w = cc.weights[b];
-    const auto last = bn_backward(cc, st, br.slot, br.sep >= 0 ? z2[br.sep] : z1[b], g, w, batch_stats);
+    const auto last = bn_backward(cc, st, br.slot, br.sep >= 0 ? z2[br.sep] : z1[b], g, w, batch_stats, false);
     if (needs[1]) {
       auto v = cc.gamma[br.slot].defined() ? cc.gamma[br.slot] * last.s2 : last.s2;
       if (cc.beta[br.slot].defined()) v = v + cc.beta[br.slot] * last.s1;
@@ -187,15 +234,16 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
     at::Tensor dz1 = last.dz;
     if (br.sep >= 0) {
       const auto geo = dw_geo(cc, br, false);
-      const auto d = at::relu(normalize(cc, st, br.slot1, z1[b]));
+      const auto d = bn_map(cc, st, br.slot1, /*relu=*/true);  // the second half's input, read through BN1
       const auto dE = pointwise(cc.pw2[br.sep].t(), last.dz);
       if (need_conv) {
-        const auto e = dw_forward(d, cc.dw2[br.sep], geo);
+        const auto e = dw_forward(z1[b], d, cc.dw2[br.sep], geo);
         gpw2[br.sep] = at::matmul(n(last.dz), n(e).transpose(1, 2)).sum(0);
-        gdw2[br.sep] = dw_backward_weight(dE, d, geo);
+        gdw2[br.sep] = dw_backward_weight(dE, z1[b], d, geo);
       }
-      const auto dy = dw_backward_input(dE, cc.dw2[br.sep], geo) * (d > 0);
-      const auto first = bn_backward(cc, st, br.slot1, z1[b], dy, at::Tensor(), batch_stats);
+      at::Tensor dy = at::empty_like(z1[b]);
+      dw_backward_input(dE, cc.dw2[br.sep], geo, dy, false);
+      const auto first = bn_backward(cc, st, br.slot1, z1[b], dy, at::Tensor(), batch_stats, /*relu_mask=*/true);
       if (need_affine) {
         if (cc.gamma[br.slot1].defined()) gg[br.slot1] = first.s2;
         if (cc.beta[br.slot1].defined()) gb[br.slot1] = first.s1;
@@ -206,12 +254,16 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
     const auto geo = dw_geo(cc, br, true);
     const auto dA = pointwise(cc.pw1[b].t(), dz1);
     if (need_conv) {
-      const auto a = dw_forward(r, cc.dw1[b], geo);
+      const auto a = dw_forward(x_acc, InputMap{}, cc.dw1[b], geo);
       gpw1[b] = at::matmul(n(dz1), n(a).transpose(1, 2)).sum(0);
-      gdw1[b] = dw_backward_weight(dA, r, geo);
+      gdw1[b] = dw_backward_weight(dA, x_acc, InputMap{}, geo);
     }
-    if (need_x) gx.add_(dw_backward_input(dA, cc.dw1[b], geo));
+    if (need_x) {
+      dw_backward_input(dA, cc.dw1[b], geo, gx, gx_written);
+      gx_written = true;
+    }
   }
+  if (need_x && !gx_written) gx.zero_();
   const auto none = at::empty({0}, x.options());
   auto like = [&](std::vector<at::Tensor>& gs, const std::vector<at::Tensor>& ps) {
     std::vector<at::Tensor> out;
@@ -224,7 +276,7 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
       if (z < ps.size() && ps[z].has_value() && ps[z]->defined()) out.push_back(gs[z].to(ps[z]->scalar_type()));
     return out;
   };
-  return {need_x ? (gx * (r > 0)).to(x.scalar_type()).contiguous(output_format(x)) : none,
+  return {need_x ? at::threshold_backward(gx, x_acc, 0).to(x.scalar_type()).contiguous(output_format(x)) : none,
           needs[1] ? gw.to(weights.scalar_type()) : none,
           like(gdw1, dw1), like(gpw1, pw1), like(gdw2, dw2), like(gpw2, pw2), affine(gg, bn_weight),
           affine(gb, bn_bias)};
