@@ -6,9 +6,13 @@ lane at one instruction is one request), the 32-byte sectors each touches (Nsigh
 per request), shared-memory wavefronts against the conflict-free count (32 banks of 4 bytes), and the
 distinct sectors the launch reads and writes (its DRAM traffic if every reuse within a launch hits in
 the caches and none across launches does, which holds above the L2's size). This script runs the
-fused ops on the shapes of benchmarks/bench_bars.py and the DARTS edges (NCHW and channels_last,
+fused ops (mixed_node, pair_concat, and conv_candidates on a DARTS edge's four convolution
+candidates) on the shapes of benchmarks/bench_bars.py and the DARTS edges (NCHW and channels_last,
 stride 1 and 2, float32 and bfloat16) at batch 1 and 2 and extrapolates every count linearly to the
-full batch (the kernels' work is per sample; the N=1/N=2 runs are exact, not sampled). It adds the
+full batch (the kernels' work is per sample; the N=1/N=2 runs are exact, not sampled). The ATen
+ops an op runs between its own kernels (conv_candidates' GEMMs, copies, small per-channel steps)
+are recorded by torch's profiler and modelled: each reads its tensor inputs once and writes its
+output once, one row per ATen op name. It adds the
 registers and static shared memory of every kernel from `ptxas -v` (sm_80 and sm_90), the occupancy
 they allow by the CUDA occupancy rules, and a predicted time: DRAM bytes over the card's bandwidth
 (a model, not a measurement).
@@ -50,7 +54,7 @@ ARCH = {"sm_80": dict(warps=64, blocks=32, regs=65536, smem=164 * 1024),
         "sm_90": dict(warps=64, blocks=32, regs=65536, smem=228 * 1024)}
 
 
-OPS = ("mixed_node", "pair_concat")
+OPS = ("mixed_node", "pair_concat", "conv_candidates")
 
 
 def sources_hash():
@@ -153,6 +157,109 @@ def run_mixed(N, C, H, W, stride, cl, dtype):
                 sums=dict(values=C * (len(prims) + 1), acc=4 if dtype != torch.float64 else 8))
 
 
+# ATen ops inside an op (conv_candidates' CUDA path runs its GEMMs and element-wise steps through
+# ATen): recorded by torch's profiler with their input shapes, each modelled as one launch that reads
+# every tensor input once and writes its output once (no reuse across launches, as above the L2).
+ATEN_VIEWS = {"view", "reshape", "_reshape_alias", "as_strided", "expand", "transpose", "t", "mT", "select", "slice",
+              "unsqueeze", "squeeze", "permute", "alias", "detach", "empty", "empty_like", "empty_strided",
+              "resolve_conj", "resolve_neg", "_unsafe_view", "to", "contiguous", "lift_fresh", "unbind", "split",
+              "narrow", "zeros", "zeros_like", "relu", "_to_copy", "clone", "matmul", "result_type", "item",
+              "_local_scalar_dense", "stack", "cat"}
+ATEN_SIZE = {"float": 4, "double": 8, "c10::BFloat16": 2, "c10::Half": 2, "bool": 1, "long int": 8, "int": 4,
+             "unsigned char": 1, "signed char": 1, "short int": 2}
+ATEN_COMPARE = {"gt", "lt", "ge", "le", "eq", "ne"}
+
+
+def aten_bytes(e):
+    """(bytes read, bytes written) of one profiled ATen op, or None for one that moves no data."""
+    name = e.name.removeprefix("aten::")
+    tensors = [(s, ATEN_SIZE[d]) for s, d in zip(e.input_shapes, e.input_dtypes) if d in ATEN_SIZE]
+    size = lambda s, b: math.prod(s) * b  # noqa: E731
+    if name in ATEN_VIEWS or not tensors:
+        return None
+    if name in ("bmm", "mm"):
+        a, b, m = tensors[0][0], tensors[1][0], tensors[0][1]
+        out = a[:-1] + b[-1:]
+        return size(a, m) + size(b, m), size(out, m)
+    if name in ("sum", "mean", "amax", "amin", "var", "std"):
+        return size(*tensors[0]), 0  # per-channel results: not counted
+    if name in ("fill_", "zero_"):
+        return 0, size(*tensors[0])
+    if name == "copy_":
+        return size(*tensors[1]), size(*tensors[0])
+    if name.endswith("_"):
+        return sum(size(*t) for t in tensors), size(*tensors[0])
+    shape = list(torch.broadcast_shapes(*[tuple(t[0]) for t in tensors]))
+    return sum(size(*t) for t in tensors), size(shape, 1 if name in ATEN_COMPARE else max(b for _, b in tensors))
+
+
+def aten_launches(events, inside):
+    """The profiled ATen ops under the op named `inside` that move data, one modelled launch per op
+    name (in order of first appearance, their counts in the name)."""
+    def under(e):
+        while e is not None:
+            if e.name == inside:
+                return True
+            e = e.cpu_parent
+        return False
+    by_name = {}
+    for e in events:
+        moved = aten_bytes(e) if e.name.startswith("aten::") and under(e) else None
+        if moved is None:
+            continue
+        parent = e.cpu_parent  # an op inside another data-moving op (e.g. add_ inside a fused op) counts once
+        if parent is not None and parent.name.startswith("aten::") and aten_bytes(parent) is not None:
+            continue
+        n, (rd, wr) = by_name.get(e.name, (0, (0, 0)))
+        by_name[e.name] = (n + 1, (rd + moved[0], wr + moved[1]))
+    out = []
+    for name, (n, (rd, wr)) in by_name.items():
+        out.append({"kernel": f"{name} x{n}", "grid": [0, 0, 0], "block": [0, 0, 0], "sites": [], "allocs": [],
+                    "ld": {"requests": rd / 128, "sectors": rd / 32, "bytes": rd, "distinct_sectors": rd / 32},
+                    "st": {"requests": wr / 128, "sectors": wr / 32, "bytes": wr, "distinct_sectors": wr / 32},
+                    "shared": {"requests": 0, "wavefronts": 0, "ideal": 0}, "modelled": True, "launches": n})
+    return out
+
+
+def counted_with_aten(fn, inside):
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        launches = counted(fn)
+    return launches + aten_launches(prof.events(), inside)
+
+
+CONV_KINDS = [0, 1, 2, 3]  # a DARTS edge's sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5
+
+
+def run_conv(N, C, H, W, stride, cl, dtype):
+    """conv_candidates as a DARTS search edge runs it: its four convolution candidates on one input,
+    BatchNorms without affine parameters on batch statistics, the pointwise outputs saved."""
+    gen = torch.Generator().manual_seed(0)
+    rnd = lambda *s: torch.randn(*s, generator=gen).to(dtype)  # noqa: E731
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = rnd(N, C, H, W).contiguous(memory_format=fmt)
+    ks, halves = [3, 5, 3, 5], [2, 2, 1, 1]
+    dw1 = [rnd(C, 1, k, k) / k for k in ks]
+    pw1 = [rnd(C, C, 1, 1) / math.sqrt(C) for _ in ks]
+    dw2 = [rnd(C, 1, k, k) / k for k, h in zip(ks, halves) if h == 2]
+    pw2 = [rnd(C, C, 1, 1) / math.sqrt(C) for h in halves if h == 2]
+    w = torch.rand(len(ks), generator=gen).to(dtype)
+    args = [x, CONV_KINDS, [0] * len(ks), w, dw1, pw1, dw2, pw2, [], []]
+    ops = torch.ops.hdas_emu
+    res = {}
+    fwd = counted_with_aten(lambda: res.update(out=ops.conv_candidates(*args, stride, True, None, None, 1e-5)),
+                            "hdas_emu::conv_candidates")
+    out, saved, mean, invstd, _ = res["out"]
+    g = [rnd(*o.shape).contiguous(memory_format=fmt) for o in out]
+    bwd = counted_with_aten(lambda: ops.conv_candidates_backward(g, *args, stride, True, saved, mean, invstd,
+                                                                 [True] * 4), "hdas_emu::conv_candidates_backward")
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    params = nbytes(dw1 + pw1 + dw2 + pw2)
+    return dict(fwd=fwd, bwd=bwd, sums=None,
+                compulsory=dict(fwd=nbytes([x] + out + saved) + params,
+                                bwd=nbytes(g + [x] + saved + [x]) + 2 * params))
+
+
 def run_pair(N, C, H, W, stride, cl, dtype):
     """pair_concat as bench_bars runs it: 4 states, 3 pairs."""
     gen = torch.Generator().manual_seed(0)
@@ -201,7 +308,7 @@ def extrapolate(a, b, N):
 def model_case(op, shape, stride, cl, dtype):
     """Per direction: the launches (extrapolated to the full batch) and the compulsory bytes."""
     N = shape[0]
-    run = run_mixed if op == "mixed_node" else run_pair
+    run = {"mixed_node": run_mixed, "pair_concat": run_pair, "conv_candidates": run_conv}[op]
     one, two = run(1, *shape[1:], stride, cl, dtype), run(2, *shape[1:], stride, cl, dtype)
     out = {}
     for d in ("fwd", "bwd"):
@@ -242,7 +349,7 @@ def summarize(case, res):
             if row["direction"] == d:
                 row["share"] = row["dram"] / total if total else 0
         rows.append(dict(direction=d, kernel="(op)", dram=total, compulsory=r["compulsory"],
-                         ratio=total / r["compulsory"], launches=len(r["launches"]),
+                         ratio=total / r["compulsory"], launches=sum(l.get("launches", 1) for l in r["launches"]),
                          predicted={c: total / bw for c, (bw, _) in CARDS.items()}))
     return rows
 
@@ -255,6 +362,8 @@ def cases(which):
                 for stride in (1, 2):
                     yield "mixed_node", shape, stride, cl, dtype
                 yield "pair_concat", shape, 1, cl, dtype
+                for stride in (1, 2):
+                    yield "conv_candidates", shape, stride, cl, dtype
 
 
 def fmt_pct(v):
@@ -268,7 +377,7 @@ def markdown(results):
     summary = ["| op | shape | layout | stride | dtype | dir | launches | DRAM MB | compulsory MB | traffic / compulsory "
                "| predicted H100 | predicted H200 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        head = (f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['layout']} | {r['stride'] if r['op'] == 'mixed_node' else '-'} "
+        head = (f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['layout']} | {r['stride'] if r['op'] != 'pair_concat' else '-'} "
                 f"| {r['dtype']} |")
         for row in r["rows"]:
             if row["kernel"] == "(op)":
