@@ -31,9 +31,9 @@ conv::DwGeo dw_geo(const ConvCandidates& cc, const ConvBranch& br, bool first) {
                : conv::DwGeo{cc.N * cc.C, cc.C, H, W, H, W, k, 1, (k - 1) / 2, 1};
 }
 
-// How a depthwise kernel reads its input (conv::ChannelMap): through the candidates' leading ReLU
-// (slot < 0), or through BatchNorm slot's normalisation and the ReLU after it. The tensors the map
-// points into are kept alive by the caller.
+// How a kernel reads its input (conv::ChannelMap): by default through the candidates' leading ReLU;
+// bn_map gives a BatchNorm's normalisation (and the ReLU after it). It holds the tensors it points
+// into.
 struct InputMap {
   bool relu = true;
   at::Tensor mean, scale, shift;  // undefined: that step absent
