@@ -173,7 +173,8 @@ ATEN_COMPARE = {"gt", "lt", "ge", "le", "eq", "ne"}
 def aten_bytes(e):
     """(bytes read, bytes written) of one profiled ATen op, or None for one that moves no data."""
     name = e.name.removeprefix("aten::")
-    tensors = [(s, ATEN_SIZE[d]) for s, d in zip(e.input_shapes, e.input_dtypes) if d in ATEN_SIZE]
+    # scalars (0-d tensors, wrapped numbers) are a kernel's arguments on a GPU: no traffic
+    tensors = [(s, ATEN_SIZE[d]) for s, d in zip(e.input_shapes, e.input_dtypes) if d in ATEN_SIZE and math.prod(s) > 1]
     size = lambda s, b: math.prod(s) * b  # noqa: E731
     if name in ATEN_VIEWS or not tensors:
         return None
@@ -190,7 +191,8 @@ def aten_bytes(e):
     if name.endswith("_"):
         return sum(size(*t) for t in tensors), size(*tensors[0])
     shape = list(torch.broadcast_shapes(*[tuple(t[0]) for t in tensors]))
-    return sum(size(*t) for t in tensors), size(shape, 1 if name in ATEN_COMPARE else max(b for _, b in tensors))
+    widest = max(tensors, key=lambda t: (math.prod(t[0]), t[1]))[1]  # the result's type follows the largest input
+    return sum(size(*t) for t in tensors), size(shape, 1 if name in ATEN_COMPARE else widest)
 
 
 def aten_launches(events, inside):
