@@ -1,6 +1,6 @@
-"""benchmarks/gpu_model.py's model of the ATen ops an op runs between its own kernels (conv_candidates'
-GEMMs and element-wise steps): each reads its tensor inputs once and writes its output once, views
-and allocations move nothing, and only the ops under the named op count."""
+"""benchmarks/gpu_model_runs.py's traffic model of the ATen ops an op runs between its own kernels
+(conv_candidates' GEMMs and element-wise steps): each reads its tensor inputs once and writes its
+output once, views and allocations move nothing, and only the ops under the named op count."""
 import sys
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_model  # noqa: E402
+import gpu_model_runs  # noqa: E402
 
 
 def modelled(fn):
@@ -18,7 +18,7 @@ def modelled(fn):
         with record_function("outer"):
             fn()
     return {row["kernel"]: (row["ld"]["bytes"], row["st"]["bytes"], row["launches"])
-            for row in gpu_model.aten_launches(prof.events(), "outer")}
+            for row in gpu_model_runs.aten_launches(prof.events(), "outer")}
 
 
 def test_element_wise_gemm_copy_and_views():
