@@ -147,19 +147,19 @@ __global__ void __launch_bounds__(kThreads) bn_apply_kernel(const A* __restrict_
 }
 
 // A BatchNorm's backward over z [N, C, L] and the gradient g of its output (times a scale folded into
-// a). relu_mask: g counts only where the BatchNorm's output (zhat * gamma + beta) is > 0, the ReLU
-// that follows a separable convolution's first BatchNorm.
+// a). relu_mask (a separable convolution's first BatchNorm, whose a is invstd * gamma, the scale its
+// ChannelMap applies in the forward): g counts only where the forward's ReLU passed, decided by the
+// same arithmetic as there.
 template <typename A>
 struct BnGrad {
   const A *mean, *invstd;
-  const A* gamma = nullptr;  // affine parameters, or null
-  const A* beta = nullptr;
-  const A* a = nullptr;      // dz = a * (g - S1/M - zhat * S2/M): invstd * gamma * weight
+  const A* beta = nullptr;  // the affine shift, or null
+  const A* a = nullptr;     // dz = a * (g - S1/M - zhat * S2/M): invstd * gamma * weight
   bool relu_mask = false;
   __device__ A zhat(A z, int64_t c) const { return (z - mean[c]) * invstd[c]; }
-  __device__ A grad(A g, A zh, int64_t c) const {
+  __device__ A grad(A g, A z, int64_t c) const {
     if (!relu_mask) return g;
-    A y = gamma != nullptr ? zh * gamma[c] : zh;
+    A y = (z - mean[c]) * a[c];
     if (beta != nullptr) y += beta[c];
     return y > A(0) ? g : A(0);
   }
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) bn_backward_reduce_kernel(const A* _
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int64_t i = ((j / L) * C + c) * L + j % L;
     const A zh = b.zhat(z[i], c);
-    const A gi = b.grad(g[i], zh, c);
+    const A gi = b.grad(g[i], z[i], c);
     t1 += gi;
     t2 += gi * zh;
   }
@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kThreads) bn_backward_apply_kernel(const A* __
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t c = (i / L) % C;
     const A zh = b.zhat(z[i], c);
-    const A gi = b.grad(g[i], zh, c);
+    const A gi = b.grad(g[i], z[i], c);
     dz[i] = b.a[c] * (batch ? gi - s1[c] * inv_count - zh * s2[c] * inv_count : gi);
   }
 }

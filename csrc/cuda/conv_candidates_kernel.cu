@@ -166,13 +166,13 @@ struct BnBack {
 BnBack bn_backward(const ConvCandidates& cc, const ConvStats& st, int64_t slot, const at::Tensor& z,
                    const at::Tensor& g, const at::Tensor& w, bool batch_stats, bool relu_mask) {
   const int64_t C = z.size(1), L = z.size(2) * z.size(3);
-  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot].clone();
+  TORCH_INTERNAL_ASSERT(!(relu_mask && w.defined()), "the ReLU mask reads a as the forward's BN1 scale");
+  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];  // as bn_map's scale
   if (w.defined()) a = a * w;
   BnBack out{at::empty_like(z), at::empty({C}, z.options()), at::empty({C}, z.options())};
   const auto mean = st.mean[slot], invstd = st.invstd[slot];
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_backward", [&] {
     conv::BnGrad<scalar_t> b{mean.const_data_ptr<scalar_t>(), invstd.const_data_ptr<scalar_t>()};
-    if (cc.gamma[slot].defined()) b.gamma = cc.gamma[slot].const_data_ptr<scalar_t>();
     if (cc.beta[slot].defined()) b.beta = cc.beta[slot].const_data_ptr<scalar_t>();
     b.a = a.const_data_ptr<scalar_t>();
     b.relu_mask = relu_mask;
