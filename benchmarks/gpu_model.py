@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from bench_bars import BIG
 from gpu_model_measured import main as measured_main, saved_model
-from gpu_model_runs import load_emulator, run_conv, run_mixed, run_pair
+from gpu_model_runs import load_emulator, modelled_launch, run_conv, run_mixed, run_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,11 +130,7 @@ def aten_sum(launches, sums):
     assert len(partial) == 1, f"cannot tell backward_reduce_kernel's partial sums: {partial}"
     bytes_in = partial[0]["bytes"]
     out = sums["values"] * sums["acc"]
-    return {"kernel": "ATen sum (partial.sum(0))", "grid": [0, 0, 0], "block": [0, 0, 0], "sites": [], "allocs": [],
-            "ld": {"requests": bytes_in / 128, "sectors": bytes_in / 32, "bytes": bytes_in,
-                   "distinct_sectors": bytes_in / 32},
-            "st": {"requests": out / 128, "sectors": out / 32, "bytes": out, "distinct_sectors": out / 32},
-            "shared": {"requests": 0, "wavefronts": 0, "ideal": 0}, "modelled": True}
+    return modelled_launch("ATen sum (partial.sum(0))", bytes_in, out)
 
 
 def extrapolate(a, b, N):

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from bench_bars import PAIRS, PRIMS
 
+from hdas_ext.ops import codes
+
 ROOT = Path(__file__).resolve().parent.parent
 LIB = Path(os.environ.get("HDAS_EMU_LIB", ROOT / "build" / "emu" / "checked" / "libhdas_emu.so"))
 
@@ -109,13 +111,17 @@ def aten_launches(events, inside):
             continue
         n, (rd, wr) = by_name.get(e.name, (0, (0, 0)))
         by_name[e.name] = (n + 1, (rd + moved[0], wr + moved[1]))
-    out = []
-    for name, (n, (rd, wr)) in by_name.items():
-        out.append({"kernel": f"{name} x{n}", "grid": [0, 0, 0], "block": [0, 0, 0], "sites": [], "allocs": [],
-                    "ld": {"requests": rd / 128, "sectors": rd / 32, "bytes": rd, "distinct_sectors": rd / 32},
-                    "st": {"requests": wr / 128, "sectors": wr / 32, "bytes": wr, "distinct_sectors": wr / 32},
-                    "shared": {"requests": 0, "wavefronts": 0, "ideal": 0}, "modelled": True, "launches": n})
-    return out
+    return [modelled_launch(f"{name} x{n}", rd, wr, n) for name, (n, (rd, wr)) in by_name.items()]
+
+
+def modelled_launch(kernel, read, written, launches=1):
+    """A launch the emulator did not see, in its counts' form: every byte read and written once, in
+    whole 128-byte requests of 32-byte sectors."""
+    return {"kernel": kernel, "grid": [0, 0, 0], "block": [0, 0, 0], "sites": [], "allocs": [],
+            "ld": {"requests": read / 128, "sectors": read / 32, "bytes": read, "distinct_sectors": read / 32},
+            "st": {"requests": written / 128, "sectors": written / 32, "bytes": written,
+                   "distinct_sectors": written / 32},
+            "shared": {"requests": 0, "wavefronts": 0, "ideal": 0}, "modelled": True, "launches": launches}
 
 
 def counted_with_aten(fn, inside):
@@ -125,7 +131,8 @@ def counted_with_aten(fn, inside):
     return launches + aten_launches(prof.events(), inside)
 
 
-CONV_KINDS = [0, 1, 2, 3]  # a DARTS edge's sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5
+# a DARTS edge's convolution candidates
+DARTS_CONVS = [codes.CONV_KINDS[name] for name in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")]
 
 
 def run_conv(N, C, H, W, stride, cl, dtype):
@@ -135,13 +142,13 @@ def run_conv(N, C, H, W, stride, cl, dtype):
     rnd = lambda *s: torch.randn(*s, generator=gen).to(dtype)  # noqa: E731
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = rnd(N, C, H, W).contiguous(memory_format=fmt)
-    ks, halves = [3, 5, 3, 5], [2, 2, 1, 1]
-    dw1 = [rnd(C, 1, k, k) / k for k in ks]
-    pw1 = [rnd(C, C, 1, 1) / math.sqrt(C) for _ in ks]
-    dw2 = [rnd(C, 1, k, k) / k for k, h in zip(ks, halves) if h == 2]
-    pw2 = [rnd(C, C, 1, 1) / math.sqrt(C) for h in halves if h == 2]
-    w = torch.rand(len(ks), generator=gen).to(dtype)
-    args = [x, CONV_KINDS, [0] * len(ks), w, dw1, pw1, dw2, pw2, [], []]
+    shapes = [codes.CONV_SHAPES[kind] for kind in DARTS_CONVS]  # (k, dilation, halves)
+    dw1 = [rnd(C, 1, k, k) / k for k, _, _ in shapes]
+    pw1 = [rnd(C, C, 1, 1) / math.sqrt(C) for _ in shapes]
+    dw2 = [rnd(C, 1, k, k) / k for k, _, halves in shapes if halves == 2]
+    pw2 = [rnd(C, C, 1, 1) / math.sqrt(C) for _, _, halves in shapes if halves == 2]
+    w = torch.rand(len(shapes), generator=gen).to(dtype)
+    args = [x, DARTS_CONVS, [0] * len(shapes), w, dw1, pw1, dw2, pw2, [], []]
     ops = torch.ops.hdas_emu
     res = {}
     fwd = counted_with_aten(lambda: res.update(out=ops.conv_candidates(*args, stride, True, None, None, 1e-5)),
