@@ -82,8 +82,17 @@ def owner(name, sites):
     return (best, f"{kind} {path[len(best) + 1:]}") if best else (None, None)
 
 
-def err(a, ref, norm):
-    return pl.relative_error(a, ref, norm=norm)
+def same_inputs(r, key, bits):
+    """The fused op's error on the inputs it was given, from one site's replays r: float64, against
+    its own forward; float32, as a ratio to its own float32 forward's error (both against float64,
+    norm-relative, floored as public_lockstep floors eager's). (the measure, its words)"""
+    if bits == 64:
+        same = pl.relative_error(r["fused"][key], r["own64"][key])
+        return same, f"the fused op {same:.1e} from its own forward"
+    mine = pl.relative_error(r["fused"][key], r["own64"][key], norm=True)
+    own = pl.relative_error(r["own"][key], r["own64"][key], norm=True)
+    ratio = mine / max(own, pl.FLOOR32)
+    return ratio, f"fused {mine:.1e}, own float32 {own:.1e} ({ratio:.2f}x)"
 
 
 def main():
@@ -104,9 +113,7 @@ def main():
     v = pc.darts(args.darts, cfg)[0]
     ls = pl.Lockstep(v, cfg)
     ls.build()
-    nets = ls.alive()
-    truth = nets["unfused64"]
-    fused = {k: n for k, n in nets.items() if k not in ("unfused64", "eager32")}
+    fused = {k: n for k, n in ls.alive().items() if k not in ("unfused64", "eager32")}
     sites = {k: [f.path for f in ls.reports[k].fused] for k in fused}
     xs = {64: ls.inputs(64), 32: ls.inputs(32)}
     print(f"public DARTS network, batch {args.batch}, {args.size} px, C {args.C}, {args.layers} cells; "
@@ -114,25 +121,20 @@ def main():
     for step in range(args.steps):
         before = {k: copy.deepcopy(n) for k, n in fused.items()}
         hooks = {k: capture(n, sites[k]) for k, n in fused.items()}
-        recs = {}
-        for k, net in nets.items():
-            x, y = xs[64 if k.endswith("64") else 32]
-            recs[k] = pl.train_step(v, net, x, y, seed=step)
-            pl.sgd(v, net)
+        records, errors = ls._step("training", step, xs, {}, seed=step)
         for _, handles in hooks.values():
             for h in handles:
                 h.remove()
-        errors = {k: pl.tensor_errors(r, recs["unfused64"]) for k, r in recs.items() if k != "unfused64"}
+        truth = records["unfused64"]
         for k in fused:
             bits = 64 if k.endswith("64") else 32
             if bits == 64:
                 miss = {n: e[0] for n, e in errors[k].items() if not e[0] <= BAR64}
             else:
-                eager = errors["eager32"]
-                miss = {n: e[2] / max(eager[n][2], pl.FLOOR32) for n, e in errors[k].items()
-                        if not e[2] / max(eager[n][2], pl.FLOOR32) <= BAR32}
+                miss = {n: e[2] / max(errors["eager32"][n][2], pl.FLOOR32) for n, e in errors[k].items()}
+                miss = {n: ratio for n, ratio in miss.items() if not ratio <= BAR32}
             print(f"\n{k}, step {step + 1}: {len(miss)} tensors miss the bar")
-            replays, rows, outside = {}, [], []
+            replays, owned, outside = {}, [], []
             for name in sorted(miss, key=miss.get, reverse=True):
                 site, local = owner(name, sites[k])
                 if site is None or not hooks[k][0].get(site):
@@ -144,33 +146,18 @@ def main():
                     replays[site] = {"fused": replay(module, calls, dt, own=False),
                                      "own": replay(module, calls, dt, own=True),
                                      "own64": replay(module, calls, torch.float64, own=True)}
-                r, truth_value = replays[site], recs["unfused64"][name]
-                if bits == 64:
-                    same = err(r["fused"][local], r["own64"][local], norm=False)
-                    theirs = err(r["own64"][local], truth_value, norm=False)
-                    rows.append((same, f"  {name}: {miss[name]:.2e} in the network; on the same inputs the fused op "
-                                       f"is {same:.1e} from its own forward, and its own forward {theirs:.2e} from "
-                                       f"the truth network"))
-                else:
-                    mine = err(r["fused"][local], r["own64"][local], norm=True)
-                    own = err(r["own"][local], r["own64"][local], norm=True)
-                    theirs = err(r["own"][local], truth_value, norm=True)
-                    ratio = mine / max(own, pl.FLOOR32)
-                    rows.append((ratio, f"  {name}: {miss[name]:.1f}x eager in the network ({errors[k][name][2]:.1e} "
-                                        f"against eager's {errors['eager32'][name][2]:.1e}); on the same inputs "
-                                        f"fused {mine:.1e}, own float32 {own:.1e} ({ratio:.2f}x); own float32 "
-                                        f"forward on those inputs {theirs:.1e} from the truth network"))
-            for site, r in replays.items():  # what flows out of the op: its input and mixing-weight gradients
-                for key in (q for q in r["fused"] if q.startswith("grad input")):
-                    if bits == 64:
-                        same = err(r["fused"][key], r["own64"][key], norm=False)
-                        rows.append((same, f"  {site} {key}: on the same inputs fused {same:.1e} from its own forward"))
-                    else:
-                        mine = err(r["fused"][key], r["own64"][key], norm=True)
-                        own = err(r["own"][key], r["own64"][key], norm=True)
-                        rows.append((mine / max(own, pl.FLOOR32), f"  {site} {key}: on the same inputs fused {mine:.1e}, "
-                                                                  f"own float32 {own:.1e}"))
-            for _, line in [row for row in rows if " in the network" in row[1]][:args.top]:
+                r = replays[site]
+                measure, words = same_inputs(r, local, bits)
+                theirs = pl.relative_error(r["own" if bits == 32 else "own64"][local], truth[name], norm=bits == 32)
+                network = (f"{miss[name]:.2e}" if bits == 64 else
+                           f"{miss[name]:.1f}x eager ({errors[k][name][2]:.1e} against eager's "
+                           f"{errors['eager32'][name][2]:.1e})")
+                owned.append((measure, f"  {name}: {network} in the network; on the same inputs {words}; its own "
+                                       f"forward on those inputs {theirs:.2e} from the truth network"))
+            flows = [(*same_inputs(r, key, bits), f"{site} {key}") for site, r in replays.items()
+                     for key in r["fused"] if key.startswith("grad input")]  # the op's input and weight gradients
+            rows = owned + [(measure, f"  {where}: on the same inputs {words}") for measure, words, where in flows]
+            for _, line in owned[:args.top]:
                 print(line)
             if rows:
                 worst = max(rows, key=lambda row: row[0])
@@ -181,11 +168,6 @@ def main():
                 name = max(outside, key=miss.get)
                 print(f"  {len(outside)} outside fused ops (architecture tensors, stem, preprocessing, the output: "
                       f"no op to replay), the worst {name}: {miss[name]:.3g}{'x eager' if bits == 32 else ''}")
-        for k in fused:
-            if k.endswith("32"):
-                pl.sync(v, nets[k], truth)
-        pl.sync(v, nets["eager32"], truth)
-
 
 if __name__ == "__main__":
     main()

@@ -253,6 +253,7 @@ class Lockstep:
         self.dead[key] = why
 
     def _step(self, what, step, xs, forwards, seed, train=True):
+        """One step of every live network, compared with the truth: (records, errors) by network."""
         records = {}
         for key, net in self.alive().items():
             x, y = xs[64 if key.endswith("64") else 32]
@@ -271,6 +272,7 @@ class Lockstep:
                 self.trackers[key].update(errs, f"{what}, step {step + 1}", eager)
                 if key.endswith("32"):
                     sync(self.v, self.nets[key], self.nets["unfused64"])
+        return records, errors
 
     def _eval(self, xs):
         """One forward in eval mode (running statistics) after all phases."""
