@@ -57,6 +57,7 @@ TSAN_RACE = Check("tsan", "", "ThreadSanitizer: data race")
 PAIR = "test_pair_concat[nchw-torch.float64-emu]"
 PAIR_CL = "test_pair_concat[channels_last-torch.float32-emu]"
 CONV = "test_float64_against_cpu[1-True-False-emu]"  # every kind, two branches an edge, batch statistics
+TILES = "test_tiles_and_channel_chunks[emu]"  # the fused forward's tiles and channel chunks, partial ones too
 
 # name: (file under csrc, text, replacement, what it breaks, checks); the text must occur exactly once.
 MUTATIONS = {
@@ -155,13 +156,25 @@ MUTATIONS = {
                          "depthwise forward: a tap one row below the plane read (the next plane's first row, past "
                          "the last plane the end of the input)",
                          [conv_test(CONV, "out-of-bounds global read", checked=True), ASAN_OVERFLOW]),
-    "conv_stats_sum": ("cuda/conv_candidates_device.cuh", "  m2 = block_sum(m2, smem);\n", "",
-                       "BatchNorm statistics: the block sum of the squared deviations dropped (thread 0's own part used)",
+    "conv_stats_sum": ("cuda/conv_candidates_device.cuh",
+                       "    for (int o = 8; o > 0; o >>= 1) m2 += __shfl_xor_sync(kFull, m2, o);\n", "",
+                       "fused forward's statistics: a tile's M2 not summed over the half-warp (one lane's part used)",
                        [conv_test(CONV)]),
+    "conv_tile_barrier": ("cuda/conv_candidates_device.cuh",
+                          "    __syncthreads();  // the next chunk overwrites d and wt\n", "",
+                          "fused forward: the barrier after a chunk's products removed, so the next chunk's "
+                          "depthwise outputs overwrite shared memory that other warps still read",
+                          [conv_test(TILES)]),
+    "conv_tile_valid": ("cuda/conv_candidates_device.cuh",
+                        "m2 += tx + 16 * j < valid ? (acc[i][j] - mean) * (acc[i][j] - mean) : A(0);",
+                        "m2 += (acc[i][j] - mean) * (acc[i][j] - mean);",
+                        "fused forward's statistics: a partial tile's positions past the plane counted in its M2",
+                        [conv_test(TILES)]),
     # No emulated test catches this one: in the first round after the barrier every thread reads the
     # total before any warp reaches the next sum's write (five shuffles later), whatever order a seed
     # draws (2026-12-07: the conv tests pass with it, in thread order and with HDAS_EMU_SEED=1, 2, 3).
-    # ThreadSanitizer reports it, in bn_stats_kernel as in mixed_node's combine_stats_kernel.
+    # ThreadSanitizer reports it, in combine_stats_kernel (both ops' statistics) and
+    # bn_backward_reduce_kernel.
     "conv_stats_reuse": ("cuda/device.cuh", "  const A total = smem[0];\n  __syncthreads();\n",
                          "  const A total = smem[0];\n",
                          "block_sum: the barrier after reading the total removed, so the statistics kernel's second "

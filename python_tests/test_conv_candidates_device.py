@@ -72,6 +72,13 @@ def test_odd_planes_and_lean(name, shape):
 
 
 @pytest.mark.parametrize("name", [EMU, CUDA])
+def test_tiles_and_channel_chunks(name):
+    # the fused forward's tiles: 70 channels are two tiles of output channels and five chunks of
+    # input channels (the last partial), 9x9 positions two tiles of 64 (the last partial)
+    check(name, make((2, 70, 9, 9), kinds=[1, 2], edges=[0, 1], affine=True), 1, True)
+
+
+@pytest.mark.parametrize("name", [EMU, CUDA])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_dtypes_and_layouts(name, dtype, channels_last):

@@ -1,8 +1,9 @@
-// Kernels of hdas::conv_candidates on CUDA: the depthwise convolutions (forward, and backward to the
-// input and to the weights), the BatchNorm statistics, normalisation-and-mix and BatchNorm backward.
-// Torch-free (nvcc, or g++ over csrc/emu). Every tensor is NCHW contiguous in the op-math type A
-// (float, or double for double); the launcher (conv_candidates_kernel.cu) runs the pointwise
-// convolutions as batched GEMMs between them.
+// Kernels of hdas::conv_candidates on CUDA: the forward's depthwise-then-pointwise convolution with
+// its BatchNorm statistics (one kernel per half), the depthwise convolutions alone (the backward's
+// recomputation, and its gradients to the input and to the weights), normalisation-and-mix and
+// BatchNorm backward. Torch-free (nvcc, or g++ over csrc/emu). Every tensor is NCHW contiguous in the
+// op-math type A (float, or double for double); the backward's pointwise convolutions are batched
+// GEMMs in the launcher (conv_candidates_kernel.cu).
 #pragma once
 
 #include "device.cuh"
@@ -26,14 +27,44 @@ struct ChannelMap {
   const A* scale = nullptr;
   const A* shift = nullptr;
   bool relu = false;
-  __device__ A operator()(A v, int64_t c) const {
-    if (mean != nullptr) v = (v - mean[c]) * scale[c];
-    if (shift != nullptr) v += shift[c];
-    return relu && v < A(0) ? A(0) : v;
+  // The map of one channel, its parameters read once (a kernel applies it to many values).
+  struct Of {
+    A mean = 0, scale = 1, shift = 0;
+    bool norm = false, shifted = false, relu = false;
+    __device__ A operator()(A v) const {
+      if (norm) v = (v - mean) * scale;
+      if (shifted) v += shift;
+      return relu && v < A(0) ? A(0) : v;
+    }
+  };
+  __device__ Of of(int64_t c) const {
+    Of f;
+    f.norm = mean != nullptr, f.shifted = shift != nullptr, f.relu = relu;
+    if (f.norm) f.mean = mean[c], f.scale = scale[c];
+    if (f.shifted) f.shift = shift[c];
+    return f;
   }
+  __device__ A operator()(A v, int64_t c) const { return of(c)(v); }
 };
 
-// out[nc, oh, ow] = sum_{u,v} w[c, u, v] * m(in)[nc, oh*s - p + u*d, ow*s - p + v*d] (zero outside).
+// The depthwise convolution at output (oh, ow) of one plane: sum_{u,v} wc[u, v] * f(plane[oh*s - p +
+// u*d, ow*s - p + v*d]) (zero outside), f the plane's channel map.
+template <typename A>
+__device__ __forceinline__ A dw_at(const DwGeo& g, const A* __restrict__ plane, typename ChannelMap<A>::Of f,
+                   const A* __restrict__ wc, int oh, int ow) {
+  A acc = 0;
+  for (int u = 0; u < g.k; ++u) {
+    const int ih = oh * g.s - g.p + u * g.d;
+    if (ih < 0 || ih >= g.H) continue;
+    for (int v = 0; v < g.k; ++v) {
+      const int iw = ow * g.s - g.p + v * g.d;
+      if (iw >= 0 && iw < g.W) acc += wc[u * g.k + v] * f(plane[ih * g.W + iw]);
+    }
+  }
+  return acc;
+}
+
+// out[nc, oh, ow] = dw_at: the depthwise convolution of m(in) alone (the backward's recomputation).
 template <typename A>
 __global__ void __launch_bounds__(kThreads) dw_forward_kernel(DwGeo g, const A* __restrict__ in, ChannelMap<A> m,
                                                               const A* __restrict__ w, A* __restrict__ out) {
@@ -45,17 +76,7 @@ __global__ void __launch_bounds__(kThreads) dw_forward_kernel(DwGeo g, const A* 
     const int64_t nc = t / g.Ho;
     const A* plane = in + nc * g.H * g.W;
     const int64_t c = nc % g.C;
-    const A* wc = w + c * g.k * g.k;
-    A acc = 0;
-    for (int u = 0; u < g.k; ++u) {
-      const int ih = oh * g.s - g.p + u * g.d;
-      if (ih < 0 || ih >= g.H) continue;
-      for (int v = 0; v < g.k; ++v) {
-        const int iw = ow * g.s - g.p + v * g.d;
-        if (iw >= 0 && iw < g.W) acc += wc[u * g.k + v] * m(plane[ih * g.W + iw], c);
-      }
-    }
-    out[i] = acc;
+    out[i] = dw_at(g, plane, m.of(c), w + c * g.k * g.k, oh, ow);
   }
 }
 
@@ -97,6 +118,7 @@ __global__ void __launch_bounds__(kThreads) dw_backward_weight_kernel(DwGeo g, c
   const int64_t c = blockIdx.x / kk;
   const int u = static_cast<int>((blockIdx.x % kk) / g.k), v = static_cast<int>(blockIdx.x % g.k);
   const int64_t L = int64_t(g.Ho) * g.Wo, N = g.NC / g.C;
+  const auto f = m.of(c);
   A acc = 0;
   for (int64_t j = threadIdx.x; j < N * L; j += blockDim.x) {
     const int64_t n = j / L, pos = j % L;
@@ -104,44 +126,102 @@ __global__ void __launch_bounds__(kThreads) dw_backward_weight_kernel(DwGeo g, c
     const int ih = oh * g.s - g.p + u * g.d, iw = ow * g.s - g.p + v * g.d;
     if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) {
       const int64_t nc = n * g.C + c;
-      acc += gout[nc * L + pos] * m(in[(nc * g.H + ih) * g.W + iw], c);
+      acc += gout[nc * L + pos] * f(in[(nc * g.H + ih) * g.W + iw]);
     }
   }
   const A total = block_sum(acc, smem);
   if (threadIdx.x == 0) gw[blockIdx.x] = total;
 }
 
-// Batch statistics of z [N, C, L], one block per channel, in two passes (mean, then the sum of
-// squared deviations): mean, invstd = 1 / sqrt(biased var + eps), var_u (unbiased).
+// The fused forward's tile: kTileP consecutive output positions of one image by kTileCo output
+// channels, 16 x 16 threads each holding 4 x 4 of them; the input channels in chunks of kChunk.
+constexpr int kTileP = 64, kTileCo = 64, kChunk = 16;
+static_assert(kThreads == 256 && kTileP == 4 * 16 && kTileCo == 4 * 16, "16 x 16 threads, 4 x 4 outputs each");
+
+// A depthwise convolution of m(in) and the pointwise convolution pw [C, C] after it, one tile per
+// block: z[n, co, q] = sum_ci pw[co, ci] * dw_at(ci, q). The depthwise outputs of a chunk of input
+// channels go to shared memory, never to global memory. With partial, each tile's mean and M2 of z
+// per channel over its positions go to partial[(n * S + s) * 2 * C + {0, C} + co] (S tiles a plane;
+// combine_stats_kernel's layout with one statistic), so z is not read again for its statistics.
 template <typename A>
-__global__ void __launch_bounds__(kThreads) bn_stats_kernel(const A* __restrict__ z, int64_t N, int64_t C, int64_t L,
-                                                            A eps, A* mean, A* invstd, A* var_u) {
-  HDAS_SHARED(A, smem, [32]);
-  const int64_t c = blockIdx.x, M = N * L;
-  A s = 0;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) s += z[((j / L) * C + c) * L + j % L];
-  const A mu = block_sum(s, smem) / static_cast<A>(M);
-  A m2 = 0;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const A dv = z[((j / L) * C + c) * L + j % L] - mu;
-    m2 += dv * dv;
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    dw_pointwise_kernel(DwGeo g, const A* __restrict__ in, ChannelMap<A> m, const A* __restrict__ dw,
+                        const A* __restrict__ pw, A* __restrict__ z, A* __restrict__ partial) {
+  HDAS_SHARED(A, d, [kChunk][kTileP]);    // depthwise outputs: [input channel][position]
+  HDAS_SHARED(A, wt, [kTileCo][kChunk]);  // pw rows of the tile's output channels
+  // Plane positions and channels fit in int (DwGeo's planes are int; channels are far fewer).
+  const int C = static_cast<int>(g.C), L = g.Ho * g.Wo, S = (L + kTileP - 1) / kTileP, T = (C + kTileCo - 1) / kTileCo;
+  const int64_t n = blockIdx.x / (int64_t(S) * T);
+  const int s = static_cast<int>(blockIdx.x / T % S), co0 = static_cast<int>(blockIdx.x % T) * kTileCo;
+  const int q0 = s * kTileP, valid = min(kTileP, L - q0);
+  const A* in_n = in + n * C * g.H * g.W;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // positions q0 + tx + 16 j, channels co0 + ty + 16 i
+  A acc[4][4] = {};
+  for (int c0 = 0; c0 < C; c0 += kChunk) {
+#pragma unroll 1
+    for (int j = threadIdx.x; j < kChunk * kTileP; j += kThreads) {
+      const int c = c0 + j / kTileP, p = j % kTileP;
+      A v = 0;
+      if (c < C && p < valid)
+        v = dw_at(g, in_n + int64_t(c) * g.H * g.W, m.of(c), dw + c * g.k * g.k, (q0 + p) / g.Wo, (q0 + p) % g.Wo);
+      d[j / kTileP][p] = v;
+    }
+    for (int j = threadIdx.x; j < kTileCo * kChunk; j += kThreads) {
+      const int co = co0 + j / kChunk, c = c0 + j % kChunk;
+      wt[j / kChunk][j % kChunk] = co < C && c < C ? pw[int64_t(co) * C + c] : A(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) {
+      A dv[4], wv[4];
+      for (int j = 0; j < 4; ++j) dv[j] = d[c][tx + 16 * j];
+      for (int i = 0; i < 4; ++i) wv[i] = wt[ty + 16 * i][c];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += wv[i] * dv[j];
+    }
+    __syncthreads();  // the next chunk overwrites d and wt
   }
-  m2 = block_sum(m2, smem);
-  if (threadIdx.x == 0) {
-    mean[c] = mu;
-    invstd[c] = A(1) / sqrt(m2 / static_cast<A>(M) + eps);
-    var_u[c] = m2 / static_cast<A>(M - 1);
+  for (int i = 0; i < 4; ++i) {
+    const int co = co0 + ty + 16 * i;
+    A* zc = z + (n * C + co) * L + q0;
+    for (int j = 0; j < 4; ++j)
+      if (co < C && tx + 16 * j < valid) zc[tx + 16 * j] = acc[i][j];
+    if (partial == nullptr) continue;
+    // the 16 lanes of a half-warp hold channel co's row: sums over lane offsets 8, 4, 2, 1
+    A sum = 0, m2 = 0;
+    for (int j = 0; j < 4; ++j) sum += acc[i][j];  // 0 past the plane (d is)
+    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(kFull, sum, o);
+    const A mean = sum / static_cast<A>(valid);
+    for (int j = 0; j < 4; ++j) m2 += tx + 16 * j < valid ? (acc[i][j] - mean) * (acc[i][j] - mean) : A(0);
+    for (int o = 8; o > 0; o >>= 1) m2 += __shfl_xor_sync(kFull, m2, o);
+    if (tx == 0 && co < C) {
+      A* out = partial + (n * S + s) * 2 * C + co;
+      out[0] = mean;
+      out[C] = m2;
+    }
   }
 }
 
-// out = m(z) (accumulate: out + m(z)) over z [N, C, L]: a branch's last BatchNorm with its mixing
-// weight folded into scale and shift, summed into its edge's output.
+// The element-wise passes over z [N, C, L] run one block per chunk of kPlaneChunk positions of one
+// plane nc, so that a thread reads its channel's parameters once, not with every element.
+constexpr int kPlaneChunk = 4 * kThreads;
+struct PlaneChunk {
+  int64_t nc, q0, q1;  // positions q0 .. q1 - 1 of plane nc
+};
+__device__ inline PlaneChunk plane_chunk(int64_t L) {
+  const int64_t chunks = (L + kPlaneChunk - 1) / kPlaneChunk, q0 = blockIdx.x % chunks * kPlaneChunk;
+  return {blockIdx.x / chunks, q0, q0 + kPlaneChunk < L ? q0 + kPlaneChunk : L};
+}
+
+// out = m(z) (accumulate: out + m(z)): a branch's last BatchNorm with its mixing weight folded into
+// scale and shift, summed into its edge's output.
 template <typename A>
 __global__ void __launch_bounds__(kThreads) bn_apply_kernel(const A* __restrict__ z, int64_t C, int64_t L,
-                                                            int64_t total, ChannelMap<A> m, A* __restrict__ out,
-                                                            bool accumulate) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
-    const A y = m(z[i], (i / L) % C);
+                                                            ChannelMap<A> m, A* __restrict__ out, bool accumulate) {
+  const PlaneChunk pc = plane_chunk(L);
+  const auto f = m.of(pc.nc % C);
+  for (int64_t i = pc.nc * L + pc.q0 + threadIdx.x; i < pc.nc * L + pc.q1; i += kThreads) {
+    const A y = f(z[i]);
     out[i] = accumulate ? out[i] + y : y;
   }
 }
@@ -156,12 +236,23 @@ struct BnGrad {
   const A* beta = nullptr;  // the affine shift, or null
   const A* a = nullptr;     // dz = a * (g - S1/M - zhat * S2/M): invstd * gamma * weight
   bool relu_mask = false;
-  __device__ A zhat(A z, int64_t c) const { return (z - mean[c]) * invstd[c]; }
-  __device__ A grad(A g, A z, int64_t c) const {
-    if (!relu_mask) return g;
-    A y = (z - mean[c]) * a[c];
-    if (beta != nullptr) y += beta[c];
-    return y > A(0) ? g : A(0);
+  // One channel's, its parameters read once.
+  struct Of {
+    A mean, invstd, a, beta = 0;
+    bool shifted, relu_mask;
+    __device__ A zhat(A z) const { return (z - mean) * invstd; }
+    __device__ A grad(A g, A z) const {
+      if (!relu_mask) return g;
+      A y = (z - mean) * a;
+      if (shifted) y += beta;
+      return y > A(0) ? g : A(0);
+    }
+  };
+  __device__ Of of(int64_t c) const {
+    Of f{mean[c], invstd[c], a[c]};
+    f.shifted = beta != nullptr, f.relu_mask = relu_mask;
+    if (f.shifted) f.beta = beta[c];
+    return f;
   }
 };
 
@@ -172,13 +263,13 @@ __global__ void __launch_bounds__(kThreads) bn_backward_reduce_kernel(const A* _
                                                                       A* s1, A* s2) {
   HDAS_SHARED(A, smem, [32]);
   const int64_t c = blockIdx.x, M = N * L;
+  const auto f = b.of(c);
   A t1 = 0, t2 = 0;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int64_t i = ((j / L) * C + c) * L + j % L;
-    const A zh = b.zhat(z[i], c);
-    const A gi = b.grad(g[i], z[i], c);
+    const A gi = f.grad(g[i], z[i]);
     t1 += gi;
-    t2 += gi * zh;
+    t2 += gi * f.zhat(z[i]);
   }
   t1 = block_sum(t1, smem);
   t2 = block_sum(t2, smem);
@@ -191,14 +282,16 @@ __global__ void __launch_bounds__(kThreads) bn_backward_reduce_kernel(const A* _
 // dz = a * (g - S1/M - zhat * S2/M) with batch statistics, a * g with running ones.
 template <typename A>
 __global__ void __launch_bounds__(kThreads) bn_backward_apply_kernel(const A* __restrict__ g, const A* __restrict__ z,
-                                                                     int64_t C, int64_t L, int64_t total, BnGrad<A> b,
+                                                                     int64_t C, int64_t L, BnGrad<A> b,
                                                                      const A* __restrict__ s1, const A* __restrict__ s2,
                                                                      A inv_count, bool batch, A* __restrict__ dz) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = (i / L) % C;
-    const A zh = b.zhat(z[i], c);
-    const A gi = b.grad(g[i], z[i], c);
-    dz[i] = b.a[c] * (batch ? gi - s1[c] * inv_count - zh * s2[c] * inv_count : gi);
+  const PlaneChunk pc = plane_chunk(L);
+  const int64_t c = pc.nc % C;
+  const auto f = b.of(c);
+  const A m1 = s1[c] * inv_count, m2 = s2[c] * inv_count;
+  for (int64_t i = pc.nc * L + pc.q0 + threadIdx.x; i < pc.nc * L + pc.q1; i += kThreads) {
+    const A gi = f.grad(g[i], z[i]);
+    dz[i] = f.a * (batch ? gi - m1 - f.zhat(z[i]) * m2 : gi);
   }
 }
 

@@ -3,12 +3,14 @@
 // Compiled by nvcc for the shipped ops, and as C++ by the emulated build
 // (csrc/emu/conv_candidates_emu.cpp, with runtime.cuh's emulated launch).
 //
-// Each branch's depthwise convolutions are own kernels (conv_candidates_device.cuh) that read their
-// input through the ReLU (and, for a separable convolution's second half, BN1) before it, so
-// relu(x) and relu(BN1(z1)) are never written; its pointwise convolutions are one batched GEMM over
-// the images (at::matmul: cuBLAS); the BatchNorm statistics one block per channel; each branch's
-// last BatchNorm, with its mixing weight folded in, is applied and summed into its edge's output in
-// one pass, and each BatchNorm backward is one reduction and one element-wise pass. Everything runs
+// Forward, each half of a branch is one kernel (conv_candidates_device.cuh): the depthwise
+// convolution, read through the ReLU (and, for a separable convolution's second half, BN1) before
+// it, into shared memory, the pointwise convolution from there, and the BatchNorm statistics of its
+// output per tile (combined by a small kernel after it); so relu(x), relu(BN1(z1)) and the depthwise
+// outputs are never written. Each branch's last BatchNorm, with its mixing weight folded in, is
+// applied and summed into its edge's output in one pass. Backward, the depthwise convolutions are
+// own kernels and the pointwise ones batched GEMMs over the images (at::matmul: cuBLAS); each
+// BatchNorm backward is one reduction and one element-wise pass. Everything runs
 // NCHW in the op-math type (float, or double for double): channels_last and half inputs go through
 // a copy. The backward recomputes the depthwise outputs from x and the saved pointwise outputs (or,
 // in the lean mode, those too). benchmarks/gpu_model.py counts what each pass moves.
@@ -94,40 +96,62 @@ InputMap bn_map(const ConvCandidates& cc, const ConvStats& st, int64_t slot, boo
   return m;
 }
 
+// The element-wise kernels' grid over z [N, C, H, W]: a block per chunk of a plane (conv::plane_chunk).
+unsigned plane_blocks(const at::Tensor& z) {
+  const int64_t L = z.size(2) * z.size(3);
+  return blocks_for(z.size(0) * z.size(1) * ((L + conv::kPlaneChunk - 1) / conv::kPlaneChunk), 1,
+                    "hdas::conv_candidates");
+}
+
 // out = m(z), or out + m(z) when out is defined (an edge's sum over its branches).
 void bn_apply_into(const at::Tensor& z, const InputMap& m, at::Tensor& out) {
   const bool accumulate = out.defined();
   if (!accumulate) out = at::empty_like(z);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_apply", [&] {
-    launch(conv::bn_apply_kernel<scalar_t>, grid_for(z.numel()), kThreads, 0, z.const_data_ptr<scalar_t>(), z.size(1),
-           z.size(2) * z.size(3), z.numel(), m.get<scalar_t>(), out.data_ptr<scalar_t>(), accumulate);
+    launch(conv::bn_apply_kernel<scalar_t>, plane_blocks(z), kThreads, 0, z.const_data_ptr<scalar_t>(), z.size(1),
+           z.size(2) * z.size(3), m.get<scalar_t>(), out.data_ptr<scalar_t>(), accumulate);
   });
 }
 
-void batch_stats_into(const at::Tensor& z, ConvStats& st, int64_t slot, double eps) {
-  const int64_t N = z.size(0), C = z.size(1), L = z.size(2) * z.size(3);
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_stats", [&] {
-    launch(conv::bn_stats_kernel<scalar_t>, static_cast<unsigned>(C), kThreads, 0, z.const_data_ptr<scalar_t>(), N, C,
-           L, static_cast<scalar_t>(eps), st.mean.data_ptr<scalar_t>() + slot * C,
-           st.invstd.data_ptr<scalar_t>() + slot * C, st.var_u.data_ptr<scalar_t>() + slot * C);
+// The pointwise output z = pw . dw(m(in)) of one half, its depthwise output kept on chip
+// (conv::dw_pointwise_kernel); with batch statistics, those of z into st's slot from the kernel's
+// per-tile ones.
+at::Tensor dw_pointwise(const at::Tensor& in, const InputMap& m, const at::Tensor& dw, const at::Tensor& pw,
+                        const conv::DwGeo& g, ConvStats* st, int64_t slot, double eps) {
+  const char* op = "hdas::conv_candidates";
+  const int64_t N = g.NC / g.C, L = int64_t(g.Ho) * g.Wo, S = (L + conv::kTileP - 1) / conv::kTileP;
+  const int64_t T = (g.C + conv::kTileCo - 1) / conv::kTileCo;
+  auto z = at::empty({N, g.C, g.Ho, g.Wo}, in.options());
+  at::Tensor partial = st != nullptr ? at::empty({N * S, 2, g.C}, in.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "conv_candidates_dw_pointwise", [&] {
+    launch(conv::dw_pointwise_kernel<scalar_t>, blocks_for(N * S * T, 1, op), kThreads, 0, g,
+           in.const_data_ptr<scalar_t>(), m.get<scalar_t>(), dw.const_data_ptr<scalar_t>(),
+           pw.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+           st != nullptr ? partial.data_ptr<scalar_t>() : nullptr);
+    if (st == nullptr) return;
+    launch(combine_stats_kernel<scalar_t>, blocks_for(g.C, 1, op), kThreads, 0, partial.const_data_ptr<scalar_t>(),
+           N, S, int64_t(conv::kTileP), g.C, int64_t(1), L, static_cast<scalar_t>(eps),
+           st->mean.data_ptr<scalar_t>() + slot * g.C, st->invstd.data_ptr<scalar_t>() + slot * g.C,
+           st->var_u.data_ptr<scalar_t>() + slot * g.C);
   });
+  return z;
 }
 
 // The pointwise outputs z1 (every branch) and z2 (separable ones) from x (read through its ReLU);
 // batch statistics into st when batch_stats, else st normalises the first halves.
 void run_forward(const ConvCandidates& cc, const at::Tensor& x, bool batch_stats, double eps, ConvStats& st,
                  std::vector<at::Tensor>& z1, std::vector<at::Tensor>& z2) {
+  ConvStats* stats = batch_stats ? &st : nullptr;
   for (const auto& br : cc.branches) {
     const int64_t b = &br - cc.branches.data();
-    z1.push_back(pointwise(cc.pw1[b], dw_forward(x, InputMap{}, cc.dw1[b], dw_geo(cc, br, true))));
-    if (batch_stats) batch_stats_into(z1.back(), st, br.sep >= 0 ? br.slot1 : br.slot, eps);
+    z1.push_back(dw_pointwise(x, InputMap{}, cc.dw1[b], cc.pw1[b], dw_geo(cc, br, true), stats,
+                              br.sep >= 0 ? br.slot1 : br.slot, eps));
   }
   for (const auto& br : cc.branches) {
     if (br.sep < 0) continue;
     const int64_t b = &br - cc.branches.data();
-    const auto d = bn_map(cc, st, br.slot1, /*relu=*/true);
-    z2.push_back(pointwise(cc.pw2[br.sep], dw_forward(z1[b], d, cc.dw2[br.sep], dw_geo(cc, br, false))));
-    if (batch_stats) batch_stats_into(z2.back(), st, br.slot, eps);
+    z2.push_back(dw_pointwise(z1[b], bn_map(cc, st, br.slot1, /*relu=*/true), cc.dw2[br.sep], cc.pw2[br.sep],
+                              dw_geo(cc, br, false), stats, br.slot, eps));
   }
 }
 
@@ -167,8 +191,7 @@ BnBack bn_backward(const ConvCandidates& cc, const ConvStats& st, int64_t slot, 
                    const at::Tensor& g, const at::Tensor& w, bool batch_stats, bool relu_mask) {
   const int64_t C = z.size(1), L = z.size(2) * z.size(3);
   TORCH_INTERNAL_ASSERT(!(relu_mask && w.defined()), "the ReLU mask reads a as the forward's BN1 scale");
-  auto a = cc.gamma[slot].defined() ? st.invstd[slot] * cc.gamma[slot] : st.invstd[slot];  // as bn_map's scale
-  if (w.defined()) a = a * w;
+  const auto a = bn_map(cc, st, slot, /*relu=*/false, w).scale;  // the scale the forward applied
   BnBack out{at::empty_like(z), at::empty({C}, z.options()), at::empty({C}, z.options())};
   const auto mean = st.mean[slot], invstd = st.invstd[slot];
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_backward", [&] {
@@ -179,8 +202,8 @@ BnBack bn_backward(const ConvCandidates& cc, const ConvStats& st, int64_t slot, 
     launch(conv::bn_backward_reduce_kernel<scalar_t>, static_cast<unsigned>(C), kThreads, 0,
            g.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), z.size(0), C, L, b,
            out.s1.data_ptr<scalar_t>(), out.s2.data_ptr<scalar_t>());
-    launch(conv::bn_backward_apply_kernel<scalar_t>, grid_for(z.numel()), kThreads, 0, g.const_data_ptr<scalar_t>(),
-           z.const_data_ptr<scalar_t>(), C, L, z.numel(), b, out.s1.const_data_ptr<scalar_t>(),
+    launch(conv::bn_backward_apply_kernel<scalar_t>, plane_blocks(z), kThreads, 0, g.const_data_ptr<scalar_t>(),
+           z.const_data_ptr<scalar_t>(), C, L, b, out.s1.const_data_ptr<scalar_t>(),
            out.s2.const_data_ptr<scalar_t>(), static_cast<scalar_t>(1.0 / static_cast<double>(cc.count())),
            batch_stats, out.dz.data_ptr<scalar_t>());
   });

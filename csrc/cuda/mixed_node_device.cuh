@@ -205,36 +205,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     }
 }
 
-// One block per (e*Q + q, c): Chan et al.'s pairwise combination of the chunks' (mean, M2) over the
-// N samples and S chunks per plane, stable where a sum / sum of squares is not.
-template <typename A>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    combine_stats_kernel(const A* partial, int64_t N, int64_t S, int64_t chunk, int64_t C, int64_t EQ, int64_t L,
-                         A eps, A* mean, A* invstd, A* var_u) {
-  HDAS_SHARED(A, smem, [32]);
-  const int64_t j = blockIdx.x, eq = j / C, c = j % C, units = N * S;
-  auto at = [&](int64_t u) { return partial + (u * EQ + eq) * 2 * C + c; };  // [0]: mean, [C]: M2
-  auto count = [&](int64_t u) {
-    const int64_t s = u % S;
-    return static_cast<A>(min(L, s * chunk + chunk) - s * chunk);
-  };
-  const A total = static_cast<A>(N * L);
-  A m = 0;
-  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) m += count(u) * at(u)[0];
-  m = block_sum(m, smem) / total;
-  A m2 = 0;
-  for (int64_t u = threadIdx.x; u < units; u += blockDim.x) {
-    const A d = at(u)[0] - m;
-    m2 += at(u)[C] + count(u) * d * d;
-  }
-  m2 = block_sum(m2, smem);
-  if (threadIdx.x == 0) {
-    mean[j] = m;
-    invstd[j] = A(1) / sqrt(m2 / total + eps);
-    var_u[j] = m2 / (total - A(1));
-  }
-}
-
 template <typename T, typename A, typename I>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     apply_kernel(const __grid_constant__ Slots t, Ptrs<const T> xs, Ptrs<const T> ex, Geo g, Decode<I> dec, Meta mt,

@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
       {{0, 1, 2, 3}, {0, 0, 1, 1}, {2, 3, 5, 4}, 1, true, false, false, false, at::kFloat},
       {{0, 3, 4}, {0, 1, 1}, {2, 3, 7, 5}, 2, false, true, false, true, at::kDouble},
       {{1, 2}, {0, 0}, {3, 2, 1, 1}, 2, true, true, true, false, at::kHalf},
+      {{0, 2}, {0, 1}, {2, 20, 9, 9}, 1, true, false, false, false, at::kFloat},  // two chunks, two tiles
   };
   size_t done = 0;
   for (const auto& c : nodes)
