@@ -170,6 +170,13 @@ MUTATIONS = {
                         "m2 += (acc[i][j] - mean) * (acc[i][j] - mean);",
                         "fused forward's statistics: a partial tile's positions past the plane counted in its M2",
                         [conv_test(TILES)]),
+    "conv_gpw_barrier": ("cuda/conv_candidates_device.cuh",
+                         "    __syncthreads();  // the next tile overwrites e and gz\n", "",
+                         "pointwise weight gradient: the barrier after a tile's products removed, so the next tile's "
+                         "values overwrite shared memory that other warps still read", [conv_test(TILES)]),
+    "conv_gpw_blocks": ("cuda/conv_candidates_kernel.cu", "  return partial.sum(0);\n", "  return partial[0];\n",
+                        "conv_candidates launcher: the pointwise weight gradient of the first block's tiles only, the "
+                        "other blocks' sums dropped", [conv_test(TILES)]),
     # No emulated test catches this one: in the first round after the barrier every thread reads the
     # total before any warp reaches the next sum's write (five shuffles later), whatever order a seed
     # draws (2026-12-07: the conv tests pass with it, in thread order and with HDAS_EMU_SEED=1, 2, 3).

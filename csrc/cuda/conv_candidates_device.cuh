@@ -1,7 +1,7 @@
 // Kernels of hdas::conv_candidates on CUDA: the forward's depthwise-then-pointwise convolution with
-// its BatchNorm statistics (one kernel per half), the depthwise convolutions alone (the backward's
-// recomputation, and its gradients to the input and to the weights), normalisation-and-mix and
-// BatchNorm backward. Torch-free (nvcc, or g++ over csrc/emu). Every tensor is NCHW contiguous in the
+// its BatchNorm statistics (one kernel per half), the pointwise weight's gradient with the depthwise
+// output recomputed on chip, the depthwise convolution's gradients to its input and its weights,
+// normalisation-and-mix and BatchNorm backward. Torch-free (nvcc, or g++ over csrc/emu). Every tensor is NCHW contiguous in the
 // op-math type A (float, or double for double); the backward's pointwise convolutions are batched
 // GEMMs in the launcher (conv_candidates_kernel.cu).
 #pragma once
@@ -62,22 +62,6 @@ __device__ __forceinline__ A dw_at(const DwGeo& g, const A* __restrict__ plane, 
     }
   }
   return acc;
-}
-
-// out[nc, oh, ow] = dw_at: the depthwise convolution of m(in) alone (the backward's recomputation).
-template <typename A>
-__global__ void __launch_bounds__(kThreads) dw_forward_kernel(DwGeo g, const A* __restrict__ in, ChannelMap<A> m,
-                                                              const A* __restrict__ w, A* __restrict__ out) {
-  const int64_t total = g.NC * g.Ho * g.Wo;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(blockDim.x) * gridDim.x) {
-    const int ow = static_cast<int>(i % g.Wo);
-    const int64_t t = i / g.Wo;
-    const int oh = static_cast<int>(t % g.Ho);
-    const int64_t nc = t / g.Ho;
-    const A* plane = in + nc * g.H * g.W;
-    const int64_t c = nc % g.C;
-    out[i] = dw_at(g, plane, m.of(c), w + c * g.k * g.k, oh, ow);
-  }
 }
 
 // The gradient of the input: gin[nc, ih, iw] = sum over the taps (u, v) that read (ih, iw) of
@@ -200,6 +184,54 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       out[C] = m2;
     }
   }
+}
+
+// The pointwise weight's gradient, gpw[co, ci] = sum over images and positions of dz[n, co, q] *
+// dw_at(ci, q): the depthwise output recomputed on chip (never written, as in the forward). A block
+// holds 64 x 64 of (co, ci), 4 x 4 a thread, and sums over tiles of kTileQ positions, tiles
+// blockIdx.x, + gridDim.x, ...; its sums go to partial[blockIdx.x][co][ci] (blockIdx.y: the (co, ci)
+// block), which the launcher sums over blockIdx.x.
+constexpr int kTileQ = 32;
+template <typename A>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    dw_pointwise_weight_kernel(DwGeo g, const A* __restrict__ in, ChannelMap<A> m, const A* __restrict__ dw,
+                               const A* __restrict__ dz, A* __restrict__ partial) {
+  HDAS_SHARED(A, e, [kTileCo][kTileQ + 1]);   // depthwise outputs [ci][position]; the pad keeps the
+  HDAS_SHARED(A, gz, [kTileCo][kTileQ + 1]);  // column reads below free of bank conflicts
+  const int C = static_cast<int>(g.C), L = g.Ho * g.Wo, S = (L + kTileQ - 1) / kTileQ, T = (C + kTileCo - 1) / kTileCo;
+  const int co0 = static_cast<int>(blockIdx.y) / T * kTileCo, ci0 = static_cast<int>(blockIdx.y) % T * kTileCo;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // channels ci0 + tx + 16 j, co0 + ty + 16 i
+  const int64_t tiles = g.NC / g.C * S;
+  A acc[4][4] = {};
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t n = t / S;
+    const int q0 = static_cast<int>(t % S) * kTileQ, valid = min(kTileQ, L - q0);
+#pragma unroll 1
+    for (int j = threadIdx.x; j < kTileCo * kTileQ; j += kThreads) {
+      const int r = j / kTileQ, p = j % kTileQ, ci = ci0 + r, co = co0 + r;
+      A v = 0;
+      if (ci < C && p < valid)
+        v = dw_at(g, in + (n * C + ci) * g.H * g.W, m.of(ci), dw + ci * g.k * g.k, (q0 + p) / g.Wo, (q0 + p) % g.Wo);
+      e[r][p] = v;
+      gz[r][p] = co < C && p < valid ? dz[(n * C + co) * L + q0 + p] : A(0);
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int p = 0; p < kTileQ; ++p) {
+      A ev[4], gv[4];
+      for (int j = 0; j < 4; ++j) ev[j] = e[tx + 16 * j][p];
+      for (int i = 0; i < 4; ++i) gv[i] = gz[ty + 16 * i][p];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += gv[i] * ev[j];
+    }
+    __syncthreads();  // the next tile overwrites e and gz
+  }
+  A* out = partial + int64_t(blockIdx.x) * C * C;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const int co = co0 + ty + 16 * i, ci = ci0 + tx + 16 * j;
+      if (co < C && ci < C) out[int64_t(co) * C + ci] = acc[i][j];
+    }
 }
 
 // The element-wise passes over z [N, C, L] run one block per chunk of kPlaneChunk positions of one

@@ -8,12 +8,13 @@
 // it, into shared memory, the pointwise convolution from there, and the BatchNorm statistics of its
 // output per tile (combined by a small kernel after it); so relu(x), relu(BN1(z1)) and the depthwise
 // outputs are never written. Each branch's last BatchNorm, with its mixing weight folded in, is
-// applied and summed into its edge's output in one pass. Backward, the depthwise convolutions are
-// own kernels and the pointwise ones batched GEMMs over the images (at::matmul: cuBLAS); each
-// BatchNorm backward is one reduction and one element-wise pass. Everything runs
-// NCHW in the op-math type (float, or double for double): channels_last and half inputs go through
-// a copy. The backward recomputes the depthwise outputs from x and the saved pointwise outputs (or,
-// in the lean mode, those too). benchmarks/gpu_model.py counts what each pass moves.
+// applied and summed into its edge's output in one pass. Backward, each pointwise weight's gradient
+// is one kernel that recomputes the depthwise output on chip; the gradients through the pointwise
+// convolutions are batched GEMMs over the images (at::matmul: cuBLAS), those through the depthwise
+// ones a gather kernel (input) and a reduction (weights); each BatchNorm backward is one reduction
+// and one element-wise pass. Everything runs NCHW in the op-math type (float, or double for double):
+// channels_last and half inputs go through a copy. The lean mode recomputes the saved pointwise
+// outputs first. benchmarks/gpu_model.py counts what each pass moves.
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
@@ -49,13 +50,25 @@ struct InputMap {
   }
 };
 
-at::Tensor dw_forward(const at::Tensor& in, const InputMap& m, const at::Tensor& w, const conv::DwGeo& g) {
-  auto out = at::empty({g.NC / g.C, g.C, g.Ho, g.Wo}, in.options());
-  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "conv_candidates_dw_forward", [&] {
-    launch(conv::dw_forward_kernel<scalar_t>, grid_for(out.numel()), kThreads, 0, g, in.const_data_ptr<scalar_t>(),
-           m.get<scalar_t>(), w.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+// The pointwise weight's gradient [C, C] from its output's gradient dz and the depthwise
+// convolution's input (conv::dw_pointwise_weight_kernel): the blocks' sums over their position
+// tiles, then summed here.
+at::Tensor pointwise_weight_grad(const at::Tensor& in, const InputMap& m, const at::Tensor& dw, const at::Tensor& dz,
+                                 const conv::DwGeo& g) {
+  const char* op = "hdas::conv_candidates_backward";
+  const int64_t L = int64_t(g.Ho) * g.Wo, tiles = g.NC / g.C * ((L + conv::kTileQ - 1) / conv::kTileQ);
+  const int64_t T = (g.C + conv::kTileCo - 1) / conv::kTileCo;
+  TORCH_CHECK_VALUE(T * T <= 65535, op, " (", kBackend, "): ", g.C, " channels need more than 65535 blocks of ",
+                    conv::kTileCo, " x ", conv::kTileCo, " weights");
+  // Each block sums at least 4 tiles (fewer partial sums to add), and 1024 blocks fill a large GPU.
+  const int64_t blocks = std::min<int64_t>((tiles + 3) / 4, 1024);
+  auto partial = at::empty({blocks, g.C, g.C}, dz.options());
+  AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "conv_candidates_pointwise_weight_grad", [&] {
+    launch(conv::dw_pointwise_weight_kernel<scalar_t>, dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(T * T)),
+           kThreads, 0, g, in.const_data_ptr<scalar_t>(), m.get<scalar_t>(), dw.const_data_ptr<scalar_t>(),
+           dz.const_data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
   });
-  return out;
+  return partial.sum(0);
 }
 
 // The gradient of a depthwise convolution's input, written to gin (accumulate: added to it).
@@ -238,7 +251,6 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
   bool gx_written = false;
   at::Tensor gw = needs[1] ? at::zeros({cc.B}, opts) : at::Tensor();
   std::vector<at::Tensor> gdw1(cc.B), gpw1(cc.B), gdw2(cc.S), gpw2(cc.S), gg(cc.Z), gb(cc.Z);
-  const auto n = [&](const at::Tensor& t) { return t.view({cc.N, cc.C, cc.Ho * cc.Wo}); };
   for (const auto& br : cc.branches) {
     const int64_t b = &br - cc.branches.data();
     const auto g = grad_out[br.edge].to(acc).contiguous();
@@ -260,8 +272,7 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
       const auto d = bn_map(cc, st, br.slot1, /*relu=*/true);  // the second half's input, read through BN1
       const auto dE = pointwise(cc.pw2[br.sep].t(), last.dz);
       if (need_conv) {
-        const auto e = dw_forward(z1[b], d, cc.dw2[br.sep], geo);
-        gpw2[br.sep] = at::matmul(n(last.dz), n(e).transpose(1, 2)).sum(0);
+        gpw2[br.sep] = pointwise_weight_grad(z1[b], d, cc.dw2[br.sep], last.dz, geo);
         gdw2[br.sep] = dw_backward_weight(dE, z1[b], d, geo);
       }
       at::Tensor dy = at::empty_like(z1[b]);
@@ -277,8 +288,7 @@ backward_cuda(const std::vector<at::Tensor>& grad_out, const at::Tensor& x, c10:
     const auto geo = dw_geo(cc, br, true);
     const auto dA = pointwise(cc.pw1[b].t(), dz1);
     if (need_conv) {
-      const auto a = dw_forward(x_acc, InputMap{}, cc.dw1[b], geo);
-      gpw1[b] = at::matmul(n(dz1), n(a).transpose(1, 2)).sum(0);
+      gpw1[b] = pointwise_weight_grad(x_acc, InputMap{}, cc.dw1[b], dz1, geo);
       gdw1[b] = dw_backward_weight(dA, x_acc, InputMap{}, geo);
     }
     if (need_x) {
