@@ -58,6 +58,7 @@ PAIR = "test_pair_concat[nchw-torch.float64-emu]"
 PAIR_CL = "test_pair_concat[channels_last-torch.float32-emu]"
 CONV = "test_float64_against_cpu[1-True-False-emu]"  # every kind, two branches an edge, batch statistics
 TILES = "test_tiles_and_channel_chunks[emu]"  # the fused forward's tiles and channel chunks, partial ones too
+MIX = "test_edge_with_more_branches_than_one_mix_pass[emu]"  # nine branches on one edge: two mix passes
 
 # name: (file under csrc, text, replacement, what it breaks, checks); the text must occur exactly once.
 MUTATIONS = {
@@ -196,6 +197,10 @@ MUTATIONS = {
                         "bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[br.edge])",
                         "conv_candidates launcher: a branch's output mixed with the weight indexed by its edge, not "
                         "its branch", [conv_test(CONV)]),
+    "conv_mix_passes": ("cuda/conv_candidates_kernel.cu", "out.data_ptr<scalar_t>(), first > 0);",
+                        "out.data_ptr<scalar_t>(), false);",
+                        "conv_candidates launcher: an edge's second mix pass (branches past the first 8) overwrites "
+                        "the first's sum instead of adding to it", [conv_test(MIX)]),
     "conv_input_relu": ("cuda/conv_candidates_device.cuh", "    return relu && v < A(0) ? A(0) : v;\n",
                         "    return v;\n",
                         "depthwise input map: the ReLU dropped, so the candidates read x instead of relu(x) and the "

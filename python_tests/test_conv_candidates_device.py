@@ -79,6 +79,12 @@ def test_tiles_and_channel_chunks(name):
 
 
 @pytest.mark.parametrize("name", [EMU, CUDA])
+def test_edge_with_more_branches_than_one_mix_pass(name):
+    # an edge's output sums at most 8 branches a pass: 9 on one edge take a second, accumulating one
+    check(name, make((2, 3, 5, 4), kinds=[0, 1, 2, 3, 0, 1, 2, 3, 2, 0], edges=[0] * 9 + [1]), 1, True)
+
+
+@pytest.mark.parametrize("name", [EMU, CUDA])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_dtypes_and_layouts(name, dtype, channels_last):

@@ -1,9 +1,9 @@
 // Kernels of hdas::conv_candidates on CUDA: the forward's depthwise-then-pointwise convolution with
 // its BatchNorm statistics (one kernel per half), the pointwise weight's gradient with the depthwise
 // output recomputed on chip, the depthwise convolution's gradients to its input and its weights,
-// normalisation-and-mix and BatchNorm backward. Torch-free (nvcc, or g++ over csrc/emu). Every tensor is NCHW contiguous in the
-// op-math type A (float, or double for double); the backward's pointwise convolutions are batched
-// GEMMs in the launcher (conv_candidates_kernel.cu).
+// normalisation-and-mix and BatchNorm backward. Torch-free (nvcc, or g++ over csrc/emu). Every
+// tensor is NCHW contiguous in the op-math type A (float, or double for double); the backward's
+// pointwise convolutions are batched GEMMs in the launcher (conv_candidates_kernel.cu).
 #pragma once
 
 #include "device.cuh"
@@ -44,14 +44,13 @@ struct ChannelMap {
     if (f.shifted) f.shift = shift[c];
     return f;
   }
-  __device__ A operator()(A v, int64_t c) const { return of(c)(v); }
 };
 
 // The depthwise convolution at output (oh, ow) of one plane: sum_{u,v} wc[u, v] * f(plane[oh*s - p +
 // u*d, ow*s - p + v*d]) (zero outside), f the plane's channel map.
 template <typename A>
 __device__ __forceinline__ A dw_at(const DwGeo& g, const A* __restrict__ plane, typename ChannelMap<A>::Of f,
-                   const A* __restrict__ wc, int oh, int ow) {
+                                   const A* __restrict__ wc, int oh, int ow) {
   A acc = 0;
   for (int u = 0; u < g.k; ++u) {
     const int ih = oh * g.s - g.p + u * g.d;
@@ -245,17 +244,30 @@ __device__ inline PlaneChunk plane_chunk(int64_t L) {
   return {blockIdx.x / chunks, q0, q0 + kPlaneChunk < L ? q0 + kPlaneChunk : L};
 }
 
-// out = m(z) (accumulate: out + m(z)): a branch's last BatchNorm with its mixing weight folded into
-// scale and shift, summed into its edge's output.
+// An edge's output from up to kMixMax of its branches: out = sum_b m_b(z_b) (accumulate: out + that),
+// m_b a branch's last BatchNorm with its mixing weight folded into scale and shift; one pass, so
+// the output is written once, not read and written again per branch.
+constexpr int kMixMax = 8;
 template <typename A>
-__global__ void __launch_bounds__(kThreads) bn_apply_kernel(const A* __restrict__ z, int64_t C, int64_t L,
-                                                            ChannelMap<A> m, A* __restrict__ out, bool accumulate) {
+struct Mix {
+  int count = 0;
+  const A* z[kMixMax] = {};
+  ChannelMap<A> m[kMixMax];
+};
+template <typename A>
+__global__ void __launch_bounds__(kThreads) mix_kernel(Mix<A> mix, int64_t C, int64_t L, A* __restrict__ out,
+                                                       bool accumulate) {
+  static_assert(kPlaneChunk == 4 * kThreads, "4 positions a thread");
   const PlaneChunk pc = plane_chunk(L);
-  const auto f = m.of(pc.nc % C);
-  for (int64_t i = pc.nc * L + pc.q0 + threadIdx.x; i < pc.nc * L + pc.q1; i += kThreads) {
-    const A y = f(z[i]);
-    out[i] = accumulate ? out[i] + y : y;
+  const int64_t c = pc.nc % C, i0 = pc.nc * L + pc.q0 + threadIdx.x, end = pc.nc * L + pc.q1;
+  A y[4] = {};
+  for (int b = 0; b < mix.count; ++b) {  // branch by branch, in order: the sum's rounding as before
+    const auto f = mix.m[b].of(c);
+    for (int r = 0; r < 4; ++r)
+      if (i0 + r * kThreads < end) y[r] += f(mix.z[b][i0 + r * kThreads]);
   }
+  for (int r = 0; r < 4; ++r)
+    if (i0 + r * kThreads < end) out[i0 + r * kThreads] = accumulate ? out[i0 + r * kThreads] + y[r] : y[r];
 }
 
 // A BatchNorm's backward over z [N, C, L] and the gradient g of its output (times a scale folded into

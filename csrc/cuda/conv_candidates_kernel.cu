@@ -7,8 +7,8 @@
 // convolution, read through the ReLU (and, for a separable convolution's second half, BN1) before
 // it, into shared memory, the pointwise convolution from there, and the BatchNorm statistics of its
 // output per tile (combined by a small kernel after it); so relu(x), relu(BN1(z1)) and the depthwise
-// outputs are never written. Each branch's last BatchNorm, with its mixing weight folded in, is
-// applied and summed into its edge's output in one pass. Backward, each pointwise weight's gradient
+// outputs are never written. An edge's output is one pass over its branches' pointwise outputs,
+// each branch's last BatchNorm applied with its mixing weight folded in. Backward, each pointwise weight's gradient
 // is one kernel that recomputes the depthwise output on chip; the gradients through the pointwise
 // convolutions are batched GEMMs over the images (at::matmul: cuBLAS), those through the depthwise
 // ones a gather kernel (input) and a reduction (weights); each BatchNorm backward is one reduction
@@ -64,9 +64,10 @@ at::Tensor pointwise_weight_grad(const at::Tensor& in, const InputMap& m, const 
   const int64_t blocks = std::min<int64_t>((tiles + 3) / 4, 1024);
   auto partial = at::empty({blocks, g.C, g.C}, dz.options());
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "conv_candidates_pointwise_weight_grad", [&] {
-    launch(conv::dw_pointwise_weight_kernel<scalar_t>, dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(T * T)),
-           kThreads, 0, g, in.const_data_ptr<scalar_t>(), m.get<scalar_t>(), dw.const_data_ptr<scalar_t>(),
-           dz.const_data_ptr<scalar_t>(), partial.data_ptr<scalar_t>());
+    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(T * T));
+    launch(conv::dw_pointwise_weight_kernel<scalar_t>, grid, kThreads, 0, g, in.const_data_ptr<scalar_t>(),
+           m.get<scalar_t>(), dw.const_data_ptr<scalar_t>(), dz.const_data_ptr<scalar_t>(),
+           partial.data_ptr<scalar_t>());
   });
   return partial.sum(0);
 }
@@ -116,14 +117,23 @@ unsigned plane_blocks(const at::Tensor& z) {
                     "hdas::conv_candidates");
 }
 
-// out = m(z), or out + m(z) when out is defined (an edge's sum over its branches).
-void bn_apply_into(const at::Tensor& z, const InputMap& m, at::Tensor& out) {
-  const bool accumulate = out.defined();
-  if (!accumulate) out = at::empty_like(z);
-  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv_candidates_bn_apply", [&] {
-    launch(conv::bn_apply_kernel<scalar_t>, plane_blocks(z), kThreads, 0, z.const_data_ptr<scalar_t>(), z.size(1),
-           z.size(2) * z.size(3), m.get<scalar_t>(), out.data_ptr<scalar_t>(), accumulate);
+// One edge's output, the sum of its branches' last BatchNorms (their mixing weights folded in): one
+// pass per kMixMax branches.
+at::Tensor mix_edge(const std::vector<std::pair<at::Tensor, InputMap>>& parts) {
+  const auto& z0 = parts.front().first;
+  auto out = at::empty_like(z0);
+  AT_DISPATCH_FLOATING_TYPES(z0.scalar_type(), "conv_candidates_mix", [&] {
+    for (size_t first = 0; first < parts.size(); first += conv::kMixMax) {
+      conv::Mix<scalar_t> mix;
+      for (size_t b = first; b < parts.size() && mix.count < conv::kMixMax; ++b, ++mix.count) {
+        mix.z[mix.count] = parts[b].first.const_data_ptr<scalar_t>();
+        mix.m[mix.count] = parts[b].second.get<scalar_t>();
+      }
+      launch(conv::mix_kernel<scalar_t>, plane_blocks(z0), kThreads, 0, mix, z0.size(1), z0.size(2) * z0.size(3),
+             out.data_ptr<scalar_t>(), first > 0);
+    }
   });
+  return out;
 }
 
 // The pointwise output z = pw . dw(m(in)) of one half, its depthwise output kept on chip
@@ -183,14 +193,14 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Ten
   const auto acc = op_math(x.scalar_type());
   std::vector<at::Tensor> z1, z2;
   run_forward(cc, cc.x.to(acc).contiguous(), batch_stats, eps, st, z1, z2);
-  std::vector<at::Tensor> mix(cc.E);
+  std::vector<std::vector<std::pair<at::Tensor, InputMap>>> parts(cc.E);  // per edge, its branches in order
   for (const auto& br : cc.branches) {
     const int64_t b = &br - cc.branches.data();
-    bn_apply_into(br.sep >= 0 ? z2[br.sep] : z1[b], bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[b]),
-                  mix[br.edge]);
+    parts[br.edge].emplace_back(br.sep >= 0 ? z2[br.sep] : z1[b],
+                                bn_map(cc, st, br.slot, /*relu=*/false, cc.weights[b]));
   }
   std::vector<at::Tensor> out;
-  for (const auto& m : mix) out.push_back(m.to(x.scalar_type()).contiguous(output_format(x)));
+  for (const auto& p : parts) out.push_back(mix_edge(p).to(x.scalar_type()).contiguous(output_format(x)));
   return {out, conv_saved(z1, z2), st.mean, st.invstd, st.var_u};
 }
 
