@@ -46,11 +46,15 @@ struct ChannelMap {
   }
 };
 
-// The depthwise convolution at output (oh, ow) of one plane: sum_{u,v} wc[u, v] * f(plane[oh*s - p +
-// u*d, ow*s - p + v*d]) (zero outside), f the plane's channel map.
+// The depthwise convolution of m(in) for image n, channel c at output position q (row oh, column
+// ow): sum_{u,v} dw[c, u, v] * m_c(in[n, c, oh*s - p + u*d, ow*s - p + v*d]) (zero outside).
 template <typename A>
-__device__ __forceinline__ A dw_at(const DwGeo& g, const A* __restrict__ plane, typename ChannelMap<A>::Of f,
-                                   const A* __restrict__ wc, int oh, int ow) {
+__device__ __forceinline__ A dw_at(const DwGeo& g, const A* __restrict__ in, const ChannelMap<A>& m,
+                                   const A* __restrict__ dw, int64_t n, int c, int q) {
+  const auto f = m.of(c);
+  const A* plane = in + (n * g.C + c) * g.H * g.W;
+  const A* wc = dw + c * g.k * g.k;
+  const int oh = q / g.Wo, ow = q % g.Wo;
   A acc = 0;
   for (int u = 0; u < g.k; ++u) {
     const int ih = oh * g.s - g.p + u * g.d;
@@ -137,7 +141,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int64_t n = blockIdx.x / (int64_t(S) * T);
   const int s = static_cast<int>(blockIdx.x / T % S), co0 = static_cast<int>(blockIdx.x % T) * kTileCo;
   const int q0 = s * kTileP, valid = min(kTileP, L - q0);
-  const A* in_n = in + n * C * g.H * g.W;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // positions q0 + tx + 16 j, channels co0 + ty + 16 i
   A acc[4][4] = {};
   for (int c0 = 0; c0 < C; c0 += kChunk) {
@@ -145,8 +148,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     for (int j = threadIdx.x; j < kChunk * kTileP; j += kThreads) {
       const int c = c0 + j / kTileP, p = j % kTileP;
       A v = 0;
-      if (c < C && p < valid)
-        v = dw_at(g, in_n + int64_t(c) * g.H * g.W, m.of(c), dw + c * g.k * g.k, (q0 + p) / g.Wo, (q0 + p) % g.Wo);
+      if (c < C && p < valid) v = dw_at(g, in, m, dw, n, c, q0 + p);
       d[j / kTileP][p] = v;
     }
     for (int j = threadIdx.x; j < kTileCo * kChunk; j += kThreads) {
@@ -209,8 +211,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     for (int j = threadIdx.x; j < kTileCo * kTileQ; j += kThreads) {
       const int r = j / kTileQ, p = j % kTileQ, ci = ci0 + r, co = co0 + r;
       A v = 0;
-      if (ci < C && p < valid)
-        v = dw_at(g, in + (n * C + ci) * g.H * g.W, m.of(ci), dw + ci * g.k * g.k, (q0 + p) / g.Wo, (q0 + p) % g.Wo);
+      if (ci < C && p < valid) v = dw_at(g, in, m, dw, n, ci, q0 + p);
       e[r][p] = v;
       gz[r][p] = co < C && p < valid ? dz[(n * C + co) * L + q0 + p] : A(0);
     }

@@ -8,13 +8,13 @@
 // it, into shared memory, the pointwise convolution from there, and the BatchNorm statistics of its
 // output per tile (combined by a small kernel after it); so relu(x), relu(BN1(z1)) and the depthwise
 // outputs are never written. An edge's output is one pass over its branches' pointwise outputs,
-// each branch's last BatchNorm applied with its mixing weight folded in. Backward, each pointwise weight's gradient
-// is one kernel that recomputes the depthwise output on chip; the gradients through the pointwise
-// convolutions are batched GEMMs over the images (at::matmul: cuBLAS), those through the depthwise
-// ones a gather kernel (input) and a reduction (weights); each BatchNorm backward is one reduction
-// and one element-wise pass. Everything runs NCHW in the op-math type (float, or double for double):
-// channels_last and half inputs go through a copy. The lean mode recomputes the saved pointwise
-// outputs first. benchmarks/gpu_model.py counts what each pass moves.
+// each branch's last BatchNorm applied with its mixing weight folded in. Backward, each pointwise
+// weight's gradient is one kernel that recomputes the depthwise output on chip; the gradients
+// through the pointwise convolutions are batched GEMMs over the images (at::matmul: cuBLAS), those
+// through the depthwise ones a gather kernel (input) and a reduction (weights); each BatchNorm
+// backward is one reduction and one element-wise pass. Everything runs NCHW in the op-math type
+// (float, or double for double): channels_last and half inputs go through a copy. The lean mode
+// recomputes the saved pointwise outputs first. benchmarks/gpu_model.py counts what each pass moves.
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
